@@ -1,0 +1,33 @@
+# Loupe — every target bootstraps .venv itself (python3 -m venv + pip), so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.loupe-installed
+DEMO_WS ?= .demo/workspace.sqlite
+export QT_QPA_PLATFORM ?= $(if $(DISPLAY),xcb,offscreen)
+
+.PHONY: run test bench demo clean-demo
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+$(VENV)/.loupe-bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	@touch $@
+
+## make run: install, build the demo workspace from resources/demo, and open Loupe on it
+run: $(STAMP)
+	$(BIN)/loupe --workspace $(DEMO_WS) demo
+
+## make test: install and run the whole suite (core tests without Qt, app tests offscreen)
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider
+
+## make bench: real-data benchmarks against the reference tools; writes docs/benchmarks.md
+bench: $(VENV)/.loupe-bench
+	$(BIN)/python bench/import_bench.py
+
+clean-demo:
+	rm -rf .demo

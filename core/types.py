@@ -1,0 +1,153 @@
+"""Frozen value types shared by every core module.
+
+They carry data between the imaging, workspace, model and active-learning
+layers and the front ends; none of them knows how it is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+#: Modality code used for photographs (DICOM "XC": external-camera photography).
+PHOTO_MODALITY = "XC"
+
+
+@dataclass(frozen=True)
+class WindowPreset:
+    """One VOI window from a DICOM header (or a modality preset)."""
+
+    center: float
+    width: float
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What a header scan learns about one image file, before any pixel is decoded.
+
+    ``key`` makes imports idempotent: the SOP Instance UID for DICOM, and
+    ``sha256:<hex>`` of the file's bytes for photographs.
+    """
+
+    key: str
+    path: str
+    kind: str  # "dicom" or "photo"
+    modality: str
+    rows: int
+    columns: int
+    frames: int = 1
+    photometric: str = ""
+    samples_per_pixel: int = 1
+    bits_stored: int = 8
+    transfer_syntax: str = ""
+    patient_id: Optional[str] = None
+    patient_name: Optional[str] = None
+    study_uid: Optional[str] = None
+    study_date: Optional[str] = None
+    study_description: Optional[str] = None
+    series_uid: Optional[str] = None
+    series_description: Optional[str] = None
+    sop_uid: Optional[str] = None
+    body_part: Optional[str] = None
+    view_position: Optional[str] = None
+    window_presets: tuple[WindowPreset, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image stored in a workspace: its id plus its header record."""
+
+    id: str
+    record: ImageRecord
+    split: Optional[str] = None
+    label: Optional[str] = None
+
+    @property
+    def path(self) -> str:
+        """Absolute path of the image file."""
+        return self.record.path
+
+
+@dataclass(frozen=True)
+class ImportIssue:
+    """One file that could not be imported, with a reason a person understands."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """Outcome of one import: counts plus one issue per rejected file."""
+
+    imported: int
+    skipped: int
+    errors: tuple[ImportIssue, ...] = ()
+    image_ids: tuple[str, ...] = ()
+    labels_added: int = 0
+
+    def to_json(self) -> dict:
+        """The CLI contract's JSON shape (extra keys allowed)."""
+        return {
+            "imported": self.imported,
+            "skipped": self.skipped,
+            "errors": [{"path": e.path, "reason": e.reason} for e in self.errors],
+            "labels_added": self.labels_added,
+        }
+
+
+@dataclass(frozen=True)
+class Label:
+    """One labelling act. Labels are never overwritten: the newest row is current."""
+
+    image_id: str
+    classes: tuple[str, ...]
+    annotator: str
+    created_at: str
+    source: str = "human"  # human | import | model
+    severity: Optional[int] = None
+    note: str = ""
+    flag_wrong: bool = False
+    id: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model version's output for one image."""
+
+    image_id: str
+    version: str
+    probs: dict[str, float] = field(default_factory=dict)
+    predicted: str = ""
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One entry of the model registry."""
+
+    version: str
+    arch: str
+    classes: tuple[str, ...]
+    path: str
+    parent: Optional[str] = None
+    weights: str = ""
+    status: str = "candidate"  # candidate | active | rejected | retired
+    created_at: str = ""
+    file_hash: str = ""
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """An image waiting for an expert label, with why it was picked."""
+
+    image_id: str
+    score: float
+    rank: int
+    strategy: str
+    why: dict = field(default_factory=dict)
+    version: Optional[str] = None
