@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "demo"
 NPZ = HERE.parents[1].parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_imbalanced.npz"
 CLASSES = ("normal", "pneumonia")
 POOL, SEED, TEST = 300, 40, 100
@@ -28,11 +28,13 @@ def main() -> None:
     for split, n in (("train", POOL), ("test", TEST)):
         images, labels = data[f"{split}_images"], data[f"{split}_labels"].ravel()
         picked = rng.choice(len(images), size=n, replace=False)
+        # the labelled seed covers both classes (10 normal, 30 pneumonia); the rest is the unlabelled pool
+        seed = set(picked[labels[picked] == 0][:10]) | set(picked[labels[picked] == 1][:SEED - 10])
         (out / split).mkdir(parents=True, exist_ok=True)
-        for rank, idx in enumerate(sorted(picked)):
+        for idx in sorted(picked):
             name = f"{split}/pmnist_{split}_{idx:04d}.png"
             Image.fromarray(images[idx]).save(out / name)
-            labelled = split == "test" or rank < SEED
+            labelled = split == "test" or idx in seed
             if labelled:
                 rows.append({"path": f"pneumoniamnist/{name}", "label": CLASSES[labels[idx]],
                              "split": "test" if split == "test" else "train"})

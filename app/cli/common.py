@@ -1,0 +1,45 @@
+"""Shared plumbing of the ``loupe`` commands: workspace resolution and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+WORKSPACE_ENV = "LOUPE_WORKSPACE"
+
+
+def default_workspace_path() -> Path:
+    """The platform user-data location of the default workspace."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("loupe", appauthor=False)) / "workspace.sqlite"
+
+
+def resolve_workspace_path(option: str | None) -> Path:
+    """``--workspace`` wins, then ``LOUPE_WORKSPACE``, then the platform default."""
+    chosen = option or os.environ.get(WORKSPACE_ENV) or default_workspace_path()
+    return Path(chosen).expanduser()
+
+
+def open_workspace(args):
+    """Open (creating on first use) the workspace the arguments select."""
+    from core.workspace import Workspace
+
+    return Workspace.open(resolve_workspace_path(args.workspace))
+
+
+def emit(args, document: Any, human: str) -> None:
+    """Print ``document`` as one JSON document with ``--json``, else the human text."""
+    if getattr(args, "json", False):
+        json.dump(document, sys.stdout, indent=None, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(human)
+
+
+def info(message: str) -> None:
+    """Progress and notes go to stderr so stdout stays one JSON document."""
+    print(message, file=sys.stderr)

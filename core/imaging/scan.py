@@ -1,0 +1,157 @@
+"""Header scan of files and folders for import: records for images, one issue per bad file.
+
+The scan never raises for a bad file or folder; it only stops early when the
+cancel token is set (raising :class:`~core.errors.Cancelled`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional, Union
+
+from core.errors import LoupeError
+from core.imaging import dicom_io, photo
+from core.imaging.sniff import image_kind
+from core.progress import CancelToken, ProgressCallback, report
+from core.types import ImageRecord, ImportIssue
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Files that live beside images (labels, notes, indexes) and are skipped silently.
+SIDECAR_SUFFIXES = frozenset({".csv", ".txt", ".md", ".json"})
+SIDECAR_NAMES = frozenset({"dicomdir", ".ds_store", "thumbs.db", "desktop.ini"})
+
+
+@dataclass
+class ScanResult:
+    """What a scan found: a record per readable image, an issue per rejected file or folder."""
+
+    records: list[ImageRecord] = field(default_factory=list)
+    errors: list[ImportIssue] = field(default_factory=list)
+
+
+def is_sidecar(name: str) -> bool:
+    """True for well-known non-image companions (CSV, TXT, MD, JSON, DICOMDIR, .DS_Store, Thumbs.db)."""
+    low = name.lower()
+    return low in SIDECAR_NAMES or os.path.splitext(low)[1] in SIDECAR_SUFFIXES
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _walk(root: str, errors: list[ImportIssue], active: set[tuple[int, int]]) -> Iterator[str]:
+    """Files under ``root`` in sorted order; follows folder links but not loops."""
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        errors.append(ImportIssue(root, f"cannot open folder: {exc.strerror or exc}"))
+        return
+    ident = (st.st_dev, st.st_ino)
+    if ident in active:
+        errors.append(ImportIssue(root, "folder link loops back to a parent folder; not followed"))
+        return
+    try:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except PermissionError:
+        errors.append(ImportIssue(root, "cannot open folder: permission denied"))
+        return
+    except OSError as exc:
+        errors.append(ImportIssue(root, f"cannot open folder: {exc.strerror or exc}"))
+        return
+    active.add(ident)
+    try:
+        for entry in entries:
+            if _hidden(entry.name):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            if is_dir:
+                yield from _walk(entry.path, errors, active)
+            else:
+                yield entry.path
+    finally:
+        active.discard(ident)
+
+
+def collect_files(paths: Iterable[PathLike], errors: list[ImportIssue]) -> list[str]:
+    """Expand files and folders (recursively, sorted, hidden names skipped) into file paths.
+
+    Takes paths and a list that receives an :class:`ImportIssue` per missing
+    path, unreadable folder or link loop. Returns absolute file paths in a
+    deterministic order without duplicates; sidecar files are dropped.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for raw in paths:
+        path = os.path.abspath(os.fspath(raw))
+        if os.path.isdir(path):
+            candidates: Iterable[str] = _walk(path, errors, set())
+        elif os.path.lexists(path):
+            candidates = [path]
+        else:
+            errors.append(ImportIssue(path, "no such file or folder"))
+            continue
+        for file in candidates:
+            if is_sidecar(os.path.basename(file)):
+                continue
+            real = os.path.realpath(file)
+            if real in seen:
+                continue
+            seen.add(real)
+            out.append(file)
+    return out
+
+
+def scan_file(path: PathLike) -> ImageRecord:
+    """Header record of one file, with the checks an import needs.
+
+    Beyond :func:`~core.imaging.loader.read_image_header`, a DICOM file's
+    transfer syntax is checked for an installed decoder, so undecodable files
+    are refused at import. Raises :class:`ImageReadError` (or a subclass).
+    """
+    if image_kind(path) == "photo":
+        return photo.read_photo_header(path)
+    record = dicom_io.read_header(path)
+    dicom_io.check_transfer_syntax(record.transfer_syntax)
+    return record
+
+
+def scan_paths(
+    paths: Iterable[PathLike],
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> ScanResult:
+    """Scan files and folders for images, reading headers only.
+
+    Takes paths (files or folders, recursed in sorted order; hidden names and
+    sidecar files such as CSV/TXT/JSON/DICOMDIR skipped silently), an optional
+    progress callback (one event per file) and a cancel token checked between
+    files. Returns a :class:`ScanResult`: a record per readable image, and an
+    :class:`ImportIssue` with a plain reason for every other file, unreadable
+    folder or link loop. Raises only :class:`~core.errors.Cancelled`.
+    """
+    result = ScanResult()
+    files = collect_files(paths if not isinstance(paths, (str, os.PathLike)) else [paths], result.errors)
+    total = len(files)
+    report(progress, 0, total, "scanning")
+    for done, file in enumerate(files, start=1):
+        if cancel is not None:
+            cancel.check()
+        try:
+            result.records.append(scan_file(file))
+        except LoupeError as exc:
+            result.errors.append(ImportIssue(file, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one odd file must not stop an import
+            logger.exception("unexpected error scanning %s", file)
+            result.errors.append(ImportIssue(file, f"could not be read: {exc}"))
+        report(progress, done, total, os.path.basename(file))
+    return result
+

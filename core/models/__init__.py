@@ -1,0 +1,1 @@
+"""Models: architectures and pretrained weights, preprocessing, inference, training, metrics."""

@@ -1,0 +1,63 @@
+"""Model operations the front ends call: predict and store, evaluate a version on a split."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+from core.errors import ModelError
+from core.models.device import choose_device
+from core.progress import CancelToken, ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+
+def predict_images(workspace, image_ids: Optional[Sequence[str]] = None, version: Optional[str] = None,
+                   batch_size: int = 16, device: str = "auto", progress: Optional[ProgressCallback] = None,
+                   cancel: Optional[CancelToken] = None):
+    """Predict ``image_ids`` (every image when None) with ``version`` (default: active) and store the results.
+
+    Returns (predictions, failures) where failures are (image id, reason)
+    pairs for images that could not be decoded. Raises ModelError when no
+    model is active.
+    """
+    from core.models.inference import run_inference, to_predictions
+    from core.models.versions import load_version
+
+    loaded = load_version(workspace, version)
+    refs = [workspace.image(i) for i in image_ids] if image_ids is not None else workspace.images()
+    choice = choose_device(device)
+    result = run_inference(loaded, [(r.id, r.path) for r in refs], batch_size=batch_size, device=choice.device,
+                           with_embeddings=False, progress=progress, cancel=cancel)
+    predictions = to_predictions(loaded, result)
+    workspace.add_predictions(loaded.version.version, predictions)
+    return predictions, result.failed
+
+
+def evaluate_version(workspace, version: Optional[str] = None, split: str = "test", batch_size: int = 32,
+                     device: str = "auto", n_boot: int = 1000, progress: Optional[ProgressCallback] = None) -> dict:
+    """Metrics of ``version`` (default: active) on the confirmed labels of images marked ``split``.
+
+    Uses the version's calibration and operating thresholds, as the app does.
+    Returns :func:`core.models.metrics.evaluate`'s dict plus ``version`` and
+    ``split``. Raises ModelError when the split has no labelled images.
+    """
+    from core.models.data import labelled_set
+    from core.models.inference import run_inference
+    from core.models.metrics import evaluate
+    from core.models.versions import load_version
+
+    loaded = load_version(workspace, version)
+    data = labelled_set(workspace, loaded.classes, loaded.multilabel, splits=(split,))
+    if len(data) == 0:
+        raise ModelError(f"no confirmed labels on images marked '{split}'; import a labels CSV with a split column")
+    choice = choose_device(device)
+    result = run_inference(loaded, list(zip(data.image_ids, data.paths)), batch_size=batch_size,
+                           device=choice.device, with_embeddings=False, progress=progress)
+    keep = {image_id: i for i, image_id in enumerate(data.image_ids)}
+    rows = [keep[i] for i in result.image_ids]
+    metrics = evaluate(data.targets[rows], result.probs, list(loaded.classes),
+                       thresholds=[loaded.thresholds.get(c) for c in loaded.classes],
+                       n_boot=n_boot, multilabel=loaded.multilabel)
+    return {"version": loaded.version.version, "split": split, **metrics,
+            "failed": [{"id": i, "reason": r} for i, r in result.failed]}

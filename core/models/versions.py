@@ -1,0 +1,176 @@
+"""Model versions on disk: create, save, load, and the promotion gate.
+
+The workspace stores the registry rows; this module owns the model files
+(``<workspace stem>-models/<version>.pt`` beside the workspace), their hashes,
+and the rule deciding whether a newly trained version may become active.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from core.errors import ModelError
+from core.models.checkpoint import load_checkpoint, save_checkpoint
+from core.types import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "loupe-model"
+FORMAT_VERSION = 1
+#: Smallest macro-AUC drop that counts as real rather than noise.
+MIN_AUC_TOLERANCE = 0.005
+
+
+@dataclass
+class LoadedModel:
+    """A model version ready for inference: network (eval mode), input spec and calibration."""
+
+    version: ModelVersion
+    net: Any  # LoupeNet
+    spec: Any  # InputSpec
+    classes: tuple[str, ...]
+    temperature: float = 1.0
+    thresholds: dict[str, Optional[float]] = field(default_factory=dict)
+
+    @property
+    def multilabel(self) -> bool:
+        """True when the head has one sigmoid per finding."""
+        return self.net.head_type == "multilabel"
+
+
+def models_dir(workspace_path: str | Path) -> Path:
+    """Folder holding a workspace's model files (beside the workspace file)."""
+    path = Path(workspace_path)
+    return path.parent / f"{path.stem}-models"
+
+
+def next_version_name(workspace) -> str:
+    """``v<N+1>`` where N is the highest numbered version in the workspace."""
+    numbers = [int(m.group(1)) for v in workspace.models() if (m := re.fullmatch(r"v(\d+)", v.version))]
+    return f"v{max(numbers, default=0) + 1}"
+
+
+def save_version(workspace, net, spec, classes, *, weights: str, parent: Optional[str] = None,
+                 params: Optional[dict] = None, metrics: Optional[dict] = None, status: str = "candidate",
+                 reason: str = "", temperature: float = 1.0, thresholds: Optional[dict] = None,
+                 actor: str = "system") -> ModelVersion:
+    """Write ``net`` to a new version file atomically and register it.
+
+    The file is complete and hashed before the registry row exists, so a crash
+    can leave an orphan file but never a registered, half-written version.
+    Returns the registered ModelVersion; raises ModelError when the disk refuses.
+    """
+    version = next_version_name(workspace)
+    path = models_dir(workspace.path) / f"{version}.pt"
+    payload = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(net.config),
+        "input_spec": spec.to_dict(), "classes": list(classes), "temperature": float(temperature),
+        "thresholds": {k: (None if v is None else float(v)) for k, v in (thresholds or {}).items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+    }
+    digest = save_checkpoint(path, payload)
+    all_params = {"input_spec": spec.to_dict(), "config": dict(net.config), "temperature": float(temperature),
+                  "thresholds": payload["thresholds"], **(params or {})}
+    record = ModelVersion(version=version, arch=net.arch, classes=tuple(classes), path=str(path), parent=parent,
+                          weights=weights, status=status, file_hash=digest, params=all_params,
+                          metrics=metrics or {}, reason=reason)
+    return workspace.add_model(record, actor=actor)
+
+
+def create_version(workspace, arch: str, classes: list[str], pretrained: str = "default", input_size: int = 224,
+                   torch_cache_dir: Optional[str | Path] = None, head: str = "multiclass",
+                   severity_levels: int = 0, actor: str = "system") -> ModelVersion:
+    """Build a new model (backbone weights per ``pretrained``) and register it as the active version.
+
+    Raises ModelError for an unknown architecture, fewer than two classes for a
+    multi-class head, or weights that are not available offline.
+    """
+    from core.models.architectures import build_model, default_input_spec
+
+    classes = [c.strip() for c in classes if c.strip()]
+    if len(set(classes)) != len(classes):
+        raise ModelError(f"class names must be unique, got {', '.join(classes)}")
+    net, weights = build_model(arch, len(classes), pretrained=pretrained, torch_cache_dir=torch_cache_dir,
+                               head=head, severity_levels=severity_levels)
+    spec = default_input_spec(arch, input_size)
+    workspace.add_classes(classes)
+    return save_version(workspace, net, spec, classes, weights=weights, status="active",
+                        reason=f"created ({weights})", params={"created_by": "model create"}, actor=actor)
+
+
+_cache_lock = threading.Lock()
+_cache: dict[tuple[str, str], LoadedModel] = {}
+
+
+def load_version(workspace, version: Optional[str] = None) -> LoadedModel:
+    """Load a registered version (the active one by default), verifying its file hash.
+
+    Loaded models are cached per (file, hash); callers must not modify the
+    returned network (explainers work on a private copy). Raises ModelError when
+    no model is active, or the file is missing, tampered or unreadable.
+    """
+    from core.models.architectures import build_model
+    from core.models.preprocess import InputSpec
+
+    record = workspace.model(version) if version else workspace.active_model()
+    if record is None:
+        raise ModelError("no model is active in this workspace; create one with `loupe model create`")
+    key = (record.path, record.file_hash)
+    with _cache_lock:
+        if key in _cache:
+            loaded = _cache[key]
+            loaded.version = record
+            return loaded
+    payload = load_checkpoint(record.path, record.file_hash)
+    if payload.get("format") != FORMAT:
+        raise ModelError(f"{record.path} is not a Loupe model file")
+    net, _ = build_model(pretrained="none", **payload["config"])
+    try:
+        net.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"model file for {record.version} does not match its architecture: {exc}") from exc
+    net.eval()
+    loaded = LoadedModel(record, net, InputSpec.from_dict(payload["input_spec"]), tuple(payload["classes"]),
+                         float(payload.get("temperature", 1.0)), dict(payload.get("thresholds", {})))
+    with _cache_lock:
+        _cache[key] = loaded
+    return loaded
+
+
+def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Optional[str]) -> tuple[bool, str]:
+    """Whether a candidate version may replace the active one, and why, in words.
+
+    Both metric dicts come from :func:`core.models.metrics.evaluate` on the same
+    validation images. The candidate is promoted only if the rare class's
+    sensitivity at its operating threshold does not drop, and macro ROC-AUC does
+    not drop by more than the noise: the larger of :data:`MIN_AUC_TOLERANCE` and
+    half the mean width of the candidate's per-class AUC 95 % CIs.
+    """
+    if not active:
+        return True, "no active model to compare with: promoted"
+    cand_auc, act_auc = candidate.get("macro_auc"), active.get("macro_auc")
+    if cand_auc is None:
+        return False, "validation set has too few cases of each class to compute ROC-AUC: kept as candidate"
+    reasons = []
+    if rare_class and rare_class in candidate.get("per_class", {}):
+        cand_sens = candidate["per_class"][rare_class].get("sensitivity")
+        act_sens = active.get("per_class", {}).get(rare_class, {}).get("sensitivity")
+        if cand_sens is not None and act_sens is not None:
+            if cand_sens + 1e-9 < act_sens:
+                return False, (f"not promoted: {rare_class} sensitivity would drop from {act_sens:.3f} "
+                               f"to {cand_sens:.3f}")
+            reasons.append(f"{rare_class} sensitivity {act_sens:.3f} → {cand_sens:.3f}")
+    if act_auc is not None:
+        widths = [pc["ci95"]["auc"][1] - pc["ci95"]["auc"][0] for pc in candidate.get("per_class", {}).values()
+                  if pc.get("ci95", {}).get("auc")]
+        tolerance = max(MIN_AUC_TOLERANCE, 0.5 * (sum(widths) / len(widths)) if widths else MIN_AUC_TOLERANCE)
+        if cand_auc < act_auc - tolerance:
+            return False, (f"not promoted: macro ROC-AUC would drop from {act_auc:.3f} to {cand_auc:.3f} "
+                           f"(more than the noise level {tolerance:.3f})")
+        reasons.append(f"macro ROC-AUC {act_auc:.3f} → {cand_auc:.3f} (noise ±{tolerance:.3f})")
+    return True, "promoted: " + "; ".join(reasons)

@@ -1,0 +1,171 @@
+"""Connections to the workspace file: one per thread, WAL, foreign keys, busy timeout.
+
+SQLite connection objects must not cross threads, so each thread that touches
+the workspace gets its own :class:`sqlite_utils.Database` on the same file.
+Writes run inside ``BEGIN IMMEDIATE`` transactions: the write lock is taken
+up front (so two writers queue on the busy timeout instead of deadlocking
+on a lock upgrade) and every public write commits before it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlite_utils
+
+from core.errors import WorkspaceBusy, WorkspaceError
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a writer waits for another process's write lock before giving up.
+DEFAULT_TIMEOUT = 10.0
+
+BUSY_MESSAGE = "the workspace is busy: another Loupe process is writing; try again"
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601 with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 kept (used for storage and hashing)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    """Parse stored JSON; ``default`` for NULL."""
+    if text is None:
+        return default
+    return json.loads(text)
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    message = str(error).lower()
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in message or "busy" in message
+    )
+
+
+@contextmanager
+def translate_errors(path: Path) -> Iterator[None]:
+    """Turn sqlite3 errors into :class:`WorkspaceBusy` / :class:`WorkspaceError` with plain messages."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        if _is_busy(error):
+            logger.warning("workspace %s busy: %s", path, error)
+            raise WorkspaceBusy(BUSY_MESSAGE) from error
+        if "not a database" in str(error):
+            raise WorkspaceError(f"{path} is not a Loupe workspace (not an SQLite file)") from error
+        logger.exception("workspace %s: database error", path)
+        raise WorkspaceError(f"the workspace {path} could not be read or written: {error}") from error
+
+
+class ConnectionPool:
+    """One :class:`sqlite_utils.Database` per thread (and per process), all on one file."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        self._closed = False
+
+    def get(self) -> sqlite_utils.Database:
+        """This thread's database, connecting on first use."""
+        if self._closed:
+            raise WorkspaceError(f"the workspace {self.path} is closed")
+        db = getattr(self._local, "db", None)
+        # A forked child must not reuse its parent's connection.
+        if db is not None and self._local.pid == os.getpid():
+            return db
+        db = self._connect()
+        self._local.db = db
+        self._local.pid = os.getpid()
+        self._local.depth = 0
+        return db
+
+    def _connect(self) -> sqlite_utils.Database:
+        with translate_errors(self.path):
+            # check_same_thread=False only so close() may close every thread's
+            # connection; each connection is still used by its own thread alone.
+            conn = sqlite3.connect(str(self.path), timeout=self.timeout, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            # FULL: a label survives even a power cut once add_label returns.
+            conn.execute("PRAGMA synchronous = FULL")
+            db = sqlite_utils.Database(conn, execute_plugins=False)
+        with self._lock:
+            self._all.append(conn)
+        logger.debug("opened connection to %s in thread %s", self.path, threading.get_ident())
+        return db
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``); nested calls join the outer one."""
+        db = self.get()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                with translate_errors(self.path):
+                    yield db
+            finally:
+                self._local.depth -= 1
+            return
+        with translate_errors(self.path):
+            db.conn.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            with translate_errors(self.path):
+                yield db
+                db.conn.execute("COMMIT")
+        except BaseException:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._local.depth = 0
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite_utils.Database]:
+        """This thread's database for reading, with sqlite errors translated."""
+        db = self.get()
+        with translate_errors(self.path):
+            yield db
+
+    def release_thread(self) -> None:
+        """Close the calling thread's connection (for worker threads that are about to end)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            return
+        self._local.db = None
+        with self._lock:
+            if db.conn in self._all:
+                self._all.remove(db.conn)
+        db.conn.close()
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise :class:`WorkspaceError`."""
+        with self._lock:
+            conns, self._all = self._all, []
+            self._closed = True
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing is best effort
+                logger.warning("could not close a connection to %s", self.path, exc_info=True)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed

@@ -1,0 +1,115 @@
+"""The :class:`Workspace`: one SQLite file holding images, labels, models and the audit log."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from core.errors import WorkspaceError
+
+from . import schema
+from .audit import AuditMixin
+from .cache import CacheMixin
+from .connection import DEFAULT_TIMEOUT, ConnectionPool
+from .images import ImagesMixin
+from .labels import LabelsMixin
+from .queue import QueueMixin
+from .registry import ModelsMixin
+
+logger = logging.getLogger(__name__)
+
+
+class Workspace(ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin):
+    """A Loupe workspace: the only object in Loupe that knows tables and SQL.
+
+    Open it with :meth:`open`; it is safe to share between threads (each
+    thread gets its own SQLite connection) and between processes (SQLite WAL
+    with a busy timeout). Every write method commits before it returns; a
+    write that waits longer than the timeout for another process raises
+    :class:`~core.errors.WorkspaceBusy`.
+    """
+
+    def __init__(self, path: Path, pool: ConnectionPool) -> None:
+        """Use :meth:`open`."""
+        self._path = path
+        self._pool = pool
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT) -> "Workspace":
+        """Open (creating folders and file as needed) and migrate the workspace at ``path``.
+
+        ``timeout`` is how many seconds a write waits for another process's
+        lock before raising :class:`~core.errors.WorkspaceBusy`. Raises
+        :class:`~core.errors.WorkspaceError` when the file is not a workspace,
+        cannot be created, or was written by a newer Loupe.
+        """
+        path = Path(path).absolute()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WorkspaceError(f"cannot create the folder for the workspace {path}: {error}") from error
+        pool = ConnectionPool(path, timeout)
+        try:
+            cls._prepare(pool)
+        except BaseException:
+            pool.close()
+            raise
+        logger.info("opened workspace %s", path)
+        return cls(path, pool)
+
+    @staticmethod
+    def _prepare(pool: ConnectionPool) -> None:
+        migrations = schema.MIGRATIONS
+        with pool.read() as db:
+            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal":
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    logger.warning("workspace %s: WAL journal unavailable, using %s", pool.path, mode)
+            version = schema.user_version(db)
+            if version > len(migrations):
+                schema.migrate(db, pool.path, migrations)  # raises the "newer Loupe" error
+        if version < len(migrations):
+            with pool.write() as db:
+                schema.migrate(db, pool.path, migrations)
+
+    @property
+    def path(self) -> Path:
+        """Absolute path of the workspace file."""
+        return self._path
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open file."""
+        with self._pool.read() as db:
+            return schema.user_version(db)
+
+    def integrity_check(self) -> bool:
+        """Run SQLite's integrity and foreign-key checks; ``True`` when both pass."""
+        with self._pool.read() as db:
+            integrity = [row[0] for row in db.execute("PRAGMA integrity_check")]
+            foreign = db.execute("PRAGMA foreign_key_check").fetchall()
+        ok = integrity == ["ok"] and not foreign
+        if not ok:
+            logger.error("workspace %s failed its checks: %s; foreign keys: %s", self._path, integrity, foreign)
+        return ok
+
+    def release_thread(self) -> None:
+        """Close the calling thread's connection (call from a worker thread before it ends)."""
+        self._pool.release_thread()
+
+    def close(self) -> None:
+        """Close every connection; the workspace cannot be used afterwards. Idempotent."""
+        if not self._pool.closed:
+            self._pool.close()
+            logger.info("closed workspace %s", self._path)
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self._path)!r})"
