@@ -17,6 +17,7 @@ from core.imaging import scan_paths
 from core.labels_csv import LabelRow, read_labels_csv
 from core.progress import CancelToken, ProgressCallback
 from core.types import ImageRef, ImportIssue, ImportReport
+from core.workspace import image_id_for_key
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def import_paths(
     new_ids, existing_ids = workspace.add_images(scan.records, actor=actor)
     labels_added = 0
     if label_rows:
-        labels_added, label_issues = apply_labels(workspace, label_rows)
+        aliases = {_norm(r.path): image_id_for_key(r.key) for r in scan.records}
+        labels_added, label_issues = apply_labels(workspace, label_rows, aliases)
         errors.extend(label_issues)
     logger.info("import: %d new, %d already present, %d errors, %d labels",
                 len(new_ids), len(existing_ids), len(errors), labels_added)
@@ -62,13 +64,16 @@ def import_paths(
     )
 
 
-def apply_labels(workspace, rows: list[LabelRow]) -> tuple[int, list[ImportIssue]]:
+def apply_labels(workspace, rows: list[LabelRow], aliases: Optional[dict[str, str]] = None
+                 ) -> tuple[int, list[ImportIssue]]:
     """Store CSV label rows as confirmed labels by annotator ``import``.
 
     Rows are matched to imported images by resolved path, or by file name when
     the CSV gave only a name (a name shared by several images is an issue).
     A row whose label, severity and split already stand is not added again, so
-    importing the same CSV twice adds nothing. Returns (labels added, issues).
+    importing the same CSV twice adds nothing. ``aliases`` maps scanned paths
+    to image ids, so a row naming a byte-identical copy of an imported image is
+    reported as a duplicate rather than as missing. Returns (labels added, issues).
     """
     images = workspace.images()
     by_path = {_norm(ref.path): ref for ref in images}
@@ -79,7 +84,7 @@ def apply_labels(workspace, rows: list[LabelRow]) -> tuple[int, list[ImportIssue
     issues: list[ImportIssue] = []
     batch = []
     for row in rows:
-        ref = _match(row, by_path, by_name, issues)
+        ref = _match(row, by_path, by_name, issues, aliases or {}, images)
         if ref is None:
             continue
         if row.split is not None and row.split != ref.split:
@@ -94,12 +99,16 @@ def apply_labels(workspace, rows: list[LabelRow]) -> tuple[int, list[ImportIssue
     return len(batch), issues
 
 
-def _match(row: LabelRow, by_path: dict, by_name: dict, issues: list[ImportIssue]) -> Optional[ImageRef]:
+def _match(row: LabelRow, by_path: dict, by_name: dict, issues: list[ImportIssue], aliases: dict,
+           images: list[ImageRef]) -> Optional[ImageRef]:
     """The image a CSV row names, or None after recording why there is none."""
     if row.path is not None:
         ref = by_path.get(_norm(row.path))
         if ref is None:
-            issues.append(ImportIssue(row.where, f"labels CSV line {row.line}: no imported image at this path"))
+            original = next((r for r in images if r.id == aliases.get(_norm(row.path))), None)
+            reason = (f"same content as the already imported {original.path}: identical images are stored once, "
+                      f"so this row is not applied" if original else "no imported image at this path")
+            issues.append(ImportIssue(row.where, f"labels CSV line {row.line}: {reason}"))
         return ref
     matches = by_name.get(row.file or "", [])
     if len(matches) == 1:

@@ -94,7 +94,8 @@ class ImagesMixin:
         """Store image records in one transaction; idempotent by ``record.key``.
 
         Returns ``(new_ids, existing_ids)``. An existing key whose file moved
-        gets its path updated. Patient, study and series rows are created from
+        (its stored path no longer exists) gets its path updated; an identical
+        copy elsewhere does not replace a stored path that still exists. Patient, study and series rows are created from
         the records (photographs have none). One audit entry summarises the batch.
         Raises :class:`WorkspaceBusy` when another process holds the write lock too long.
         """
@@ -109,7 +110,8 @@ class ImagesMixin:
                 row = db.execute("SELECT id, path FROM images WHERE key = ?", (record.key,)).fetchone()
                 if row is not None:
                     existing_ids.append(row[0])
-                    if row[1] != path:
+                    # a moved file gets its new path; a second copy of a file that is still there does not
+                    if row[1] != path and not os.path.exists(row[1]):
                         db.execute("UPDATE images SET path = ? WHERE id = ?", (path, row[0]))
                         moved.append(row[0])
                     continue

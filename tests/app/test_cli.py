@@ -135,3 +135,15 @@ def test_demo_command_imports_bundled_studies(tmp_path, capsys):
     assert code == 0, err
     assert report["imported"] == report["images"] == 404 and report["errors"] == []
     assert report["labels_added"] == 140
+
+
+def test_identical_copies_are_stored_once_and_their_label_rows_explained(tmp_path, capsys, photos):
+    ws = str(tmp_path / "ws.sqlite")
+    (photos / "copy_of_a.png").write_bytes((photos / "a.png").read_bytes())
+    csv = photos / "labels.csv"
+    csv.write_text("path,label\na.png,naevus\ncopy_of_a.png,melanoma\n")
+    code, out, _ = run(capsys, "--workspace", ws, "import", str(photos), "--labels", str(csv), "--json")
+    report = json.loads(out)
+    assert report["imported"] == 2 and report["skipped"] == 1 and report["labels_added"] == 1
+    dup = [e for e in report["errors"] if e["path"].endswith("copy_of_a.png")]
+    assert len(dup) == 1 and "same content as the already imported" in dup[0]["reason"]
