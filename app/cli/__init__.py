@@ -11,10 +11,13 @@ import logging
 import os
 import sys
 
-from app.cli import models, studies
+import importlib
 from core.errors import LoupeError
 
 logger = logging.getLogger("loupe")
+
+#: Modules under app/cli that register commands (each has ``add_parsers(sub, common)``).
+COMMAND_MODULES = ("studies", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    studies.add_parsers(sub, common)
-    models.add_parsers(sub, common)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"app.cli.{name}").add_parsers(sub, common)
     return parser
 
 
