@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.loupe-installed
 DEMO_WS ?= .demo/workspace.sqlite
-export QT_QPA_PLATFORM ?= $(if $(DISPLAY),xcb,offscreen)
+
 
 .PHONY: run test bench demo clean-demo
 
@@ -19,7 +19,7 @@ $(VENV)/.loupe-bench: $(STAMP)
 
 ## make run: install, build the demo workspace from resources/demo, and open Loupe on it
 run: $(STAMP)
-	$(BIN)/loupe --workspace $(DEMO_WS) demo
+	$(BIN)/loupe --workspace $(DEMO_WS) gui --demo
 
 ## make test: install and run the whole suite (core tests without Qt, app tests offscreen)
 test: $(STAMP)

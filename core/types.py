@@ -7,7 +7,7 @@ layers and the front ends; none of them knows how it is stored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 #: Modality code used for photographs (DICOM "XC": external-camera photography).
 PHOTO_MODALITY = "XC"
@@ -151,3 +151,43 @@ class QueueItem:
     strategy: str
     why: dict = field(default_factory=dict)
     version: Optional[str] = None
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """One saliency map for one image, target and model version.
+
+    Attributes:
+        map: float32 (H, W) in [0, 1], in the rendered image's geometry (the
+            model's resize and padding undone); high = supports the target.
+        signed: float32 (H, W) in [-1, 1] for signed methods (negative = speaks
+            against the target), else None.
+        method: ``gradcam``, ``lime``, ``ig``, ``gradshap`` or ``occlusion``.
+        target: class (or finding) name the map explains.
+        target_index: its index in the model's classes.
+        params: the method's parameters after defaults were resolved.
+        version: model version that produced the map.
+        seconds: wall-clock seconds it took to compute (not to load from cache).
+        faithfulness: deletion / insertion AUC (and how they were measured) when requested.
+        cached: True when the map came from the workspace cache.
+        score: the model's probability for the target on this image.
+        image_id: workspace image id, when the image came from a workspace.
+    """
+
+    map: Any
+    method: str
+    target: str
+    target_index: int
+    version: str
+    seconds: float
+    params: dict = field(default_factory=dict)
+    signed: Any = None
+    faithfulness: dict = field(default_factory=dict)
+    cached: bool = False
+    score: Optional[float] = None
+    image_id: Optional[str] = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the map: the rendered image's geometry."""
+        return tuple(int(s) for s in self.map.shape[:2])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from app.cli.common import emit, info, open_workspace
+from app.cli.common import emit, info, open_workspace, resolve_workspace_path
 from core.errors import LoupeError
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "resources" / "demo"
@@ -31,6 +31,7 @@ def add_parsers(sub, common) -> None:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("demo", parents=[common], help="build the demo workspace from resources/demo")
+    p.add_argument("--no-train", action="store_true", help="import only; do not create or train a model")
     p.set_defaults(func=cmd_demo)
 
 
@@ -96,21 +97,29 @@ def cmd_render(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Import the bundled demo images and labels, then say what the workspace holds."""
-    from core.importer import import_paths
+    """Prepare the bundled demo (import, offline pretrained model, seed training, queue) and say what it holds."""
+    from core.demo import prepare_demo
 
     with open_workspace(args) as ws:
-        report = import_paths(ws, [DEMO_DIR], labels_csv=DEMO_DIR / "labels.csv")
-        refs = ws.images()
-        labels = ws.current_labels()
-        path = ws.path
+        summary = prepare_demo(ws, DEMO_DIR, train=not args.no_train, progress=lambda p: info(p.message))
+        text = demo_text(ws, summary)
+    emit(args, {**summary["import"], **{k: v for k, v in summary.items() if k != "import"},
+                "workspace": str(resolve_workspace_path(args.workspace))}, text)
+    return 0
+
+
+def demo_text(ws, summary: dict) -> str:
+    """A person-readable summary of the demo workspace."""
+    refs = ws.images()
+    labels = ws.current_labels()
     by_modality = Counter(r.record.modality for r in refs)
     studies = {r.record.study_uid for r in refs}
     patients = {r.record.patient_id for r in refs if r.record.patient_id}
     by_class = Counter(";".join(l.classes) for l in labels.values() if l.classes)
-    summary = (f"{_report_text(report)}\n"
-               f"demo workspace {path}: {len(refs)} images in {len(studies)} studies of {len(patients)} patients "
-               f"({', '.join(f'{m} {n}' for m, n in sorted(by_modality.items()))}); "
-               f"labelled: {', '.join(f'{c} {n}' for c, n in sorted(by_class.items())) or 'none'}")
-    emit(args, {**report.to_json(), "workspace": str(path), "images": len(refs)}, summary)
-    return 0
+    imported = summary["import"]
+    return (f"imported {imported['imported']} image(s), {imported['skipped']} already present, "
+            f"{len(imported['errors'])} rejected\n"
+            f"demo workspace {ws.path}: {len(refs)} images in {len(studies)} studies of {len(patients)} patients "
+            f"({', '.join(f'{m} {n}' for m, n in sorted(by_modality.items()))}); "
+            f"labelled: {', '.join(f'{c} {n}' for c, n in sorted(by_class.items())) or 'none'}; "
+            f"active model: {summary.get('active') or 'none'}; queued: {len(ws.queue())}")

@@ -216,10 +216,12 @@ def apply_modality_lut(arr: np.ndarray, params: DisplayParams) -> np.ndarray:
     """
     if params.modality_lut is not None:
         return params.modality_lut.lookup(arr)
-    out = np.asarray(arr, dtype=np.float32)
     if params.rescale_slope != 1.0 or params.rescale_intercept != 0.0:
-        out = out * np.float32(params.rescale_slope) + np.float32(params.rescale_intercept)
-    return out.astype(np.float32, copy=False)
+        out = np.array(arr, dtype=np.float32)  # a fresh copy, so the in-place steps never touch ``arr``
+        out *= np.float32(params.rescale_slope)
+        out += np.float32(params.rescale_intercept)
+        return out
+    return np.asarray(arr, dtype=np.float32)
 
 
 def apply_window(x: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -228,25 +230,39 @@ def apply_window(x: np.ndarray, center: float, width: float, function: str = "LI
     ``function`` is LINEAR, LINEAR_EXACT or SIGMOID. Raises ValueError for a
     width the formula does not allow (< 1 for LINEAR, <= 0 otherwise).
     """
+    # Same float64 arithmetic as the textbook nested np.where form, but done
+    # in place on one buffer: the output is identical value for value.
     x = np.asarray(x, dtype=np.float64)
     c, w = float(center), float(width)
     if function == "SIGMOID":
         if w <= 0:
             raise ValueError(f"window width must be > 0 for SIGMOID, got {w}")
-        y = 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+        y = np.subtract(x, c)  # 1 / (1 + exp(-4 (x - c) / w))
+        y *= -4.0
+        y /= w
+        np.exp(y, out=y)
+        y += 1.0
+        np.divide(1.0, y, out=y)
     elif function == "LINEAR_EXACT":
         if w <= 0:
             raise ValueError(f"window width must be > 0 for LINEAR_EXACT, got {w}")
-        y = np.clip((x - c) / w + 0.5, 0.0, 1.0)
-        y = np.where(x <= c - w / 2, 0.0, np.where(x > c + w / 2, 1.0, y))
+        y = np.subtract(x, c)  # clip((x - c) / w + 0.5, 0, 1)
+        y /= w
+        y += 0.5
+        np.clip(y, 0.0, 1.0, out=y)
+        np.copyto(y, 1.0, where=x > c + w / 2)
+        np.copyto(y, 0.0, where=x <= c - w / 2)  # last: it wins, as the first test in the standard
     else:
         if w < 1:
             raise ValueError(f"window width must be >= 1 for LINEAR, got {w}")
         lo, hi = c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2
         if w == 1:
-            y = (x > lo).astype(np.float64)  # a threshold at c - 0.5
-        else:
-            y = np.where(x <= lo, 0.0, np.where(x > hi, 1.0, (x - (c - 0.5)) / (w - 1) + 0.5))
+            return (x > lo).astype(np.float32)  # a threshold at c - 0.5
+        y = np.subtract(x, c - 0.5)  # (x - (c - 0.5)) / (w - 1) + 0.5
+        y /= w - 1
+        y += 0.5
+        np.copyto(y, 1.0, where=x > hi)
+        np.copyto(y, 0.0, where=x <= lo)  # last: it wins, as the first test in the standard
     return y.astype(np.float32)
 
 
@@ -261,11 +277,16 @@ def voi_choices(params: DisplayParams) -> list[str]:
     return names
 
 
-def _full_range(x: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.min(x)), float(np.max(x))
+def _full_range(x: np.ndarray, value_range: Optional[tuple[float, float]] = None) -> np.ndarray:
+    """``x`` over min..max → [0, 1]; ``value_range`` gives that min and max when ``x``
+    is not the image itself (a lookup table over the stored range)."""
+    lo, hi = (float(np.min(x)), float(np.max(x))) if value_range is None else value_range
     if hi <= lo:
         return np.zeros(x.shape, dtype=np.float32)
-    return ((x.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+    y = x.astype(np.float64)
+    y -= lo
+    y /= hi - lo
+    return y.astype(np.float32)
 
 
 def apply_voi(
@@ -282,6 +303,18 @@ def apply_voi(
     used. Raises ValueError when ``voi_index`` is out of range or an explicit
     window is invalid.
     """
+    return _voi(arr, params, window, voi_index)
+
+
+def _voi(
+    arr: np.ndarray,
+    params: DisplayParams,
+    window: Optional[Sequence[float]],
+    voi_index: int,
+    value_range: Optional[tuple[float, float]] = None,
+) -> np.ndarray:
+    """:func:`apply_voi`; ``value_range`` is the image's modality min..max for the
+    full-range case when ``arr`` is a lookup table rather than the image."""
     x = np.asarray(arr)
     if window is not None:
         center, width = window
@@ -290,7 +323,7 @@ def apply_voi(
     if n_luts + n_windows == 0:
         if voi_index != 0:
             raise ValueError(f"VOI choice {voi_index} does not exist: the header has no VOI LUT or window")
-        return _full_range(x)
+        return _full_range(x, value_range)
     if not 0 <= voi_index < n_luts + n_windows:
         raise ValueError(f"VOI choice {voi_index} does not exist: the header has {n_luts + n_windows}")
     if voi_index < n_luts:
@@ -307,8 +340,18 @@ def apply_inversion(x01: np.ndarray, params: DisplayParams) -> np.ndarray:
 
 def to_uint8(x01: np.ndarray) -> np.ndarray:
     """[0, 1] floats → uint8 with round-half-up (0.5/255 steps), clipping outside values."""
-    x = np.clip(np.asarray(x01, dtype=np.float64), 0.0, 1.0)
-    return np.floor(x * 255.0 + 0.5).astype(np.uint8)
+    x = np.asarray(x01)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    # floor(clip(x, 0, 1) * 255 + 0.5) in float64, done in place on one buffer:
+    # clipping the result to [0.5, 255.5] is the same as clipping x first, and
+    # the uint8 cast truncates, which is floor for these non-negative values.
+    # (float32 arithmetic would not do: x * 255 rounds there and moves some
+    # values across a .5 boundary.)
+    y = np.multiply(x, 255.0, dtype=np.float64)
+    y += 0.5
+    np.clip(y, 0.5, 255.5, out=y)
+    return y.astype(np.uint8)
 
 
 def color_to_unit(raw: np.ndarray, params: DisplayParams) -> np.ndarray:
@@ -346,6 +389,98 @@ def render_array(
 ) -> np.ndarray:
     """What a viewer shows: :func:`display_float` quantised with :func:`to_uint8`.
 
-    Returns uint8 (H, W) for grayscale or (H, W, 3) for colour.
+    Returns uint8 (H, W) for grayscale or (H, W, 3) for colour. Integer
+    grayscale frames go through :func:`display_table` and :func:`apply_table`
+    (the same values, much faster); everything else through the float path.
     """
+    table = display_table(raw, params, window=window, voi_index=voi_index)
+    if table is not None:
+        return apply_table(raw, *table)
     return to_uint8(display_float(raw, params, window=window, voi_index=voi_index))
+
+
+# ---------------------------------------------------------------- lookup-table rendering
+
+#: Integer frames whose stored values span at most this many values are
+#: rendered through a uint8 lookup table; wider ranges use the float path.
+LUT_MAX_ENTRIES = 1 << 17
+
+
+def table_range(raw: np.ndarray, params: DisplayParams) -> Optional[tuple[int, int]]:
+    """``(lo, hi)``, the stored min and max, when ``raw`` can be rendered through a table.
+
+    That is a non-empty 2-D integer grayscale frame whose range spans at most
+    :data:`LUT_MAX_ENTRIES` values; returns None otherwise (colour, floats,
+    huge ranges), where :func:`render_array` keeps the float path.
+    """
+    if params.is_color or raw.ndim != 2 or raw.size == 0 or raw.dtype.kind not in "iu":
+        return None
+    lo, hi = int(raw.min()), int(raw.max())
+    if hi - lo + 1 > LUT_MAX_ENTRIES:
+        return None
+    return lo, hi
+
+
+def _offsets(raw: np.ndarray, lo: int) -> np.ndarray:
+    """``raw - lo`` as unsigned integers of raw's width (never overflows: the
+    difference is taken modulo 2**bits and the range is smaller than that)."""
+    if not raw.dtype.isnative:
+        raw = raw.astype(raw.dtype.newbyteorder("="))
+    if raw.dtype.kind == "u" and lo == 0:
+        return raw
+    unsigned = np.dtype(f"u{raw.dtype.itemsize}")
+    return raw.view(unsigned) - unsigned.type(lo % (1 << (8 * unsigned.itemsize)))
+
+
+def display_table(
+    raw: np.ndarray,
+    params: DisplayParams,
+    window: Optional[Sequence[float]] = None,
+    voi_index: int = 0,
+    value_range: Optional[tuple[int, int]] = None,
+) -> Optional[tuple[int, np.ndarray]]:
+    """The whole display pipeline as a uint8 table over the frame's stored range.
+
+    Every stored value lo..hi is pushed once through exactly the float
+    pipeline (Modality LUT → VOI → inversion → :func:`to_uint8`); all of those
+    steps work value by value, so ``table[raw - lo]`` equals
+    :func:`to_uint8` of :func:`display_float` bit for bit. The one step that
+    looks at the whole image, the full-range VOI fallback, is given the
+    min..max of the modality values the frame actually contains.
+
+    Takes a frame, its params, the window/voi_index of :func:`render_array`
+    and optionally its :func:`table_range` if already known. Returns
+    ``(lo, table)`` or None when the frame needs the float path (see
+    :func:`table_range`). Raises ValueError as :func:`apply_voi` does.
+    """
+    rng = table_range(raw, params) if value_range is None else value_range
+    if rng is None:
+        return None
+    lo, hi = rng
+    values = np.arange(lo, hi + 1, dtype=np.int64).astype(raw.dtype)
+    x = apply_modality_lut(values, params)
+    full = None
+    if window is None and not params.voi_luts and not params.windows:
+        full = _present_range(raw, lo, x)
+    y = _voi(x, params, window, voi_index, full)
+    table = to_uint8(apply_inversion(y, params))
+    table.setflags(write=False)
+    return lo, table
+
+
+def _present_range(raw: np.ndarray, lo: int, x: np.ndarray) -> tuple[float, float]:
+    """min and max of the modality values ``x[raw - lo]`` without building that image."""
+    steps = np.diff(x)
+    if x.size == 1 or bool(np.all(steps >= 0)) or bool(np.all(steps <= 0)):
+        present = x[[0, -1]]  # monotonic (e.g. a rescale): lo and hi both occur in raw
+    else:  # a non-monotonic Modality LUT: only the values that occur count
+        present = x[np.bincount(_offsets(raw, lo).ravel(), minlength=x.size) > 0]
+    return float(np.min(present)), float(np.max(present))
+
+
+def apply_table(raw: np.ndarray, lo: int, table: np.ndarray) -> np.ndarray:
+    """``table[raw - lo]``: a frame rendered through a :func:`display_table` table.
+
+    Returns a new uint8 array of raw's shape.
+    """
+    return np.take(table, _offsets(raw, lo))

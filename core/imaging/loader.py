@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Sequence, Union
+import threading
+from collections import OrderedDict
+from typing import Hashable, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -17,7 +19,15 @@ from PIL import Image
 from core.errors import ImageReadError
 from core.imaging import dicom_io, photo
 from core.imaging.cache import FrameCache, frame_key
-from core.imaging.display import DisplayParams, display_float, to_uint8, voi_choices
+from core.imaging.display import (
+    DisplayParams,
+    apply_table,
+    display_float,
+    display_table,
+    table_range,
+    to_uint8,
+    voi_choices,
+)
 from core.imaging.scan import ScanResult, scan_paths
 from core.imaging.sniff import NOT_AN_IMAGE, image_kind
 from core.types import ImageRecord, WindowPreset
@@ -28,6 +38,15 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Decoded frames shared by every caller in this process (512 MiB).
 FRAME_CACHE = FrameCache()
+
+#: Display lookup tables of recent renders, keyed by (frame key, window,
+#: voi_index); each is at most LUT_MAX_ENTRIES bytes, so this stays small.
+TABLE_CACHE_SIZE = 64
+_TABLES: "OrderedDict[Hashable, Optional[tuple[int, np.ndarray]]]" = OrderedDict()
+_TABLES_LOCK = threading.Lock()
+#: Each cached frame's table_range (None: the frame takes the float path).
+_RANGES: "OrderedDict[Hashable, Optional[tuple[int, int]]]" = OrderedDict()
+
 
 def read_image_header(path: PathLike) -> ImageRecord:
     """Header record of a DICOM file or photograph, without decoding pixels.
@@ -42,6 +61,10 @@ def read_image_header(path: PathLike) -> ImageRecord:
 
 
 def _decoded(path: PathLike, frame: int) -> tuple[str, np.ndarray, Optional[DisplayParams]]:
+    return _decoded_keyed(path, frame)[1]
+
+
+def _decoded_keyed(path: PathLike, frame: int) -> tuple[Hashable, tuple[str, np.ndarray, Optional[DisplayParams]]]:
     kind = image_kind(path)
     try:
         key = frame_key(path, frame)
@@ -55,7 +78,7 @@ def _decoded(path: PathLike, frame: int) -> tuple[str, np.ndarray, Optional[Disp
         raw, params = dicom_io.decode_frame(path, frame)
         return kind, raw, params
 
-    return FRAME_CACHE.get_or_load(key, load)
+    return key, FRAME_CACHE.get_or_load(key, load)
 
 
 def _unit(path: PathLike, frame: int, window: Optional[Sequence[float]], voi_index: int) -> np.ndarray:
@@ -82,7 +105,56 @@ def render(
     :class:`~core.errors.UnsupportedTransferSyntax` for unreadable files and
     ValueError for a ``voi_index`` the header does not have.
     """
-    return to_uint8(_unit(path, frame, window, voi_index))
+    key, (kind, raw, params) = _decoded_keyed(path, frame)
+    if kind == "photo":
+        return to_uint8(photo.photo_to_unit(raw))
+    assert params is not None
+    table = _table(key, raw, params, window, voi_index)
+    if table is not None:
+        return apply_table(raw, *table)
+    return to_uint8(display_float(raw, params, window=window, voi_index=voi_index))
+
+
+def _remember(cache: OrderedDict, key: Hashable, value: object) -> None:
+    with _TABLES_LOCK:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > TABLE_CACHE_SIZE:
+            cache.popitem(last=False)
+
+
+def _table(
+    frame: Hashable,
+    raw: np.ndarray,
+    params: DisplayParams,
+    window: Optional[Sequence[float]],
+    voi_index: int,
+) -> Optional[tuple[int, np.ndarray]]:
+    """The display table of a decoded frame at this window/VOI (see
+    :func:`~core.imaging.display.display_table`), from :data:`_TABLES` when a
+    recent render built it. None: the frame takes the float path."""
+    key: Optional[Hashable] = None  # an odd window/voi_index: build uncached and let the pipeline raise as it does
+    if isinstance(voi_index, (int, np.integer)):
+        try:
+            key = (frame, None if window is None else tuple(float(v) for v in window), int(voi_index))
+        except (TypeError, ValueError):
+            key = None
+    if key is not None:
+        with _TABLES_LOCK:
+            if key in _TABLES:
+                _TABLES.move_to_end(key)
+                return _TABLES[key]
+            known = frame in _RANGES
+            rng = _RANGES.get(frame)
+    else:
+        known, rng = False, None
+    if not known:
+        rng = table_range(raw, params)
+        _remember(_RANGES, frame, rng)
+    table = None if rng is None else display_table(raw, params, window=window, voi_index=voi_index, value_range=rng)
+    if key is not None:
+        _remember(_TABLES, key, table)
+    return table
 
 
 def _resize(x: np.ndarray, size: int) -> np.ndarray:
@@ -156,5 +228,8 @@ def frame_count(path: PathLike) -> int:
 
 
 def clear_cache() -> None:
-    """Forget every decoded frame held by :data:`FRAME_CACHE`."""
+    """Forget every decoded frame held by :data:`FRAME_CACHE` and every display table."""
     FRAME_CACHE.clear()
+    with _TABLES_LOCK:
+        _TABLES.clear()
+        _RANGES.clear()

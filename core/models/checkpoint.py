@@ -48,9 +48,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> str:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
+    except BaseException as exc:
+        # Never leave a temporary file behind, whatever stopped the write.
         Path(tmp).unlink(missing_ok=True)
-        raise ModelError(f"could not write model file {path}: {exc.strerror or exc}") from exc
+        if isinstance(exc, (OSError, RuntimeError)):  # torch.save reports a full disk as RuntimeError
+            raise ModelError(f"could not write model file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+        raise
     return file_sha256(path)
 
 

@@ -117,8 +117,16 @@ def _batches(n: int, batch_size: int, sampler: str, targets: np.ndarray, n_class
         order = torch.multinomial(_sampler_weights(targets, n_classes), n, replacement=True, generator=generator)
     else:
         order = torch.randperm(n, generator=generator)
+    if world > 1 and len(order) % world:
+        # Pad (as DistributedSampler does) so every rank runs the same number of steps: an
+        # uneven shard leaves one rank waiting in an all-reduce its peers never join.
+        order = torch.cat([order, order[:world - len(order) % world]])
     order = order[rank::world]
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        # BatchNorm cannot train on one sample when the last feature map is 1x1 (small inputs)
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
 
 
 def train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: Optional[CancelToken] = None,
@@ -134,9 +142,11 @@ def train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: O
 
     config.validate()
     cancel = cancel or CancelToken()
-    seed_everything(config.seed)
     started = time.monotonic()
     parent = load_version(workspace, config.parent)
+    # Seed after loading: building an uncached model draws from the global RNG, so seeding
+    # first would make dropout and augmentation depend on whether the parent was cached.
+    seed_everything(config.seed)
     classes, spec, multilabel = list(parent.classes), parent.spec, parent.multilabel
     data = labelled_set(workspace, classes, multilabel)
     train_set, val_set = train_val_split(workspace, data, config.val_fraction, config.seed)
@@ -198,6 +208,10 @@ def train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: O
         cancel.check()
         if config.mode == "gradual":
             unfreeze_stage(net, epoch + 1)
+            if world > 1:
+                # DDP all-reduces only the parameters that required grad when it was built;
+                # re-wrap after unfreezing, or the newly trainable stages drift apart per rank.
+                ddp_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
         model.train()
         losses = []
         try:
@@ -222,10 +236,10 @@ def train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: O
                 optimiser.step()
                 if config.schedule == "cosine":
                     scheduler.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 if step % 10 == 0:
                     emit({"event": "step", "epoch": epoch + 1, "step": step + 1, "steps": len(batches),
-                          "loss": float(loss)})
+                          "loss": losses[-1]})
         except RuntimeError as exc:
             if not _is_oom(exc) or batch_size == 1:
                 raise

@@ -1,0 +1,84 @@
+"""Starting the desktop app (``loupe gui``): theme, logging, window, optional offscreen screenshot."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+logger = logging.getLogger(__name__)
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "resources" / "demo"
+
+
+def run_gui(workspace_path: Path, demo: bool = False, screenshot: Optional[Path] = None,
+            timeout_s: float = 240.0) -> int:
+    """Open the main window on ``workspace_path``; returns the exit code.
+
+    With ``demo`` the bundled demo is prepared in the background after the
+    window appears. With ``screenshot`` the window is rendered to that PNG once
+    the worklist, the first image and any pending background work are done
+    (or after ``timeout_s``), and the app exits.
+    """
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.logging_setup import setup_logging
+    from app.main_window import MainWindow
+    from app.theme import apply_dark_theme
+    from core.workspace import Workspace
+
+    log_file = setup_logging()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Loupe")
+    app.setOrganizationName("Loupe")
+    apply_dark_theme(app)
+    workspace = Workspace.open(workspace_path)
+    window = MainWindow(workspace)
+    window.show()
+    logger.info("Loupe window open on %s; log file %s", workspace_path, log_file)
+    if demo:
+        QTimer.singleShot(100, lambda: start_demo(window))
+    if screenshot is not None:
+        schedule_screenshot(window, Path(screenshot), timeout_s)
+    code = app.exec()
+    workspace.close()
+    return code
+
+
+def start_demo(window) -> None:
+    """Prepare the demo in the background; reload the window when it is ready."""
+    from core.demo import prepare_demo
+
+    window.notify("preparing the demo workspace…")
+    window.runner.submit("demo", prepare_demo, window.workspace, DEMO_DIR,
+                         on_done=lambda summary: (window.notify(f"demo ready: model {summary.get('active')}"),
+                                                  window.reload()),
+                         on_error=window.notify_error,
+                         on_progress=lambda p: window.notify(p.message))
+
+
+def schedule_screenshot(window, path: Path, timeout_s: float) -> None:
+    """Grab the window to ``path`` once it is idle (or at the timeout), then quit."""
+    from PySide6.QtCore import QElapsedTimer, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    clock = QElapsedTimer()
+    clock.start()
+    timer = QTimer(window)
+
+    def poll() -> None:
+        idle = not window.runner.busy() and window.rows and window.viewer.current_path is not None
+        if idle or clock.elapsed() > timeout_s * 1000:
+            timer.stop()
+            QTimer.singleShot(500, shoot)
+
+    def shoot() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        window.grab().save(str(path))
+        logger.info("screenshot written to %s", path)
+        QApplication.instance().quit()
+
+    timer.timeout.connect(poll)
+    timer.start(250)

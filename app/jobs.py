@@ -1,0 +1,91 @@
+"""Functions the window runs in background threads (``Runner.submit``); none touches a widget.
+
+Each takes the workspace (thread-safe: one SQLite connection per thread) and
+returns plain data for the UI thread. Torch is imported only inside the jobs
+that need it, so the window appears before any model loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from core.progress import CancelToken
+from core.worklist import WorklistRow, status_of, worklist_rows
+
+logger = logging.getLogger(__name__)
+
+
+def model_summary(workspace) -> Optional[dict]:
+    """What the UI needs about the active model, read from the registry (no torch)."""
+    active = workspace.active_model()
+    if active is None:
+        return None
+    config = active.params.get("config", {})
+    return {"version": active.version, "arch": active.arch, "classes": list(active.classes),
+            "multilabel": config.get("head") == "multilabel", "thresholds": active.params.get("thresholds", {}),
+            "metrics": active.metrics, "reason": active.reason}
+
+
+def load_worklist(workspace) -> tuple[list[WorklistRow], Optional[dict]]:
+    """Worklist rows with the active model's predictions, and the model summary."""
+    return worklist_rows(workspace), model_summary(workspace)
+
+
+def one_row(workspace, image_id: str) -> WorklistRow:
+    """The worklist row of one image, freshly read."""
+    ref = workspace.image(image_id)
+    active = workspace.active_model()
+    prediction = workspace.predictions(active.version, [image_id]).get(image_id) if active else None
+    label = workspace.current_label(image_id)
+    queued = any(item.image_id == image_id for item in workspace.queue())
+    return WorklistRow(ref, status_of(label, prediction, queued), label, prediction)
+
+
+def predict_all(workspace, progress=None, cancel: Optional[CancelToken] = None) -> str:
+    """Predict every image with the active model (probabilities and embeddings cached per version).
+
+    Reports Progress events through ``progress``; returns a one-line summary.
+    """
+    from core.active.loop import model_outputs
+
+    outputs, failed = model_outputs(workspace, progress=progress, cancel=cancel)
+    text = f"predicted {len(outputs.image_ids)} images with {outputs.version}"
+    return text + (f"; {len(failed)} could not be read" if failed else "")
+
+
+def similar_cases(workspace, image_id: str, k: int = 5) -> list[tuple[str, str, float]]:
+    """Nearest labelled neighbours of ``image_id`` by the active model's cached embeddings."""
+    from core.active.cache import load_outputs
+    from core.active.loop import confirmed_labels
+    from core.active.similar import similar_cases as nearest
+
+    active = workspace.active_model()
+    outputs = load_outputs(workspace.path, active.version) if active else None
+    if outputs is None or image_id not in outputs.index():
+        return []
+    query = outputs.emb[outputs.index()[image_id]]
+    found = nearest(query, outputs.image_ids, outputs.emb, confirmed_labels(workspace), k=k, exclude=[image_id])
+    return [(n.image_id, n.label, n.distance) for n in found]
+
+
+def import_files(workspace, paths: list[str], labels_csv: Optional[str] = None, cancel: Optional[CancelToken] = None):
+    """Import files/folders (and a labels CSV); returns the ImportReport."""
+    from core.importer import import_paths
+
+    return import_paths(workspace, paths, labels_csv=labels_csv, actor="app", cancel=cancel)
+
+
+def device_summary() -> str:
+    """"GPU name" or "CPU (why)" for the status bar."""
+    from core.models.device import choose_device
+
+    choice = choose_device("auto")
+    return f"device: {choice.name}" + ("" if choice.is_gpu else f" — {choice.reason}")
+
+
+def should_retrain(workspace, n_new: int) -> bool:
+    """Whether enough new confirmed labels arrived to fine-tune in the background."""
+    from core.active.loop import should_retrain as due
+
+    return workspace.active_model() is not None and due(workspace, n_new)

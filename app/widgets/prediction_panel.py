@@ -1,0 +1,79 @@
+"""The model's view of the current image: calibrated probabilities, threshold flags, version, similar cases."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QProgressBar, QVBoxLayout, QWidget
+
+from app.theme import COLORS
+from core.types import Prediction
+
+logger = logging.getLogger(__name__)
+
+
+class PredictionPanel(QWidget):
+    """Per-class probability bars with the operating-threshold flag, and similar labelled cases.
+
+    Signals ``similar_activated(str image_id)`` when the person opens a similar case.
+    """
+
+    similar_activated = Signal(str)
+
+    def __init__(self, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.title = QLabel("No model yet", objectName="muted")
+        self.title.setWordWrap(True)
+        self.bars_box = QVBoxLayout()
+        self.similar = QListWidget()
+        self.similar.setMaximumHeight(110)
+        self.similar.itemActivated.connect(lambda item: self.similar_activated.emit(item.data(Qt.UserRole)))
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.title)
+        layout.addLayout(self.bars_box)
+        layout.addWidget(QLabel("Similar labelled cases", objectName="muted"))
+        layout.addWidget(self.similar)
+        self._widgets: list[QWidget] = []
+
+    def show_prediction(self, prediction: Optional[Prediction], thresholds: Optional[dict] = None,
+                        version: str = "", note: str = "") -> None:
+        """Show ``prediction`` (or a note why there is none) with the version's thresholds."""
+        for w in self._widgets:
+            w.deleteLater()
+        self._widgets = []
+        if prediction is None:
+            self.title.setText(note or ("Not predicted yet by " + version if version else "No model yet"))
+            return
+        self.title.setText(f"Model {prediction.version}: <b>{prediction.predicted}</b> "
+                           f"<span style='color:{COLORS['muted']}'>(calibrated probabilities)</span>")
+        thresholds = thresholds or {}
+        for name, p in sorted(prediction.probs.items(), key=lambda kv: -kv[1]):
+            threshold = thresholds.get(name)
+            flagged = threshold is not None and p >= threshold
+            text = f"{name}: {p:.1%}"
+            if threshold is not None:
+                text += f"  (threshold {threshold:.2f}{' — FLAG' if flagged else ''})"
+            label = QLabel(text)
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setValue(int(round(p * 1000)))
+            bar.setTextVisible(False)
+            bar.setMaximumHeight(8)
+            colour = COLORS["bad"] if flagged else COLORS["accent"]
+            bar.setStyleSheet(f"QProgressBar::chunk {{ background: {colour}; }}")
+            for w in (label, bar):
+                self.bars_box.addWidget(w)
+                self._widgets.append(w)
+
+    def show_similar(self, cases: list[tuple[str, str, float]]) -> None:
+        """List similar labelled cases as (image id, label, distance)."""
+        self.similar.clear()
+        for image_id, label, distance in cases:
+            item = QListWidgetItem(f"{label}  ·  distance {distance:.2f}  ·  {image_id}")
+            item.setData(Qt.UserRole, image_id)
+            self.similar.addItem(item)
+        if not cases:
+            self.similar.addItem("(none yet: needs a model and labelled images)")

@@ -1,0 +1,400 @@
+"""The Training panel: start and follow a training run, compare versions, activate or roll back.
+
+Training only ever runs through the :class:`~app.training_controller.TrainingController`
+(its own process); this widget shows its events as they arrive: state, progress,
+live loss and validation-AUC curves, the device in use, and in plain words the
+promotion decision of the finished run. Registry reads and activations are quick
+workspace calls made on the UI thread; every activation and rollback asks for a
+reason, which the workspace writes to its audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView,
+                               QInputDialog, QLabel, QProgressBar, QPushButton, QSpinBox, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from app.theme import COLORS
+from app.widgets.plots import PlotCanvas, draw_training_curves
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("Version", "Status", "Arch", "Macro AUC", "Rare-class sensitivity", "Created", "Reason")
+STATE_COLOURS = {"idle": COLORS["muted"], "running": COLORS["accent"], "done": COLORS["ok"],
+                 "failed": COLORS["bad"], "cancelled": COLORS["warn"]}
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def rare_sensitivity(model) -> tuple[Optional[str], Optional[float]]:
+    """(rare class, its validation sensitivity) recorded with a version, or (None, None)."""
+    rare = model.params.get("rare_class") if model.params else None
+    per_class = (model.metrics or {}).get("per_class", {})
+    if rare and rare in per_class:
+        return rare, per_class[rare].get("sensitivity")
+    return rare, None
+
+
+class TrainingPanel(QWidget):
+    """Settings, Start/Cancel, live progress and curves, the versions table, Activate / Roll back.
+
+    ``TrainingPanel(controller, workspace_path, actor="app", config_defaults=None)``;
+    ``config_defaults`` are extra TrainConfig fields (batch size, bootstrap count, ...)
+    applied to every run. Emits ``model_changed(version)`` when the active version changes
+    (a promoted run, an activation or a rollback).
+    """
+
+    model_changed = Signal(str)
+
+    def __init__(self, controller, workspace_path: str | Path, actor: str = "app",
+                 config_defaults: Optional[dict] = None, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.controller = controller
+        self.workspace_path = str(workspace_path)
+        self.actor = actor
+        self.config_defaults = dict(config_defaults or {})
+        self.state = "idle"
+        self.epochs = 1
+        self.curves: dict[str, list] = {"step_loss": [], "train_loss": [], "val_loss": [], "val_auc": []}
+        self.last_decision = ""
+        self._redraw_timer = QTimer(self, singleShot=True, interval=150)
+        self._redraw_timer.timeout.connect(self._draw_curves)
+        self._build()
+        controller.event.connect(self.on_event)
+        controller.finished.connect(self.on_finished)
+        controller.refused.connect(self._on_refused)
+        self._set_state("running" if controller.running else "idle", "")
+        self.refresh_versions()
+        self._draw_curves()
+
+    # --- layout ----------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        settings = QGroupBox("Training settings")
+        form = QFormLayout(settings)
+        self.mode = QComboBox()
+        self.mode.addItems(["frozen", "finetune", "gradual"])
+        self.mode.setToolTip("frozen: train the classifier head only (fast); finetune: the whole network; "
+                             "gradual: unfreeze the backbone block by block")
+        self.epochs_spin = QSpinBox(minimum=1, maximum=500, value=10)
+        self.loss = QComboBox()
+        self.loss.addItems(["weighted", "ce", "focal"])
+        self.sampler = QComboBox()
+        self.sampler.addItems(["none", "balanced"])
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda"])
+        for label, widget in (("Mode", self.mode), ("Epochs", self.epochs_spin), ("Loss", self.loss),
+                              ("Sampler", self.sampler), ("Device", self.device)):
+            form.addRow(label, widget)
+        self.start_button = QPushButton("Start training", objectName="primary")
+        self.cancel_button = QPushButton("Cancel")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+
+        self.state_label = QLabel(wordWrap=True)
+        self.progress = QProgressBar(minimum=0, maximum=1000, value=0, textVisible=True)
+        self.progress.setFormat("")
+        self.detail_label = QLabel(wordWrap=True, objectName="muted")
+        self.device_label = QLabel("Device: —", wordWrap=True, objectName="muted")
+        self.data_label = QLabel("", wordWrap=True, objectName="muted")
+
+        left = QVBoxLayout()
+        left.addWidget(settings)
+        left.addLayout(buttons)
+        for widget in (self.state_label, self.progress, self.detail_label, self.device_label, self.data_label):
+            left.addWidget(widget)
+        left.addStretch(1)
+        left_box = QWidget()
+        left_box.setLayout(left)
+        left_box.setFixedWidth(300)
+
+        self.canvas = PlotCanvas(ncols=2, width=8.0, height=3.2)
+        top = QHBoxLayout()
+        top.addWidget(left_box)
+        top.addWidget(self.canvas, 1)
+
+        versions = QGroupBox("Model versions")
+        vbox = QVBoxLayout(versions)
+        self.decision_label = QLabel("No training run yet.", wordWrap=True)
+        self.decision_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.Stretch)
+        self.refresh_button = QPushButton("Refresh")
+        self.activate_button = QPushButton("Activate selected…")
+        self.rollback_button = QPushButton("Roll back…")
+        self.refresh_button.clicked.connect(self.refresh_versions)
+        self.activate_button.clicked.connect(self.activate_selected)
+        self.rollback_button.clicked.connect(self.rollback)
+        row = QHBoxLayout()
+        row.addWidget(self.decision_label, 1)
+        for b in (self.refresh_button, self.activate_button, self.rollback_button):
+            row.addWidget(b)
+        vbox.addLayout(row)
+        vbox.addWidget(self.table)
+
+        outer = QVBoxLayout(self)
+        outer.addLayout(top, 3)
+        outer.addWidget(versions, 2)
+
+    # --- training --------------------------------------------------------------------------
+
+    def config(self):
+        """The TrainConfig the settings describe (plus ``config_defaults``)."""
+        from core.models.training import TrainConfig
+
+        values = dict(self.config_defaults)
+        values.update(epochs=self.epochs_spin.value(), mode=self.mode.currentText(), loss=self.loss.currentText(),
+                      sampler=self.sampler.currentText(), device=self.device.currentText())
+        return TrainConfig(**values)
+
+    def start(self) -> bool:
+        """Start a run through the controller; False (with the reason shown) when it is refused."""
+        if self.controller.running:
+            self._on_refused("a training run is already in progress")
+            return False
+        from core.workspace import Workspace
+
+        try:
+            with Workspace.open(self.workspace_path) as ws:
+                active = ws.active_model()
+        except Exception as exc:  # noqa: BLE001 - shown in words
+            self._set_state("failed", f"cannot read the workspace: {exc}")
+            return False
+        if active is None:
+            self._set_state("failed", "no model is active; create or activate one before training")
+            return False
+        config = self.config()
+        self.epochs = config.epochs
+        self._reset_run()
+        if not self.controller.start(self.workspace_path, config):
+            return False
+        self._set_state("running", f"fine-tuning {active.version} ({config.mode}, {config.epochs} epochs)")
+        return True
+
+    def cancel(self) -> None:
+        """Ask the running training to stop."""
+        if self.controller.cancel():
+            self.detail_label.setText("Cancelling: the run stops after the current batch; nothing is saved.")
+            self.cancel_button.setEnabled(False)
+
+    def _reset_run(self) -> None:
+        for series in self.curves.values():
+            series.clear()
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.detail_label.setText("")
+        self.data_label.setText("")
+        self._draw_curves()
+
+    def on_event(self, ev: dict) -> None:
+        """Show one training event (called on the UI thread by the controller)."""
+        kind = ev.get("event")
+        if kind == "start":
+            cfg = ev.get("config") or {}
+            self.epochs = int(cfg.get("epochs", self.epochs) or 1)
+            self.device_label.setText(f"{ev.get('device', '?')}: {ev.get('device_reason', '')}")
+            counts = ev.get("counts")
+            if isinstance(counts, dict):
+                counts = ", ".join(f"{k} {v}" for k, v in counts.items())
+            elif isinstance(counts, (list, tuple)):
+                counts = ", ".join(str(v) for v in counts)
+            self.data_label.setText(f"{ev.get('n_train', '?')} training images ({counts}), "
+                                    f"{ev.get('n_val', '?')} validation; rare class: {ev.get('rare_class') or '—'}")
+            self.detail_label.setText(f"Starting from {ev.get('parent', '?')}")
+        elif kind == "decode":
+            done, total = int(ev.get("done", 0)), max(int(ev.get("total", 1)), 1)
+            self._progress(0.0, f"decoding images {done}/{total}")
+            self.detail_label.setText(f"Decoding images: {done} of {total}")
+        elif kind == "embed":
+            self.detail_label.setText(str(ev.get("message", "computing embeddings")).capitalize())
+        elif kind == "step":
+            epoch, step, steps = int(ev["epoch"]), int(ev["step"]), max(int(ev["steps"]), 1)
+            self.curves["step_loss"].append((epoch - 1 + step / steps, float(ev["loss"])))
+            self._progress(((epoch - 1) + step / steps) / self.epochs,
+                           f"epoch {epoch}/{self.epochs} · step {step}/{steps}")
+            self.detail_label.setText(f"Batch loss {float(ev['loss']):.4f}")
+            self._redraw_timer.start()
+        elif kind == "epoch":
+            epoch = int(ev["epoch"])
+            self.epochs = int(ev.get("epochs", self.epochs) or self.epochs)
+            for key in ("train_loss", "val_loss", "val_auc"):
+                if ev.get(key) is not None:
+                    self.curves[key].append((float(epoch), float(ev[key])))
+            self._progress(epoch / self.epochs, f"epoch {epoch}/{self.epochs}")
+            self.detail_label.setText(f"Epoch {epoch}: train loss {_fmt(ev.get('train_loss'), 4)}, "
+                                      f"validation loss {_fmt(ev.get('val_loss'), 4)}, "
+                                      f"validation AUC {_fmt(ev.get('val_auc'))} (batch size {ev.get('batch_size', '?')})")
+            self._redraw_timer.start()
+        elif kind == "oom":
+            self.detail_label.setText(f"Out of memory: batch size lowered to {ev.get('batch_size')}.")
+        elif kind == "early_stop":
+            self.detail_label.setText(f"Stopped early after epoch {ev.get('epoch')}: validation stopped "
+                                      f"improving (best epoch {ev.get('best_epoch')}).")
+        elif kind == "evaluate":
+            self._progress(1.0, "evaluating")
+            self.detail_label.setText("Calibrating and comparing with the active model on the validation images…")
+        elif kind in ("error", "cancelled"):
+            self.detail_label.setText(str(ev.get("message", "")))
+
+    def on_finished(self, result, state: str) -> None:
+        """The run ended: show the outcome, refresh the versions, announce a new active model."""
+        self._draw_curves()
+        message = self.controller.message
+        if state == "done" and result:
+            version, promoted = result.get("version", "?"), bool(result.get("promoted"))
+            reason = result.get("reason", "")
+            self._progress(1.0, "done")
+            if promoted:
+                self.last_decision = f"{version} was promoted and is now the active model. Why: {reason}"
+            else:
+                self.last_decision = (f"{version} was kept as a candidate; the active model is unchanged. "
+                                      f"Why: {reason}")
+            self.decision_label.setText(self.last_decision)
+            self.detail_label.setText("Finished: " + ("promoted." if promoted else "kept as a candidate."))
+            secs = result.get("seconds")
+            self._set_state("done", f"{version} trained" + (f" in {secs:.0f} s" if secs is not None else "")
+                            + (f" on {result.get('device')}" if result.get("device") else ""))
+            self.refresh_versions()
+            if promoted:
+                self.model_changed.emit(str(version))
+            return
+        self.progress.setFormat(state)
+        self._set_state(state, message)
+        self.refresh_versions()
+
+    def _on_refused(self, message: str) -> None:
+        self.detail_label.setText(f"Not started: {message}.")
+
+    def _progress(self, fraction: float, text: str) -> None:
+        self.progress.setValue(int(round(1000 * min(max(fraction, 0.0), 1.0))))
+        self.progress.setFormat(text)
+
+    def _set_state(self, state: str, message: str) -> None:
+        self.state = state
+        text = {"idle": "Idle", "running": "Running", "done": "Done", "failed": "Failed",
+                "cancelled": "Cancelled"}[state]
+        self.state_label.setText(f"<b style='color:{STATE_COLOURS[state]}'>{text}</b>"
+                                 + (f" — {message}" if message else ""))
+        running = state == "running"
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        for w in (self.mode, self.epochs_spin, self.loss, self.sampler, self.device,
+                  self.activate_button, self.rollback_button):
+            w.setEnabled(not running)  # a run compares itself with the active version: keep it still
+
+    def _draw_curves(self) -> None:
+        draw_training_curves(self.canvas.axes[0], self.canvas.axes[1], self.curves, self.epochs)
+        self.canvas.redraw()
+
+    # --- versions --------------------------------------------------------------------------
+
+    def refresh_versions(self) -> None:
+        """Reload the versions table from the workspace (a quick read)."""
+        from core.workspace import Workspace
+
+        try:
+            with Workspace.open(self.workspace_path) as ws:
+                models = ws.models()
+        except Exception as exc:  # noqa: BLE001 - shown in words
+            logger.exception("could not read the model registry")
+            self.decision_label.setText(f"Could not read the model versions: {exc}")
+            return
+        self.versions = [m.version for m in models]
+        self.table.setRowCount(len(models))
+        bold = QFont()
+        bold.setBold(True)
+        for r, m in enumerate(models):
+            rare, sens = rare_sensitivity(m)
+            cells = (m.version, m.status, m.arch, _fmt((m.metrics or {}).get("macro_auc")),
+                     f"{rare}: {_fmt(sens)}" if rare else "—", (m.created_at or "")[:16].replace("T", " "),
+                     m.reason or "")
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.UserRole, m.version)
+                if c == len(cells) - 1:
+                    item.setToolTip(text)
+                if m.status == "active":
+                    item.setFont(bold)
+                    if c == 1:
+                        item.setForeground(QColor(COLORS["ok"]))
+                elif m.status == "rejected" and c == 1:
+                    item.setForeground(QColor(COLORS["bad"]))
+                self.table.setItem(r, c, item)
+
+    def selected_version(self) -> Optional[str]:
+        """The version of the selected row, or None."""
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return self.table.item(rows[0].row(), 0).data(Qt.UserRole)
+
+    def _ask_reason(self, title: str, prompt: str) -> Optional[str]:
+        text, ok = QInputDialog.getText(self, title, prompt)
+        if not ok:
+            return None
+        text = text.strip()
+        if not text:
+            self.decision_label.setText("A reason is required so the audit log says why the model changed.")
+            return None
+        return text
+
+    def activate_selected(self) -> Optional[str]:
+        """Activate the selected version after asking why; returns the version or None."""
+        version = self.selected_version()
+        if version is None:
+            self.decision_label.setText("Select a version in the table to activate it.")
+            return None
+        reason = self._ask_reason("Activate model", f"Why should {version} become the active model?")
+        if reason is None:
+            return None
+        from core.workspace import Workspace
+
+        try:
+            with Workspace.open(self.workspace_path) as ws:
+                ws.activate_model(version, actor=self.actor, reason=reason)
+        except Exception as exc:  # noqa: BLE001 - shown in words
+            logger.exception("activation failed")
+            self.decision_label.setText(f"Could not activate {version}: {exc}")
+            return None
+        self.decision_label.setText(f"{version} is now the active model (activated by {self.actor}: {reason}).")
+        self.refresh_versions()
+        self.model_changed.emit(version)
+        return version
+
+    def rollback(self) -> Optional[str]:
+        """Re-activate the previously active version after asking why; returns it or None."""
+        reason = self._ask_reason("Roll back model", "Why roll back to the previously active model?")
+        if reason is None:
+            return None
+        from core.workspace import Workspace
+
+        try:
+            with Workspace.open(self.workspace_path) as ws:
+                model = ws.rollback(actor=self.actor, reason=reason)
+        except Exception as exc:  # noqa: BLE001 - shown in words
+            logger.info("rollback refused: %s", exc)
+            self.decision_label.setText(f"Could not roll back: {exc}")
+            return None
+        self.decision_label.setText(f"Rolled back: {model.version} is the active model again ({reason}).")
+        self.refresh_versions()
+        self.model_changed.emit(model.version)
+        return model.version

@@ -1,0 +1,194 @@
+"""The worklist: patients → studies → images with status, prediction, confidence and label."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QTreeView, QVBoxLayout, QWidget
+
+from app.theme import COLORS
+from core.worklist import STATUSES, WorklistRow
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("Case", "Status", "Prediction", "Conf.", "Label")
+ID_ROLE = Qt.UserRole + 1
+STATUS_ROLE = Qt.UserRole + 2
+
+
+class _Filter(QSortFilterProxyModel):
+    """Text search over every column plus a status filter; parents stay when a child matches."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.status: Optional[str] = None
+        self.setRecursiveFilteringEnabled(True)
+        self.setFilterCaseSensitivity(Qt.CaseInsensitive)
+        self.setFilterKeyColumn(-1)
+
+    def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:
+        index = self.sourceModel().index(row, 0, parent)
+        image_id = index.data(ID_ROLE)
+        if image_id is None:  # a patient or study row: shown when one of its images is
+            return False
+        if self.status and index.data(STATUS_ROLE) != self.status:
+            return False
+        return super().filterAcceptsRow(row, parent)
+
+
+class WorklistWidget(QWidget):
+    """Tree of cases with a search box and a status filter.
+
+    Signals ``image_selected(str image_id)`` when the person moves to an image.
+    """
+
+    image_selected = Signal(str)
+
+    def __init__(self, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.model = QStandardItemModel(0, len(COLUMNS), self)
+        self.model.setHorizontalHeaderLabels(list(COLUMNS))
+        self.proxy = _Filter(self)
+        self.proxy.setSourceModel(self.model)
+        self.search = QLineEdit(placeholderText="Search patient, study, file, label… (Ctrl+F)")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self._on_search)
+        self.status_filter = QComboBox()
+        self.status_filter.addItems(["All"] + [s.capitalize() for s in STATUSES])
+        self.status_filter.currentIndexChanged.connect(self._on_status)
+        self.view = QTreeView()
+        self.view.setModel(self.proxy)
+        self.view.setAlternatingRowColors(True)
+        self.view.setUniformRowHeights(True)
+        self.view.setSortingEnabled(False)
+        self.view.setEditTriggers(QTreeView.NoEditTriggers)
+        self.view.selectionModel().currentChanged.connect(self._on_current)
+        self.summary = QLabel(objectName="muted")
+        top = QHBoxLayout()
+        top.addWidget(self.search, 1)
+        top.addWidget(self.status_filter)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.summary)
+        self._items: dict[str, QStandardItem] = {}
+        self._order: list[str] = []
+
+    # --- content --------------------------------------------------------------------------------
+
+    def set_rows(self, rows: list[WorklistRow]) -> None:
+        """Rebuild the tree from worklist rows, keeping the current image selected."""
+        current = self.current_image_id()
+        self.model.removeRows(0, self.model.rowCount())
+        self._items.clear()
+        self._order = [r.ref.id for r in rows]
+        patients: dict[str, QStandardItem] = {}
+        studies: dict[tuple[str, str], QStandardItem] = {}
+        counts = {s: 0 for s in STATUSES}
+        for row in rows:
+            counts[row.status] += 1
+            patient = patients.get(row.patient_key)
+            if patient is None:
+                patient = self._group_item(row.patient_key)
+                self.model.appendRow([patient] + [self._group_item("") for _ in COLUMNS[1:]])
+                patients[row.patient_key] = patient
+            key = (row.patient_key, row.study_key)
+            study = studies.get(key)
+            if study is None:
+                study = self._group_item(f"{row.study_key}  [{row.ref.record.modality}]")
+                patient.appendRow([study] + [self._group_item("") for _ in COLUMNS[1:]])
+                studies[key] = study
+            items = self._image_items(row)
+            study.appendRow(items)
+            self._items[row.ref.id] = items[0]
+        self.view.expandAll() if len(rows) <= 200 else self.view.expandToDepth(0)
+        for col, width in enumerate((230, 90, 90, 50)):
+            self.view.setColumnWidth(col, width)
+        self.summary.setText(f"{len(rows)} images · " + " · ".join(f"{n} {s}" for s, n in counts.items() if n))
+        if current:
+            self.select(current)
+
+    def update_row(self, row: WorklistRow) -> None:
+        """Refresh one image's cells (after a label or a prediction) without rebuilding the tree."""
+        item = self._items.get(row.ref.id)
+        if item is None:
+            return
+        parent = item.parent() or self.model.invisibleRootItem()
+        for col, new in enumerate(self._image_items(row)):
+            if col == 0:
+                item.setData(row.status, STATUS_ROLE)
+                continue
+            parent.setChild(item.row(), col, new)
+
+    @staticmethod
+    def _group_item(text: str) -> QStandardItem:
+        item = QStandardItem(text)
+        font = item.font()
+        font.setBold(True)
+        item.setFont(font)
+        return item
+
+    @staticmethod
+    def _image_items(row: WorklistRow) -> list[QStandardItem]:
+        name = QStandardItem(row.ref.path.rsplit("/", 1)[-1])
+        name.setData(row.ref.id, ID_ROLE)
+        name.setData(row.status, STATUS_ROLE)
+        name.setToolTip(row.ref.path)
+        status = QStandardItem(row.status)
+        status.setForeground(QBrush(QColor(COLORS[row.status])))
+        pred = QStandardItem(row.prediction.predicted if row.prediction else "")
+        conf = QStandardItem(f"{row.confidence:.2f}" if row.confidence is not None else "")
+        label = QStandardItem(";".join(row.label.classes) if row.label and row.label.classes else "")
+        return [name, status, pred, conf, label]
+
+    # --- navigation -------------------------------------------------------------------------------
+
+    def current_image_id(self) -> Optional[str]:
+        """The selected image's id, if an image (not a group) is selected."""
+        return self.view.currentIndex().siblingAtColumn(0).data(ID_ROLE)
+
+    def select(self, image_id: str) -> bool:
+        """Select and show an image; False when it is filtered out or unknown."""
+        item = self._items.get(image_id)
+        if item is None:
+            return False
+        index = self.proxy.mapFromSource(item.index())
+        if not index.isValid():
+            return False
+        self.view.setCurrentIndex(index)
+        self.view.scrollTo(index)
+        return True
+
+    def visible_ids(self) -> list[str]:
+        """Image ids in display order that pass the current filters."""
+        return [i for i in self._order if i in self._items
+                and self.proxy.mapFromSource(self._items[i].index()).isValid()]
+
+    def step(self, delta: int) -> Optional[str]:
+        """Move the selection ``delta`` images forward/backward among the visible ones."""
+        ids = self.visible_ids()
+        if not ids:
+            return None
+        current = self.current_image_id()
+        pos = ids.index(current) + delta if current in ids else 0
+        target = ids[max(0, min(len(ids) - 1, pos))]
+        self.select(target)
+        return target
+
+    def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        image_id = current.siblingAtColumn(0).data(ID_ROLE)
+        if image_id:
+            self.image_selected.emit(image_id)
+
+    def _on_search(self, text: str) -> None:
+        self.proxy.setFilterFixedString(text)
+        self.view.expandAll()
+
+    def _on_status(self, index: int) -> None:
+        self.proxy.status = None if index == 0 else STATUSES[index - 1]
+        self.proxy.invalidateFilter()
+        self.view.expandAll()

@@ -1,0 +1,273 @@
+"""The active-learning loop in the app: predict the pool, refresh the queue, retrain in the background.
+
+Label → after ``retrain_after_labels`` new confirmed labels (workspace setting,
+default 20) or on request, :class:`ActiveLoop` fine-tunes the active model in a
+separate process (``core.models.jobs.TrainingJob``) → when the new version is
+promoted the pool is re-predicted with it → the queue is refreshed. Labelling
+never waits: labels written while training runs are counted against the
+training's start time, so they make the next round.
+
+Probabilities and embeddings are cached per model version (``cache.py``); only
+images the cache lacks go through the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from core.active.acquire import AcquisitionConfig, select_batch
+from core.active.cache import ModelOutputs, load_outputs, merge, save_outputs
+from core.active.rare import cost_matrix_from, rare_index_of
+from core.progress import CancelToken, ProgressCallback
+from core.types import QueueItem
+
+logger = logging.getLogger(__name__)
+
+RETRAIN_SETTING = "retrain_after_labels"
+DEFAULT_RETRAIN_AFTER = 20
+LAST_TRAIN_SETTING = "active_last_train_started_at"
+MC_PASSES = 20
+CONFIRMED = ("human", "import", "undo")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_confirmed_labels(ws) -> int:
+    """Confirmed labels written after the last training started (or the active model was created)."""
+    since = ws.get_setting(LAST_TRAIN_SETTING)
+    if since is None:
+        active = ws.active_model()
+        since = active.created_at if active is not None else ""
+    return sum(1 for label in ws.current_labels().values()
+               if label.source in CONFIRMED and (label.created_at or "") > (since or ""))
+
+
+def should_retrain(ws, n_new: Optional[int] = None) -> bool:
+    """Whether ``n_new`` (default: counted) new confirmed labels reach the ``retrain_after_labels`` setting."""
+    threshold = int(ws.get_setting(RETRAIN_SETTING, DEFAULT_RETRAIN_AFTER) or DEFAULT_RETRAIN_AFTER)
+    n_new = new_confirmed_labels(ws) if n_new is None else int(n_new)
+    return n_new >= max(1, threshold)
+
+
+def mc_dropout_passes(loaded, emb: np.ndarray, passes: int = MC_PASSES, seed: int = 0) -> np.ndarray:
+    """(T, N, K) calibrated probabilities from the head with its dropout active (MC dropout on cached embeddings).
+
+    Loupe's head is ``Dropout → Linear`` on the pooled embedding, so MC dropout
+    needs only the embeddings, not the backbone.
+    """
+    import copy
+
+    import torch
+
+    from core.models.inference import calibrated_probs
+
+    head = copy.deepcopy(loaded.net.head).train()
+    if not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in head.modules()):
+        for m in head.modules():  # a head trained without dropout still gets a small one for MC passes
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.2
+    gen = torch.manual_seed(seed)
+    x = torch.as_tensor(np.asarray(emb, dtype=np.float32))
+    out = []
+    with torch.no_grad():
+        for _ in range(passes):
+            out.append(calibrated_probs(head(x), loaded.temperature, loaded.multilabel))
+    del gen
+    return np.stack(out) if out else np.zeros((0, len(x), len(loaded.classes)))
+
+
+def tta_passes(loaded, items: Sequence[tuple[str, str]], device: str = "cpu") -> np.ndarray:
+    """(T, N, K) probabilities of the model on T = 5 mild augmentations (identity, ±2 px shifts, ±5 % contrast)."""
+    import torch
+
+    from core.models.inference import calibrated_probs, load_input
+
+    net = loaded.net.to(device).eval()
+    x = torch.stack([load_input(path, loaded.spec) for _, path in items]).to(device) if items else None
+    if x is None:
+        return np.zeros((5, 0, len(loaded.classes)))
+    views = [x, torch.roll(x, 2, dims=3), torch.roll(x, -2, dims=2), x * 1.05, x * 0.95]
+    out = []
+    with torch.inference_mode():
+        for v in views:
+            out.append(calibrated_probs(net(v).float().cpu(), loaded.temperature, loaded.multilabel))
+    return np.stack(out)
+
+
+def model_outputs(ws, loaded=None, image_ids: Optional[Sequence[str]] = None, device: str = "auto",
+                  batch_size: int = 16, progress: Optional[ProgressCallback] = None,
+                  cancel: Optional[CancelToken] = None) -> tuple[ModelOutputs, list[tuple[str, str]]]:
+    """Probabilities and embeddings of ``image_ids`` (default: every image) by ``loaded`` (default: active).
+
+    Cached rows are reused; the rest are predicted (also stored as the version's
+    predictions) and added to the cache. Returns (outputs for the images that
+    could be read, in the order asked, failures as (image id, reason)). Raises
+    ModelError when no model is active.
+    """
+    from core.models.device import choose_device
+    from core.models.inference import run_inference, to_predictions
+    from core.models.versions import load_version
+
+    loaded = loaded or load_version(ws)
+    version = loaded.version.version
+    refs = ws.images() if image_ids is None else [ws.image(i) for i in image_ids]
+    cached = load_outputs(ws.path, version)
+    have = set(cached.image_ids) if cached is not None else set()
+    missing = [(r.id, r.path) for r in refs if r.id not in have]
+    failed: list[tuple[str, str]] = []
+    if missing:
+        logger.info("predicting %d images with %s (%d cached)", len(missing), version, len(have))
+        result = run_inference(loaded, missing, batch_size=batch_size, device=choose_device(device).device,
+                               with_embeddings=True, progress=progress, cancel=cancel)
+        failed = result.failed
+        ws.add_predictions(version, to_predictions(loaded, result))
+        fresh = ModelOutputs(version, list(result.image_ids), result.probs.astype(np.float32),
+                             result.embeddings.astype(np.float32))
+        cached = merge(cached, fresh)
+        save_outputs(ws.path, cached)
+    assert cached is not None
+    present = set(cached.image_ids)
+    return cached.subset([r.id for r in refs if r.id in present]), failed
+
+
+def acquisition_config(ws, classes: Sequence[str], counts: Sequence[int], strategy: str, n: int,
+                       seed: int = 0) -> AcquisitionConfig:
+    """An :class:`AcquisitionConfig` from the workspace settings (``rare_class``, ``miss_cost``,
+    ``cost_matrix``, ``min_rare_share``, ``audit_share``, ``cold_start_k``) and the label counts."""
+    rare = rare_index_of(classes, counts, ws.get_setting("rare_class"))
+    miss = float(ws.get_setting("miss_cost", 5.0))
+    cost = cost_matrix_from(ws.get_setting("cost_matrix"), classes, classes[rare] if rare is not None else None, miss)
+    return AcquisitionConfig(strategy=strategy, n=n, rare_index=rare, cost=cost, miss_cost=miss,
+                             min_rare_share=float(ws.get_setting("min_rare_share", 0.2)),
+                             audit_share=float(ws.get_setting("audit_share", 0.05)),
+                             cold_start_k=int(ws.get_setting("cold_start_k", 5)), seed=seed,
+                             class_names=tuple(classes))
+
+
+def confirmed_labels(ws) -> dict[str, str]:
+    """``{image_id: class}`` of single-class confirmed labels."""
+    return {i: lab.classes[0] for i, lab in ws.current_labels().items()
+            if lab.source in CONFIRMED and len(lab.classes) == 1}
+
+
+def refresh_queue(ws, strategy: str = "default", n: int = 50, device: str = "auto", seed: int = 0,
+                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> list[QueueItem]:
+    """Predict the pool with the active model (cached per version), pick ``n`` cases and store them as the queue.
+
+    The pool is every image without a confirmed label outside the ``test`` split.
+    Each stored :class:`QueueItem` carries the strategy's why-breakdown. Returns
+    the queue items. Raises ModelError when no model is active, ValueError for an
+    unknown strategy.
+    """
+    from core.models.versions import load_version
+
+    loaded = load_version(ws)
+    classes = list(loaded.classes)
+    refs = [r for r in ws.images() if r.split != "test"]
+    outputs, failed = model_outputs(ws, loaded, [r.id for r in refs], device=device, progress=progress,
+                                    cancel=cancel)
+    labels = confirmed_labels(ws)
+    labelled = np.array([i in labels for i in outputs.image_ids], dtype=bool)
+    tally = Counter(labels.values())
+    counts = [tally.get(c, 0) for c in classes]
+    config = acquisition_config(ws, classes, counts, strategy, n, seed)
+    probs = outputs.probs
+    if loaded.multilabel:  # rows of sigmoids → a distribution, so the scores stay defined
+        probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+    stochastic = None
+    if strategy == "bald":
+        stochastic = mc_dropout_passes(loaded, outputs.emb, seed=seed)
+    elif strategy == "tta":
+        paths = {r.id: r.path for r in refs}
+        stochastic = tta_passes(loaded, [(i, paths[i]) for i in outputs.image_ids])
+    picks = select_batch(probs, outputs.emb, labelled, config, counts=counts, stochastic=stochastic)
+    version = loaded.version.version
+    items = [QueueItem(image_id=outputs.image_ids[pk.index], score=pk.score, rank=r + 1, strategy=strategy,
+                       why=pk.why, version=version) for r, pk in enumerate(picks)]
+    ws.replace_queue(items)
+    for image_id, reason in failed:
+        logger.warning("left out of the queue (unreadable): %s: %s", image_id, reason)
+    return items
+
+
+class ActiveLoop:
+    """Background retraining for the app: call :meth:`labelled` after each label; it never blocks.
+
+    When :func:`should_retrain` says so (or :meth:`request_training` is called)
+    and no job runs, a :class:`~core.models.jobs.TrainingJob` starts; a daemon
+    thread follows its events and, when the new version is promoted, refreshes
+    the queue. ``on_event`` receives every training event plus
+    ``{"event": "queue_refreshed", "n": ...}``.
+    """
+
+    def __init__(self, workspace_path, train_config, strategy: str = "default", queue_size: int = 50,
+                 on_event: Optional[Callable[[dict], None]] = None) -> None:
+        self.workspace_path = workspace_path
+        self.train_config = train_config
+        self.strategy = strategy
+        self.queue_size = queue_size
+        self.on_event = on_event or (lambda event: None)
+        self._job = None
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+
+    @property
+    def training(self) -> bool:
+        """True while a training job runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def labelled(self, ws) -> bool:
+        """Note a new label; starts training when due. Returns whether a job was started."""
+        if self.training or not should_retrain(ws):
+            return False
+        return self.request_training(ws)
+
+    def request_training(self, ws) -> bool:
+        """Start a training job now unless one runs; returns whether it started."""
+        from core.models.jobs import TrainingJob
+
+        with self._lock:
+            if self.training:
+                return False
+            ws.set_setting(LAST_TRAIN_SETTING, _now())
+            self._job = TrainingJob(self.workspace_path, self.train_config)
+            self._thread = threading.Thread(target=self._follow, args=(self._job,), daemon=True)
+            self._thread.start()
+        return True
+
+    def _follow(self, job) -> None:
+        from core.workspace import Workspace
+
+        done = None
+        for event in job.events():
+            self.on_event(event)
+            if event.get("event") == "done":
+                done = event
+        if done and done.get("promoted"):
+            ws = Workspace.open(self.workspace_path)
+            try:
+                items = refresh_queue(ws, self.strategy, self.queue_size)
+                self.on_event({"event": "queue_refreshed", "n": len(items), "version": done.get("version")})
+            except Exception as exc:  # reported to the app, never raised in a daemon thread
+                logger.exception("queue refresh after training failed")
+                self.on_event({"event": "error", "message": f"queue refresh failed: {exc}"})
+            finally:
+                ws.close()
+
+    def cancel(self) -> None:
+        """Ask a running job to stop."""
+        if self._job is not None:
+            self._job.cancel()
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Wait for the follower thread (tests, shutdown)."""
+        if self._thread is not None:
+            self._thread.join(timeout)

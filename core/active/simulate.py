@@ -1,0 +1,195 @@
+"""``loupe simulate``: the whole acquisition loop with the npz labels as the oracle.
+
+Honest and fast on a CPU: the pretrained backbone is frozen (its embeddings of
+every image are computed once, ``sim_embed.py``), and each round fits only the
+classification head — a class-balanced logistic regression on the labels
+acquired so far, which is what Loupe's ``frozen`` training mode learns. After
+each round the head is scored on the npz *test* split: macro ROC-AUC, the rare
+class's average precision and its recall at the model's decision.
+
+Strategies: ``random``, ``least_confidence``, ``margin``, ``entropy``, ``cost``,
+``bald`` (MC dropout on the head's input), ``tta`` (noise on the embeddings as
+the augmentation), ``default`` (the app's combination, ``acquire.py``) and
+``modal`` (modAL's ``uncertainty_sampling`` driving a modAL ``ActiveLearner`` — the
+reference tool, run in the same loop).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from core.active.acquire import AcquisitionConfig, select_batch
+from core.active.cold_start import representatives
+from core.errors import LoupeError
+from core.progress import ProgressCallback, report
+
+logger = logging.getLogger(__name__)
+
+SIM_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "cost", "bald", "tta", "modal", "default")
+MC_PASSES = 10
+
+
+@dataclass
+class SimConfig:
+    """One simulated run."""
+
+    strategy: str = "default"
+    seed_size: int = 20
+    batch: int = 20
+    rounds: int = 15
+    seed: int = 0
+    rare_class: Optional[int] = None  # class index; default: the rarest in the training split
+    miss_cost: float = 5.0
+    c: float = 0.1  # inverse regularisation of the logistic-regression head
+
+
+def _head(c: float, seed: int):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+
+
+def _fit_predict(x_lab, y_lab, x_eval: Sequence[np.ndarray], k: int, c: float, seed: int):
+    """Fit the head; probabilities for each array in ``x_eval``. One class only → its prior everywhere."""
+    classes = np.unique(y_lab)
+    if len(classes) < 2:
+        prior = np.full(k, 0.5 / max(k - 1, 1))
+        if len(classes):
+            prior[int(classes[0])] = 0.5
+        prior = prior / prior.sum()
+        return None, [np.tile(prior, (len(x), 1)) for x in x_eval]
+    model = _head(c, seed).fit(x_lab, y_lab)
+    outs = []
+    for x in x_eval:
+        p = np.zeros((len(x), k))
+        p[:, model.classes_] = model.predict_proba(x)
+        outs.append(p)
+    return model, outs
+
+
+def _metrics(y, probs, rare: int) -> dict:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    k = probs.shape[1]
+    aucs = []
+    for j in range(k):
+        t = (y == j).astype(int)
+        if 0 < t.sum() < len(t):
+            aucs.append(roc_auc_score(t, probs[:, j]) if np.ptp(probs[:, j]) > 0 else 0.5)
+    t = (y == rare).astype(int)
+    ap = float(average_precision_score(t, probs[:, rare])) if t.sum() else 0.0
+    pred = probs.argmax(axis=1)
+    recall = float((pred[t == 1] == rare).mean()) if t.sum() else 0.0
+    return {"macro_auc": round(float(np.mean(aucs)) if aucs else 0.5, 4), "rare_ap": round(ap, 4),
+            "rare_recall": round(recall, 4)}
+
+
+def _stochastic(model, x, kind: str, rng, k: int) -> np.ndarray:
+    """(T, N, K) passes: dropout masks on the head's input (bald) or Gaussian noise on it (tta)."""
+    out = []
+    scale = x.std(axis=0, keepdims=True)
+    for _ in range(MC_PASSES):
+        if kind == "bald":
+            xs = x * (rng.random(x.shape) > 0.2) / 0.8
+        else:
+            xs = x + rng.normal(0.0, 0.3, x.shape) * scale
+        p = np.zeros((len(x), k))
+        p[:, model.classes_] = model.predict_proba(xs)
+        out.append(p)
+    return np.stack(out)
+
+
+def run_simulation(train_emb: np.ndarray, train_y: np.ndarray, test_emb: np.ndarray, test_y: np.ndarray,
+                   config: SimConfig, class_names: Optional[Sequence[str]] = None,
+                   progress: Optional[ProgressCallback] = None) -> dict:
+    """Simulate ``config.rounds`` acquisition rounds on precomputed embeddings; the CLI.md JSON document.
+
+    Returns ``{"strategy", "rare_class", "curve": [{"labels", "macro_auc", "rare_ap", "rare_recall"}], ...}``
+    with one curve point after the seed set and after every round. Raises
+    LoupeError for an unknown strategy or an empty pool.
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    if config.strategy not in SIM_STRATEGIES:
+        raise LoupeError(f"unknown strategy '{config.strategy}': choose one of {', '.join(SIM_STRATEGIES)}")
+    if len(train_y) == 0:
+        raise LoupeError("the npz has no training images to draw from")
+    k = int(max(train_y.max(), test_y.max() if len(test_y) else 0)) + 1
+    k = max(k, 2)
+    names = list(class_names) if class_names else [str(i) for i in range(k)]
+    counts_all = np.bincount(train_y, minlength=k)
+    rare = config.rare_class if config.rare_class is not None else int(np.argmin(np.where(counts_all > 0, counts_all, 1 << 30)))
+    scaler = StandardScaler().fit(train_emb)
+    x_pool, x_test = scaler.transform(train_emb), scaler.transform(test_emb)
+    rng = np.random.default_rng(config.seed)
+    n = len(train_y)
+    labelled = np.zeros(n, dtype=bool)
+    seed_size = min(config.seed_size, n)
+    if config.strategy == "default":  # the app's cold start: typical, spread-out cases, not a random draw
+        first = representatives(train_emb, range(n), seed_size, seed=config.seed)
+    else:
+        first = rng.choice(n, size=seed_size, replace=False).tolist()
+    labelled[first] = True
+    curve = []
+    learner = None
+    for r in range(config.rounds + 1):
+        lab = np.flatnonzero(labelled)
+        model, (p_pool, p_test) = _fit_predict(x_pool[lab], train_y[lab], [x_pool, x_test], k, config.c, config.seed)
+        curve.append({"labels": int(labelled.sum()), **_metrics(test_y, p_test, rare)})
+        report(progress, r, config.rounds, f"{config.strategy}: {int(labelled.sum())} labels")
+        if r == config.rounds or labelled.all():
+            break
+        picks = _acquire(config, model, p_pool, x_pool, train_emb, train_y, labelled, k, rare, names, rng, r)
+        if config.strategy == "modal":
+            picks, learner = _modal_query(learner, x_pool, train_y, labelled, config, rng)
+        labelled[picks] = True
+    return {"strategy": config.strategy, "rare_class": names[rare], "seed": config.seed,
+            "seed_size": seed_size, "batch": config.batch, "curve": curve}
+
+
+def _acquire(config, model, p_pool, x_pool, emb, y, labelled, k, rare, names, rng, round_no) -> list[int]:
+    name = config.strategy
+    if name == "modal":
+        return []
+    if model is None and name != "random":  # one class so far: no model to ask, cover the space instead
+        name = "default"
+    stochastic = _stochastic(model, x_pool, name, rng, k) if name in ("bald", "tta") else None
+    counts = np.bincount(y[labelled], minlength=k).tolist()
+    acq = AcquisitionConfig(strategy=name, n=config.batch, rare_index=rare, miss_cost=config.miss_cost,
+                            seed=config.seed * 1000 + round_no, class_names=tuple(names))
+    picks = select_batch(p_pool, emb, labelled, acq, counts=counts, stochastic=stochastic)
+    return [p.index for p in picks]
+
+
+def _modal_query(learner, x_pool, y, labelled, config, rng):
+    """One round of modAL's ActiveLearner + uncertainty_sampling (random picks while only one class is known)."""
+    from modAL.models import ActiveLearner
+    from modAL.uncertainty import uncertainty_sampling
+
+    lab = np.flatnonzero(labelled)
+    pool = np.flatnonzero(~labelled)
+    if len(np.unique(y[lab])) < 2:
+        return rng.choice(pool, size=min(config.batch, len(pool)), replace=False).tolist(), None
+    learner = ActiveLearner(estimator=_head(config.c, config.seed), query_strategy=uncertainty_sampling,
+                            X_training=x_pool[lab], y_training=y[lab])
+    idx, _ = learner.query(x_pool[pool], n_instances=min(config.batch, len(pool)))
+    return pool[np.asarray(idx, dtype=np.int64)].tolist(), learner
+
+
+def simulate(npz_path: str | Path, config: SimConfig, cache_dir: str | Path, class_names: Optional[Sequence[str]] = None,
+             arch: str = "efficientnet_lite0", pretrained: str = "default", size: int = 64,
+             torch_cache_dir: Optional[str] = None, progress: Optional[ProgressCallback] = None) -> dict:
+    """:func:`run_simulation` on a MedMNIST npz: embeddings computed once (cached in ``cache_dir``).
+
+    Raises LoupeError when the npz is missing or malformed.
+    """
+    from core.active.sim_embed import npz_embeddings
+
+    data = npz_embeddings(npz_path, cache_dir, arch, pretrained, size, torch_cache_dir)
+    return run_simulation(data["train_emb"], data["train_labels"], data["test_emb"], data["test_labels"],
+                          config, class_names, progress)

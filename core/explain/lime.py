@@ -1,0 +1,96 @@
+"""LIME through captum: SLIC superpixels as features, batched perturbation forwards.
+
+Features are SLIC superpixels (scikit-image) of the model input, so a
+perturbation hides whole regions rather than pixels. Perturbations are drawn
+in antithetic pairs (a random on/off vector, then its complement), which
+balances every feature's on/off counts and lowers the variance of the fitted
+weights: the same fidelity needs fewer forward passes. Samples are weighted by
+the lime package's kernel (exp(-d² / w²) on the cosine distance between the
+on/off vector and the all-on vector, w = 0.25) and fitted with ridge regression.
+Hidden superpixels take the ``baseline`` (the mean image by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+from captum._utils.models.linear_model import SkLearnRidge
+from captum.attr import Lime
+
+from core.explain.base import ExplainContext, Method, register
+
+logger = logging.getLogger(__name__)
+
+
+def _defaults(size: int) -> dict:
+    return {"n_samples": 256, "n_segments": 50, "compactness": 10.0, "kernel_width": 0.25, "alpha": 1.0,
+            "baseline": "mean", "seed": 0}
+
+
+def superpixels(x01: np.ndarray, n_segments: int, compactness: float) -> np.ndarray:
+    """SLIC labels 0..K-1 of an (S, S) or (S, S, 3) image in [0, 1]."""
+    from skimage.segmentation import slic
+
+    gray = x01.ndim == 2 or x01.shape[-1] == 1 or np.allclose(x01[..., 0], x01[..., -1])
+    img = x01[..., 0] if (x01.ndim == 3 and gray) else x01
+    labels = slic(img, n_segments=int(n_segments), compactness=float(compactness), start_label=0,
+                  channel_axis=None if img.ndim == 2 else -1)
+    _, labels = np.unique(labels, return_inverse=True)
+    return labels.reshape(x01.shape[:2]).astype(np.int64)
+
+
+def to_unit(ctx: ExplainContext) -> np.ndarray:
+    """The model input back in [0, 1], (S, S, C), for segmentation."""
+    mean = torch.tensor(ctx.spec.mean).view(-1, 1, 1)
+    std = torch.tensor(ctx.spec.std).view(-1, 1, 1)
+    x = (ctx.x[0].detach().cpu() * std + mean).clamp(0, 1)
+    return x.permute(1, 2, 0).numpy()
+
+
+class _Antithetic:
+    """Perturbation sampler: random on/off vectors, each followed by its complement."""
+
+    def __init__(self, num_features: int, generator: torch.Generator, device) -> None:
+        self.n, self.gen, self.device, self.last = num_features, generator, device, None
+
+    def __call__(self, original_input, **kwargs) -> torch.Tensor:
+        if self.last is None:
+            self.last = torch.rand(1, self.n, generator=self.gen) < 0.5
+            out = self.last
+        else:
+            out, self.last = ~self.last, None
+        return out.to(torch.float32).to(self.device)
+
+
+def _kernel(width: float):
+    def similarity(original_inp, perturbed_inp, perturbed_interpretable_inp, **kwargs):
+        z = perturbed_interpretable_inp.float()
+        cos = z.sum() / (math.sqrt(z.shape[-1]) * torch.sqrt(z.sum()).clamp_min(1e-12))
+        d = (1.0 - cos) * 100.0  # lime reports cosine distances × 100 before its kernel
+        return torch.exp(-(d / 100.0) ** 2 / width ** 2)
+    return similarity
+
+
+def run(ctx: ExplainContext) -> torch.Tensor:
+    """(S, S) signed map: each superpixel's ridge weight for the target logit."""
+    p = ctx.params
+    labels = superpixels(to_unit(ctx), p["n_segments"], p["compactness"])
+    mask = torch.from_numpy(labels).to(ctx.x.device)[None, None]
+    k = int(labels.max()) + 1
+    n = int(p["n_samples"])
+    ctx.expected_calls = math.ceil(n / ctx.batch_size)
+    gen = torch.Generator().manual_seed(int(p["seed"]))
+    lime = Lime(ctx.forward, interpretable_model=SkLearnRidge(alpha=float(p["alpha"])),
+                similarity_func=_kernel(float(p["kernel_width"])),
+                perturb_func=_Antithetic(k, gen, ctx.x.device))
+    attr = lime.attribute(ctx.x, target=ctx.target, baselines=ctx.baseline(p["baseline"]),
+                          feature_mask=mask.expand(1, ctx.x.shape[1], -1, -1), n_samples=n,
+                          perturbations_per_eval=ctx.batch_size, return_input_shape=True)
+    p["segments"] = k
+    return attr.detach()[0, 0]
+
+
+METHOD = register(Method("lime", "LIME", signed=True, defaults=_defaults, run=run, random=True))

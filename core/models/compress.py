@@ -1,0 +1,354 @@
+"""Smaller, faster models for CPU inference: INT8 quantization and knowledge distillation.
+
+Two ways to shrink a trained :class:`~core.models.architectures.LoupeNet`:
+
+* **Quantization.** :func:`quantize_dynamic_int8` swaps ``nn.Linear`` layers for
+  dynamically quantized ones (weights INT8, activations quantized on the fly).
+  Dynamic quantization does not cover convolutions, so on a CNN it only touches
+  the classifier head and gives little speed. :func:`quantize_static_int8` is
+  post-training *static* quantization of the convolutional backbone through
+  torch.ao's FX graph mode (``prepare_fx`` → calibration → ``convert_fx``, x86 /
+  fbgemm kernels, conv + BatchNorm (+ ReLU) fused), which is where the speed is.
+  Both return a copy of the LoupeNet, so ``forward`` (logits), ``forward_all`` and
+  ``embed`` keep working and the result can go straight into
+  :func:`core.models.inference.run_inference`. Quantized networks are for
+  inference only: keep the float version as the saved model version and quantize
+  it again after loading.
+
+* **Distillation.** :func:`distill` trains a small student (MobileNetV3 by default)
+  to match a trained teacher's softened outputs (KL divergence at temperature T)
+  on every non-test image of a workspace, labelled or not, plus cross-entropy on
+  the confirmed labels. :func:`compare` puts teacher and student side by side.
+
+No Qt here; everything runs on the CPU unless a device is passed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import warnings
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.errors import ModelError
+from core.progress import CancelToken, ProgressCallback, report
+
+logger = logging.getLogger(__name__)
+
+#: Quantized-kernel backends tried in order (x86 picks fbgemm or oneDNN per layer; fbgemm is the older name).
+STATIC_BACKENDS = ("x86", "fbgemm")
+
+
+def state_dict_bytes(module: nn.Module) -> int:
+    """Size in bytes of ``module``'s state dict as ``torch.save`` writes it (packed INT8 weights included)."""
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    return buf.tell()
+
+
+@contextlib.contextmanager
+def _quiet_ao():
+    """torch.ao.quantization warns that it is deprecated in favour of torchao; the API still works here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\..*")
+        yield
+
+
+def quantize_dynamic_int8(net: nn.Module) -> nn.Module:
+    """Dynamic INT8 quantization of every ``nn.Linear`` in a copy of ``net`` (CPU inference only).
+
+    Args:
+        net: a float model in eval mode (a LoupeNet or any module); it is not modified.
+
+    Returns:
+        A copy with quantized Linear layers and the same ``forward(x) -> logits``
+        (and, for a LoupeNet, ``forward_all`` / ``embed``). Convolutions stay float.
+
+    Raises:
+        ModelError: the installed torch has no quantized CPU kernels.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    if not torch.backends.quantized.supported_engines or torch.backends.quantized.supported_engines == ["none"]:
+        raise ModelError("this torch build has no quantized CPU kernels; INT8 inference is not available")
+    with _quiet_ao():
+        q = quantize_dynamic(copy.deepcopy(net).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+    logger.info("dynamic INT8: %s → %s bytes", state_dict_bytes(net), state_dict_bytes(q))
+    return q.eval()
+
+
+def _pick_backend(backend: Optional[str]) -> str:
+    engines = torch.backends.quantized.supported_engines
+    for name in ((backend,) if backend else STATIC_BACKENDS):
+        if name in engines:
+            return name
+    raise ModelError(f"no quantized CPU backend among {backend or STATIC_BACKENDS} in this torch build "
+                     f"(it has: {', '.join(engines) or 'none'})")
+
+
+def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Tensor],
+                         backend: Optional[str] = None, quantize_head: bool = True) -> nn.Module:
+    """Post-training static INT8 quantization of a LoupeNet's convolutional backbone (FX graph mode).
+
+    The backbone is traced with ``torch.ao.quantization.quantize_fx.prepare_fx``
+    (conv + BatchNorm (+ ReLU) fused, observers inserted), run over
+    ``calibration_batches`` to record activation ranges, and converted with
+    ``convert_fx``. Its input and output stay float, so the network still takes
+    normalised float images. The small head gets dynamic INT8 when
+    ``quantize_head``. A few dozen representative images are enough calibration.
+
+    Args:
+        net: float LoupeNet (eval mode); not modified.
+        calibration_batches: normalised (N, C, S, S) float tensors, as the model gets at inference.
+        backend: ``"x86"`` or ``"fbgemm"``; default: the first available. It becomes
+            ``torch.backends.quantized.engine`` (process-wide) so the kernels match.
+        quantize_head: also quantize the head's Linear dynamically.
+
+    Returns:
+        A copy of ``net`` whose ``backbone`` is an INT8 ``GraphModule``; ``forward``,
+        ``forward_all`` and ``embed`` behave as before. CPU only.
+
+    Raises:
+        ModelError: no calibration data, no quantized backend, or a backbone FX cannot trace.
+    """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    if not hasattr(net, "backbone"):
+        raise ModelError("static quantization expects a LoupeNet (a model with a .backbone)")
+    engine = _pick_backend(backend)
+    if torch.backends.quantized.engine != engine:
+        logger.info("quantized engine %s → %s", torch.backends.quantized.engine, engine)
+        torch.backends.quantized.engine = engine
+    q = copy.deepcopy(net).cpu().eval()
+    batches = iter(calibration_batches)
+    first = next(batches, None)
+    if first is None:
+        raise ModelError("static quantization needs at least one calibration batch")
+    with _quiet_ao():
+        try:
+            prepared = prepare_fx(q.backbone, get_default_qconfig_mapping(engine), (first[:1].float(),))
+        except Exception as exc:  # FX tracing fails on data-dependent control flow
+            raise ModelError(f"cannot quantize the {getattr(net, 'arch', 'model')} backbone statically: {exc}") from exc
+        n = 0
+        with torch.no_grad():  # observers update their buffers in place
+            for xb in ([first] + list(batches)):
+                prepared(xb.float().cpu())
+                n += len(xb)
+        q.backbone = convert_fx(prepared)
+        if quantize_head:
+            from torch.ao.quantization import quantize_dynamic
+
+            q.head = quantize_dynamic(q.head, {nn.Linear}, dtype=torch.qint8)
+            if getattr(q, "severity_head", None) is not None:
+                q.severity_head.fc = quantize_dynamic(nn.Sequential(q.severity_head.fc), {nn.Linear},
+                                                      dtype=torch.qint8)[0]
+    logger.info("static INT8 (%s, %d calibration images): %s → %s bytes", engine, n, state_dict_bytes(net),
+                state_dict_bytes(q))
+    return q.eval()
+
+
+# ----------------------------------------------------------------------------- distillation
+
+
+def student_spec(teacher_spec, student_arch: str):
+    """The student's InputSpec: the teacher's size, channels and geometry with the student's normalisation."""
+    from core.models.architectures import arch_spec
+    from core.models.preprocess import InputSpec
+
+    a = arch_spec(student_arch)
+    c = teacher_spec.channels
+    mean = a.mean if c == 3 else (float(np.mean(a.mean)),)
+    std = a.std if c == 3 else (float(np.mean(a.std)),)
+    return InputSpec(size=teacher_spec.size, mean=mean, std=std, channels=c, resize=teacher_spec.resize,
+                     pad_value=teacher_spec.pad_value)
+
+
+def batched_logits(net: nn.Module, x01: torch.Tensor, spec, batch_size: int = 64,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """Float32 logits of ``net`` over un-normalised [0, 1] images (N, C, S, S), normalised with ``spec``."""
+    from core.models.data import normalise
+
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x01), batch_size):
+            out.append(net(normalise(x01[i:i + batch_size], spec).to(device)).float().cpu())
+    return torch.cat(out) if out else torch.zeros((0, getattr(net, "num_classes", 0)))
+
+
+def _kd_loss(student_logits, teacher_logits, temperature: float, multilabel: bool) -> torch.Tensor:
+    """Hinton's soft-target loss, scaled by T² so its gradients keep their size as T changes."""
+    t = float(temperature)
+    if multilabel:
+        soft = torch.sigmoid(teacher_logits / t)
+        return F.binary_cross_entropy_with_logits(student_logits / t, soft) * t * t
+    return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def distill(teacher_loaded, workspace, student_arch: str = "mobilenet_v3_large", *, epochs: int = 5,
+            temperature: float = 4.0, alpha: float = 0.7, lr: float = 2e-3, weight_decay: float = 1e-4,
+            batch_size: int = 32, pretrained: str = "none", torch_cache_dir: Optional[str] = None,
+            workers: int = 2, seed: int = 0, device: str = "cpu",
+            progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> nn.Module:
+    """Knowledge distillation of a trained teacher into a small student on a workspace's images.
+
+    Every image not in the ``test`` split is used: the teacher's logits (computed
+    once, over tensors pre-decoded with :func:`core.models.data.decode_all`) are the
+    soft targets for all of them, labelled or not; images with a confirmed label
+    also give a hard-label loss. Per batch::
+
+        loss = alpha · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 - alpha) · CE(s, y)   (CE on labelled rows)
+
+    (for a multi-label teacher, BCE against ``sigmoid(t/T)`` replaces the KL).
+    AdamW with a cosine schedule; the student is trained whole.
+
+    Args:
+        teacher_loaded: a :class:`~core.models.versions.LoadedModel` (net, spec, classes).
+        workspace: the open workspace whose images to learn from.
+        student_arch: registry name of the student (:data:`core.models.architectures.ARCHITECTURES`).
+        epochs, temperature, alpha: distillation schedule, temperature T > 0 and soft-loss weight in [0, 1].
+        lr, weight_decay, batch_size: optimiser settings.
+        pretrained: the student's starting weights (see :func:`~core.models.architectures.build_model`).
+        workers: decode threads; seed: random seed; device: where to train.
+        progress, cancel: progress callback and cancel token (checked between batches).
+
+    Returns:
+        The student LoupeNet in eval mode on the CPU, with the teacher's classes and head type.
+        Its input spec is :func:`student_spec` ``(teacher_loaded.spec, student_arch)``: same size.
+
+    Raises:
+        ModelError: bad options, or no usable image. Cancelled when cancelled.
+    """
+    from core.models.architectures import build_model
+    from core.models.data import decode_all, labelled_set, normalise
+
+    if epochs < 1 or batch_size < 1:
+        raise ModelError("epochs and batch size must be at least 1")
+    if temperature <= 0 or not 0.0 <= alpha <= 1.0:
+        raise ModelError(f"temperature must be > 0 and alpha in [0, 1]; got T={temperature}, alpha={alpha}")
+    cancel = cancel or CancelToken()
+    torch.manual_seed(seed)
+    classes = list(teacher_loaded.classes)
+    multilabel = teacher_loaded.net.head_type == "multilabel"
+    refs = [r for r in workspace.images() if r.split != "test"]
+    if not refs:
+        raise ModelError("no images outside the test split to distil on")
+    labelled = labelled_set(workspace, classes, multilabel, splits=("train", "val", None))
+    target_of = dict(zip(labelled.image_ids, labelled.targets))
+    x01, ok = decode_all([r.path for r in refs], teacher_loaded.spec, workers, cancel=cancel,
+                         progress=lambda p: report(progress, p.done, p.total, "decoding images"))
+    refs = [refs[i] for i in ok]
+    has_label = torch.tensor([r.id in target_of for r in refs])
+    if multilabel:
+        y = torch.stack([torch.as_tensor(target_of.get(r.id, np.zeros(len(classes), np.float32))) for r in refs])
+    else:
+        y = torch.tensor([int(target_of.get(r.id, -1)) for r in refs], dtype=torch.int64)
+    report(progress, 0, len(refs), "teacher soft targets")
+    teacher_logits = batched_logits(teacher_loaded.net, x01, teacher_loaded.spec, 64)
+    s_spec = student_spec(teacher_loaded.spec, student_arch)
+    student, weights = build_model(student_arch, len(classes), pretrained=pretrained,
+                                   torch_cache_dir=torch_cache_dir, head=teacher_loaded.net.head_type)
+    dev = torch.device(device)
+    student = student.to(dev)
+    optimiser = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * ((len(refs) + batch_size - 1) // batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=max(1, steps),
+                                                    pct_start=0.15)
+    gen = torch.Generator().manual_seed(seed)
+    logger.info("distilling %s → %s (%s) on %d images (%d labelled), %d epochs, T=%.1f, alpha=%.2f",
+                teacher_loaded.net.arch, student_arch, weights, len(refs), int(has_label.sum()), epochs,
+                temperature, alpha)
+    done = 0
+    for epoch in range(epochs):
+        student.train()
+        order = torch.randperm(len(refs), generator=gen)
+        losses = []
+        for i in range(0, len(order), batch_size):
+            cancel.check()
+            idx = order[i:i + batch_size]
+            # No augmentation: the soft targets were computed once, on the unaugmented images.
+            xb = normalise(x01[idx].float(), s_spec).to(dev)
+            logits = student(xb)
+            loss = alpha * _kd_loss(logits, teacher_logits[idx].to(dev), temperature, multilabel)
+            lab = has_label[idx].to(dev)
+            if alpha < 1.0 and bool(lab.any()):
+                yb = y[idx].to(dev)
+                hard = (F.binary_cross_entropy_with_logits(logits[lab], yb[lab]) if multilabel
+                        else F.cross_entropy(logits[lab], yb[lab]))
+                loss = loss + (1.0 - alpha) * hard
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            losses.append(float(loss))
+            done += len(idx)
+            report(progress, done, epochs * len(refs), f"distilling, epoch {epoch + 1}/{epochs}")
+        logger.info("distillation epoch %d/%d: loss %.4f", epoch + 1, epochs, float(np.mean(losses)))
+    return student.to("cpu").eval()
+
+
+def _as_model(m) -> tuple[nn.Module, Any]:
+    """(net, spec or None) from a LoadedModel-like object, a (net, spec) pair, or a bare module."""
+    if isinstance(m, tuple):
+        return m[0], m[1]
+    if hasattr(m, "net") and hasattr(m, "spec"):
+        return m.net, m.spec
+    return m, None
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fraction of rows where two logit matrices give the same top class."""
+    return float((a.argmax(dim=1) == b.argmax(dim=1)).float().mean()) if len(a) else float("nan")
+
+
+def compare(teacher, student, x: torch.Tensor, y: Sequence | np.ndarray,
+            classes: Optional[Sequence[str]] = None, batch_size: int = 64) -> dict:
+    """Teacher and student macro ROC-AUC on the same images, and the change.
+
+    Args:
+        teacher, student: LoadedModel-like objects (``.net``, ``.spec``), ``(net, spec)``
+            pairs, or bare modules. With a spec, ``x`` is taken as un-normalised [0, 1]
+            images (as :func:`core.models.data.decode_all` returns) and normalised per
+            model, so models with different normalisations can be compared; a bare
+            module gets ``x`` as it is.
+        x: (N, C, S, S) images; y: (N,) class indices (or an (N, K) 0/1 matrix for multi-label).
+        classes: class names (default ``"0".."K-1"``).
+
+    Returns:
+        ``{"teacher_auc", "student_auc", "delta_auc" (student - teacher), "agreement"
+        (same top class), "n"}``; AUCs are None when only one class is present.
+    """
+    from core.models.metrics import evaluate
+
+    out = {}
+    logits = {}
+    y = np.asarray(y)
+    multilabel = y.ndim == 2
+    for name, m in (("teacher", teacher), ("student", student)):
+        net, spec = _as_model(m)
+        if spec is not None:
+            lg = batched_logits(net, x, spec, batch_size)
+        else:
+            net.eval()
+            with torch.inference_mode():
+                lg = torch.cat([net(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
+        logits[name] = lg
+        probs = (torch.sigmoid(lg) if multilabel else torch.softmax(lg, dim=1)).numpy()
+        names = list(classes) if classes else [str(i) for i in range(probs.shape[1])]
+        out[f"{name}_auc"] = evaluate(y, probs, names, n_boot=0, multilabel=multilabel)["macro_auc"]
+    t, s = out["teacher_auc"], out["student_auc"]
+    out["delta_auc"] = None if t is None or s is None else s - t
+    out["agreement"] = agreement(logits["teacher"], logits["student"])
+    out["n"] = int(len(x))
+    return out

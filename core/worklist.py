@@ -1,0 +1,79 @@
+"""The reading worklist: every image with its review status, prediction and label.
+
+Status, in order of precedence: ``flagged`` (the current label says the model
+was wrong), ``disagreement`` (labelled, and the active model predicts another
+class), ``labelled``, ``queued`` (waiting in the active-learning queue),
+``unlabelled``. The app shows these rows; it decides nothing itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+from core.types import ImageRef, Label, Prediction
+
+logger = logging.getLogger(__name__)
+
+STATUSES = ("unlabelled", "queued", "labelled", "flagged", "disagreement")
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    """One image as the worklist shows it."""
+
+    ref: ImageRef
+    status: str
+    label: Optional[Label]
+    prediction: Optional[Prediction]
+    queue_rank: Optional[int] = None
+
+    @property
+    def confidence(self) -> Optional[float]:
+        """Probability of the predicted class (the highest one for multi-label)."""
+        if self.prediction is None or not self.prediction.probs:
+            return None
+        first = self.prediction.predicted.split(";")[0]
+        return self.prediction.probs.get(first, max(self.prediction.probs.values()))
+
+    @property
+    def patient_key(self) -> str:
+        """Patient id, or a readable stand-in for photographs without one."""
+        return self.ref.record.patient_id or "(no patient id)"
+
+    @property
+    def study_key(self) -> str:
+        """Study description/UID, readable."""
+        rec = self.ref.record
+        return rec.study_description or rec.study_uid or "(no study)"
+
+
+def status_of(label: Optional[Label], prediction: Optional[Prediction], queued: bool) -> str:
+    """The worklist status for one image (see the module docstring for precedence)."""
+    if label is not None and label.classes:
+        if label.flag_wrong:
+            return "flagged"
+        if prediction is not None and prediction.predicted and set(prediction.predicted.split(";")) != set(label.classes):
+            return "disagreement"
+        return "labelled"
+    return "queued" if queued else "unlabelled"
+
+
+def worklist_rows(workspace, version: Optional[str] = None) -> list[WorklistRow]:
+    """All images in worklist order with status, current label and the ``version``'s prediction.
+
+    ``version`` defaults to the active model; without a model there are no predictions.
+    """
+    if version is None:
+        active = workspace.active_model()
+        version = active.version if active else None
+    predictions = workspace.predictions(version) if version else {}
+    labels = workspace.current_labels()
+    queue = {item.image_id: item.rank for item in workspace.queue()}
+    rows = []
+    for ref in workspace.images():
+        label = labels.get(ref.id)
+        pred = predictions.get(ref.id)
+        rows.append(WorklistRow(ref, status_of(label, pred, ref.id in queue), label, pred, queue.get(ref.id)))
+    return rows
