@@ -102,7 +102,7 @@ class MainWindow(QMainWindow):
         from app.widgets.metrics_panel import MetricsPanel
         from app.widgets.training_panel import TrainingPanel
 
-        self.training_controller = TrainingController(self)
+        self.training_controller = TrainingController(parent=self)
         self.training = TrainingPanel(self.training_controller, str(self.workspace.path))
         self.training.model_changed.connect(self._on_model_changed)
         self.metrics = MetricsPanel(self.runner, str(self.workspace.path))

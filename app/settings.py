@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
 from PySide6.QtCore import QSettings
 
@@ -15,8 +15,9 @@ SCHEMA_VERSION = 1
 class Settings:
     """A thin, versioned wrapper over QSettings ("Loupe", "Loupe")."""
 
-    def __init__(self, organisation: str = "Loupe", application: str = "Loupe"):
-        self._qs = QSettings(organisation, application)
+    def __init__(self, organisation: str = "Loupe", application: str = "Loupe", path: Optional[str] = None):
+        # ``path``: an INI file instead of the platform store (tests, portable installs)
+        self._qs = QSettings(path, QSettings.IniFormat) if path else QSettings(organisation, application)
         self._migrate()
 
     def _migrate(self) -> None:

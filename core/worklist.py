@@ -46,7 +46,11 @@ class WorklistRow:
     def study_key(self) -> str:
         """Study description/UID, readable."""
         rec = self.ref.record
-        return rec.study_description or rec.study_uid or "(no study)"
+        if rec.study_description:
+            return rec.study_description
+        if rec.study_date:
+            return f"Study {rec.study_date}"
+        return f"Study …{rec.study_uid[-8:]}" if rec.study_uid else "(no study)"
 
 
 def status_of(label: Optional[Label], prediction: Optional[Prediction], queued: bool) -> str:

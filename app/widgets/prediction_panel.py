@@ -29,6 +29,7 @@ class PredictionPanel(QWidget):
         self.bars_box = QVBoxLayout()
         self.similar = QListWidget()
         self.similar.setMaximumHeight(110)
+        self.similar.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.similar.itemActivated.connect(lambda item: self.similar_activated.emit(item.data(Qt.UserRole)))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -72,7 +73,8 @@ class PredictionPanel(QWidget):
         """List similar labelled cases as (image id, label, distance)."""
         self.similar.clear()
         for image_id, label, distance in cases:
-            item = QListWidgetItem(f"{label}  ·  distance {distance:.2f}  ·  {image_id}")
+            item = QListWidgetItem(f"{label}  ·  distance {distance:.2f}")
+            item.setToolTip(f"image {image_id} — double-click or Enter to open")
             item.setData(Qt.UserRole, image_id)
             self.similar.addItem(item)
         if not cases:

@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFormLayout, QGroup
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.theme import COLORS
-from app.widgets.plots import PlotCanvas, draw_training_curves
+from app.widgets.line_chart import LineChart
+from app.widgets.plots import SERIES
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +120,12 @@ class TrainingPanel(QWidget):
         left_box.setLayout(left)
         left_box.setFixedWidth(300)
 
-        self.canvas = PlotCanvas(ncols=2, width=8.0, height=3.2)
+        self.loss_chart = LineChart("Loss", "Epoch", "Loss")
+        self.auc_chart = LineChart("Validation ROC-AUC", "Epoch", "Macro AUC")
         top = QHBoxLayout()
         top.addWidget(left_box)
-        top.addWidget(self.canvas, 1)
+        top.addWidget(self.loss_chart, 1)
+        top.addWidget(self.auc_chart, 1)
 
         versions = QGroupBox("Model versions")
         vbox = QVBoxLayout(versions)
@@ -302,8 +305,18 @@ class TrainingPanel(QWidget):
             w.setEnabled(not running)  # a run compares itself with the active version: keep it still
 
     def _draw_curves(self) -> None:
-        draw_training_curves(self.canvas.axes[0], self.canvas.axes[1], self.curves, self.epochs)
-        self.canvas.redraw()
+        """Repaint the live curves (QPainter: cheap enough to run on every event)."""
+        c = self.curves
+        self.loss_chart.set_series("train (batch)", c["step_loss"], SERIES[0], markers=False, alpha=0.35)
+        self.loss_chart.set_series("train (epoch)", c["train_loss"], SERIES[0])
+        self.loss_chart.set_series("validation", c["val_loss"], SERIES[1])
+        self.auc_chart.set_series("validation AUC", c["val_auc"], SERIES[2])
+        last = max([x for series in c.values() for x, _ in series], default=0.0)
+        x_range = (0.0, max(float(self.epochs), last, 1.0))
+        aucs = [y for _, y in c["val_auc"]]
+        y_auc = (max(0.0, min(min(aucs), 0.9) - 0.05), min(1.005, max(max(aucs), 0.95) + 0.02)) if aucs else (0.4, 1.0)
+        self.loss_chart.set_ranges(x_range, None)
+        self.auc_chart.set_ranges(x_range, y_auc)
 
     # --- versions --------------------------------------------------------------------------
 

@@ -67,6 +67,8 @@ class WorklistWidget(QWidget):
         self.view.setEditTriggers(QTreeView.NoEditTriggers)
         self.view.selectionModel().currentChanged.connect(self._on_current)
         self.summary = QLabel(objectName="muted")
+        self.summary.setWordWrap(True)
+        self.setMinimumWidth(380)
         top = QHBoxLayout()
         top.addWidget(self.search, 1)
         top.addWidget(self.status_filter)
@@ -189,6 +191,7 @@ class WorklistWidget(QWidget):
         self.view.expandAll()
 
     def _on_status(self, index: int) -> None:
+        self.proxy.beginFilterChange()
         self.proxy.status = None if index == 0 else STATUSES[index - 1]
-        self.proxy.invalidateFilter()
+        self.proxy.endFilterChange()
         self.view.expandAll()

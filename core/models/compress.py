@@ -291,7 +291,7 @@ def distill(teacher_loaded, workspace, student_arch: str = "mobilenet_v3_large",
             loss.backward()
             optimiser.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             done += len(idx)
             report(progress, done, epochs * len(refs), f"distilling, epoch {epoch + 1}/{epochs}")
         logger.info("distillation epoch %d/%d: loss %.4f", epoch + 1, epochs, float(np.mean(losses)))

@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[dict], None]
 MODES = ("frozen", "finetune", "gradual")
+#: Validation size below which temperature scaling is not fitted (T stays 1).
+MIN_CALIBRATION_CASES = 30
+MIN_CALIBRATION_PER_CLASS = 5
+#: Rare-class validation positives needed before an operating threshold is chosen.
+MIN_THRESHOLD_POSITIVES = 10
 
 
 @dataclass
@@ -287,9 +292,14 @@ def _finish(workspace, parent, net, spec, classes, multilabel, config, val_set, 
     active_metrics = None
     if len(val_set):
         logits = _logits(net, x_val, spec, torch.device("cpu"), False, 64).numpy()
-        temperature = float(fit_temperature(logits, val_set.targets, multilabel=multilabel))
+        val_counts = val_set.class_counts(len(classes))
+        # A calibration fitted on a handful of cases overfits (a separable set drives T to its floor and
+        # every probability to 0 or 1), so small validation sets keep T = 1 and no operating threshold.
+        if len(val_set) >= MIN_CALIBRATION_CASES and min(val_counts) >= MIN_CALIBRATION_PER_CLASS:
+            temperature = float(fit_temperature(logits, val_set.targets, multilabel=multilabel))
         probs = calibrated_probs(logits, temperature, multilabel)
-        if not multilabel:
+        rare_positives = val_counts[classes.index(rare)]
+        if not multilabel and rare_positives >= MIN_THRESHOLD_POSITIVES:
             table = operating_thresholds(val_set.targets, probs, classes, config.target_sensitivity)
             thresholds = {rare: table.get(rare)}
         metrics = evaluate(val_set.targets, probs, classes, thresholds=[thresholds.get(c) for c in classes],

@@ -101,9 +101,9 @@ def test_a_run_shows_progress_curves_device_and_the_promotion_reason(qtbot, ws_p
     assert len(panel.curves["step_loss"]) == 4
     assert panel.curves["train_loss"] == [(1.0, 0.6), (2.0, 0.3)]
     assert [p[1] for p in panel.curves["val_auc"]] == pytest.approx([0.8, 0.9])
-    loss_lines = panel.canvas.axes[0].get_lines()
-    assert [len(line.get_xdata()) for line in loss_lines] == [4, 2, 2]
-    assert len(panel.canvas.axes[1].get_lines()[0].get_ydata()) == 2
+    loss_lines = panel.loss_chart.series.values()
+    assert [len(line.points) for line in loss_lines] == [4, 2, 2]
+    assert len(panel.auc_chart.series["validation AUC"].points) == 2
     assert panel.progress.value() == panel.progress.maximum()
     assert panel.state == "done" and "Done" in panel.state_label.text()
     assert panel.device_label.text() == f"CPU: {CPU_REASON}"

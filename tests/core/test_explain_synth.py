@@ -20,23 +20,41 @@ from core.types import ModelVersion
 
 H, W = 48, 64  # non-square, so padding has to be undone
 PATCH = 12
+RING, HOLE = 16, 8
 SIZE = 64
 CLASSES = ("none", "patch")
 
 
-def make_images(n: int, seed: int, positive_fraction: float = 0.5):
-    """``n`` float32 (H, W) images in [0, 1] (noise, plus a bright PATCH² square for the positives).
+def _free_spot(rng, taken, size):
+    while True:
+        y, x = int(rng.integers(0, H - size + 1)), int(rng.integers(0, W - size + 1))
+        if taken is None or y + size <= taken[0] or taken[2] <= y or x + size <= taken[1] or taken[3] <= x:
+            return y, x
 
+
+def make_images(n: int, seed: int, positive_fraction: float = 0.5):
+    """``n`` float32 (H, W) images in [0, 1]: noise, a bright hollow RING² distractor in every image, and
+    for the positives a bright filled PATCH² square elsewhere (the only thing that decides the class).
+
+    The distractor has more bright pixels than the patch, so a model that merely follows
+    brightness (a randomised network) points at the ring as often as at the patch.
     Returns (images (n, H, W), labels (n,), boxes (n, 4) = top, left, bottom, right; -1 for negatives).
     """
     rng = np.random.default_rng(seed)
     imgs = rng.uniform(0.0, 0.6, size=(n, H, W)).astype(np.float32)
     labels = (rng.random(n) < positive_fraction).astype(np.int64)
     boxes = np.full((n, 4), -1, dtype=np.int64)
-    for i in np.flatnonzero(labels):
-        y, x = rng.integers(0, H - PATCH + 1), rng.integers(0, W - PATCH + 1)
-        imgs[i, y:y + PATCH, x:x + PATCH] = rng.uniform(0.85, 1.0)
-        boxes[i] = (y, x, y + PATCH, x + PATCH)
+    for i in range(n):
+        taken = None
+        if labels[i]:
+            y, x = _free_spot(rng, None, PATCH)
+            imgs[i, y:y + PATCH, x:x + PATCH] = rng.uniform(0.85, 1.0)
+            boxes[i] = taken = (y, x, y + PATCH, x + PATCH)
+        y, x = _free_spot(rng, taken, RING)
+        ring = np.full((RING, RING), rng.uniform(0.85, 1.0), dtype=np.float32)
+        q = (RING - HOLE) // 2
+        ring[q:q + HOLE, q:q + HOLE] = imgs[i, y + q:y + q + HOLE, x + q:x + q + HOLE]
+        imgs[i, y:y + RING, x:x + RING] = ring
     return imgs, labels, boxes
 
 

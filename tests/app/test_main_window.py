@@ -1,0 +1,127 @@
+"""The main window: worklist, viewer, labelling with the keyboard, queue mode, background work, no stalls."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from PySide6.QtCore import Qt, QTimer
+
+from app.main_window import MainWindow
+from app.settings import Settings
+from core.types import QueueItem
+
+
+@pytest.fixture
+def window(qtbot, labelled_workspace, tmp_path):
+    settings = Settings(path=str(tmp_path / "settings.ini"))
+    settings.annotator = "dr test"
+    win = MainWindow(labelled_workspace, settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: len(win.rows) == 24, timeout=20000)
+    yield win
+    win.runner.cancel_all()
+    win.runner.wait(30000)
+    win.training_controller.shutdown(5)
+
+
+def test_worklist_lists_every_image_and_opens_the_first(qtbot, window):
+    assert len(window.worklist.visible_ids()) == 24
+    qtbot.waitUntil(lambda: window.viewer.current_path is not None, timeout=10000)
+    current = window.worklist.current_image_id()
+    assert window.viewer.current_path == window.rows[current].ref.path
+    assert "16 labelled" in window.worklist.summary.text() and "8 unlabelled" in window.worklist.summary.text()
+
+
+def test_status_filter_and_search(qtbot, window):
+    window.worklist.status_filter.setCurrentText("Unlabelled")
+    assert len(window.worklist.visible_ids()) == 8
+    window.worklist.status_filter.setCurrentIndex(0)
+    window.worklist.search.setText("img_003")
+    assert [window.rows[i].ref.path.rsplit("/", 1)[-1] for i in window.worklist.visible_ids()] == ["img_003.png"]
+
+
+def test_label_with_number_key_and_enter_commits_then_advances_and_undo_restores(qtbot, window):
+    window.worklist.status_filter.setCurrentText("Unlabelled")
+    first = window.worklist.visible_ids()[0]
+    window.worklist.select(first)
+    qtbot.waitUntil(lambda: window.labels.image_id == first, timeout=5000)
+    window.activateWindow()
+    qtbot.keyClick(window, Qt.Key_2)
+    assert window.labels.chosen() == ["pos"]
+    qtbot.keyClick(window, Qt.Key_Return)
+    label = window.workspace.current_label(first)  # committed before the UI moved on
+    assert label is not None and label.classes == ("pos",) and label.annotator == "dr test"
+    assert window.worklist.current_image_id() != first
+    window.worklist.select(first)
+    qtbot.waitUntil(lambda: window.labels.image_id == first, timeout=5000)
+    assert window.labels.history.count() == 1
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert window.workspace.current_label(first) is None
+    assert window.workspace.label_history(first)[0].source == "undo"
+
+
+def test_a_label_that_cannot_be_saved_is_not_reported_saved(qtbot, window, monkeypatch):
+    from core.errors import WorkspaceBusy
+
+    image_id = window.worklist.visible_ids()[0]
+    window.worklist.select(image_id)
+    qtbot.waitUntil(lambda: window.labels.image_id == image_id, timeout=5000)
+    window.labels.choose(0)
+
+    def busy(*_a, **_k):
+        raise WorkspaceBusy("the workspace is busy: another Loupe process is writing; try again")
+
+    monkeypatch.setattr(window.workspace, "add_label", busy)
+    assert window.labels.commit() is None
+    assert window.labels.state.text().startswith("NOT saved")
+    assert window.labels.chosen() == ["neg"]  # the choice stays on screen for a retry
+    assert window.worklist.current_image_id() == image_id
+
+
+def test_queue_mode_walks_the_queue_and_says_why(qtbot, window):
+    unlabelled = [i for i, r in window.rows.items() if r.status == "unlabelled"][:3]
+    window.workspace.replace_queue([QueueItem(image_id=i, score=1.0 - k / 10, rank=k + 1, strategy="default",
+                                              why={"entropy": 0.62, "P(rare) × cost": 1.55, "diversity rank": k + 1})
+                                    for k, i in enumerate(unlabelled)])
+    window.queue.reload()
+    window.toggle_queue_mode()
+    qtbot.waitUntil(lambda: window.labels.image_id == unlabelled[0], timeout=5000)
+    assert "entropy 0.62" in window.queue.reason.text()
+    window.labels.choose(1)
+    window.confirm_and_next()
+    qtbot.waitUntil(lambda: window.labels.image_id == unlabelled[1], timeout=5000)
+    assert [i.image_id for i in window.queue.items] == unlabelled[1:]
+
+
+def test_shortcut_sheet_lists_the_keys(qtbot, window):
+    from app.dialogs import show_shortcuts
+
+    dialog = show_shortcuts(window)
+    qtbot.addWidget(dialog)
+    text = dialog.findChildren(type(window.notice))[0].text()
+    assert "confirm label" in text and "window / level" in text
+
+
+def test_event_loop_never_stalls_while_predicting_and_training(qtbot, window):
+    """The UI thread keeps serving a 20 ms timer while inference runs in the pool and training in its process."""
+    gaps, last = [], [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(20)
+    with qtbot.waitSignal(window.predictions_refreshed, timeout=120000):
+        window.predict_all()
+    window.training.epochs_spin.setValue(2)
+    window.train_now()
+    qtbot.waitUntil(lambda: not window.training_controller.running, timeout=180000)
+    timer.stop()
+    assert len(gaps) > 20
+    worst = max(gaps[3:])  # the first ticks include the window's own start-up
+    assert worst < 0.1, f"the event loop stalled for {worst * 1000:.0f} ms"
