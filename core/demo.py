@@ -42,7 +42,7 @@ def prepare_demo(workspace, demo_dir: str | Path, train: bool = True, progress: 
         summary["created"] = created.version
     if train and all(v.parent is None for v in workspace.models()):
         from core.models.jobs import TrainingJob
-        from core.models.training import TrainConfig
+        from core.models.config import TrainConfig
 
         report(progress, 2, 4, "fine-tuning the head on the labelled seed (separate process)")
         job = TrainingJob(workspace.path, TrainConfig(mode="frozen", epochs=40, lr=3e-3, actor="demo"))

@@ -81,7 +81,7 @@ def cmd_model_create(args) -> int:
 
 def cmd_train(args) -> int:
     from core.models.jobs import TrainingJob
-    from core.models.training import TrainConfig
+    from core.models.config import TrainConfig
 
     config = TrainConfig(epochs=args.epochs, mode=args.mode, loss=args.loss, sampler=args.sampler,
                          device=args.device, batch_size=args.batch_size, lr=args.lr, seed=args.seed,

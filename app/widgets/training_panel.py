@@ -162,7 +162,7 @@ class TrainingPanel(QWidget):
 
     def config(self):
         """The TrainConfig the settings describe (plus ``config_defaults``)."""
-        from core.models.training import TrainConfig
+        from core.models.config import TrainConfig
 
         values = dict(self.config_defaults)
         values.update(epochs=self.epochs_spin.value(), mode=self.mode.currentText(), loss=self.loss.currentText(),

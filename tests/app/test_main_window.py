@@ -20,6 +20,8 @@ def window(qtbot, labelled_workspace, tmp_path):
     qtbot.addWidget(win)
     win.show()
     qtbot.waitUntil(lambda: len(win.rows) == 24, timeout=20000)
+    # start-up is over once the device probe (which loads torch in the background) has answered
+    qtbot.waitUntil(lambda: win.device.text() != "device: …", timeout=60000)
     yield win
     win.runner.cancel_all()
     win.runner.wait(30000)

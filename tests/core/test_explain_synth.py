@@ -87,7 +87,7 @@ def tiny_arch():
         A.ARCHITECTURES.pop("tinycnn", None)
 
 
-def train_tiny(seed: int = 0, n: int = 768, epochs: int = 4, head: str = "multiclass") -> LoadedModel:
+def train_tiny(seed: int = 0, n: int = 1024, epochs: int = 8, head: str = "multiclass") -> LoadedModel:
     """Train the tiny model on the synthetic set (a few seconds on 2 CPU cores); returns a LoadedModel."""
     from core.models.preprocess import to_tensor
 
