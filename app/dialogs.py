@@ -9,8 +9,8 @@ SHORTCUTS = (
                  ("Ctrl+Z", "undo the last label of this image"), ("W", "toggle “model was wrong”"),
                  ("N", "next queued case"), ("Ctrl+Shift+Q", "queue mode"), ("Ctrl+F", "search the worklist")]),
     ("Viewer", [("Right-drag", "window / level"), ("Left-drag", "pan"), ("Wheel, + / −", "zoom"),
-                ("Ctrl+0 / Ctrl+1", "fit / 1:1"), ("I", "invert"), ("Ctrl+R", "rotate 90°"),
-                ("H / V", "flip (view only)"), ("O", "toggle overlay"), ("PgUp / PgDn", "previous / next frame")]),
+                ("Ctrl+0 / Ctrl+1", "fit / 1:1"), ("L / R", "next window preset / reset window"), ("I", "invert"), ("Ctrl+R", "rotate 90°"),
+                ("H / V", "flip (view only)"), ("O / S", "toggle overlay / side by side"), ("PgUp / PgDn", "previous / next frame")]),
     ("Model", [("Ctrl+P", "predict all images"), ("F5", "refresh the queue"), ("Ctrl+T", "train now"),
                ("F1", "this sheet")]),
 )

@@ -89,3 +89,31 @@ def should_retrain(workspace, n_new: int) -> bool:
     from core.active.loop import should_retrain as due
 
     return workspace.active_model() is not None and due(workspace, n_new)
+
+
+def explain_image(workspace, image_id: str, method: str, target: Optional[str] = None,
+                  progress=None, cancel: Optional[CancelToken] = None):
+    """The method's map for ``image_id`` by the active model (from the workspace cache when present)."""
+    from core.explain import explain_image as explain
+
+    return explain(workspace, image_id, method, target, cancel=cancel, progress=progress)
+
+
+def faithfulness(workspace, image_id: str, method: str, target: Optional[str] = None,
+                 cancel: Optional[CancelToken] = None):
+    """The same request as :func:`explain_image` with deletion/insertion AUC computed and stored with the map."""
+    from core.explain import explain_image as explain
+
+    return explain(workspace, image_id, method, target, faithfulness=True, cancel=cancel)
+
+
+FAITH_LEVELS = {"faithful": "ok", "weak": "warn", "unfaithful": "bad"}
+
+
+def faithfulness_verdict(explanation) -> Optional[tuple[str, str]]:
+    """Badge text and colour level from a map's deletion/insertion AUC (None before it was measured)."""
+    faith = explanation.faithfulness or {}
+    if "badge" not in faith:
+        return None
+    text = (f"{faith['badge']}: insertion AUC {faith['insertion_auc']:.2f} vs deletion {faith['deletion_auc']:.2f}")
+    return text, FAITH_LEVELS.get(faith["badge"], "warn")

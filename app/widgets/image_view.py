@@ -87,7 +87,7 @@ class LoadedFrame:
 
 def _decoded(path: str, frame: int):
     """(kind, raw, params) from the loader's frame cache (decoding only on a miss)."""
-    return loader._decoded(path, frame)  # shared cache: render() and model_input() reuse the decode
+    return loader.decoded_frame(path, frame)  # shared cache: render() and model_input() reuse the decode
 
 
 def load_frame(path: str, frame: int, window, voi_index: int, record: Optional[ImageRecord]) -> LoadedFrame:
@@ -520,7 +520,7 @@ class ImageView(QWidget):
             ("zoom_in", "Zoom in", ("+", "=", "Ctrl++"), self.zoom_in),
             ("zoom_out", "Zoom out", ("-", "Ctrl+-"), self.zoom_out),
             ("reset_window", "Reset window/level", ("R",), self.reset_window),
-            ("next_preset", "Next window preset", ("W",), self.next_preset),
+            ("next_preset", "Next window preset", ("L",), self.next_preset),
             ("invert", "Invert grey levels", ("I",), lambda: self.set_inverted(not self._inverted)),
             ("rotate", "Rotate view 90° clockwise", ("Ctrl+R",), self.rotate),
             ("rotate_ccw", "Rotate view 90° counter-clockwise", ("Ctrl+Shift+R",), lambda: self.rotate(-1)),

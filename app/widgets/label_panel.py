@@ -32,6 +32,7 @@ class LabelPanel(QWidget):
 
     saved = Signal(str, object)
     undone = Signal(str)
+    activated = Signal()  # a labelling key was pressed (the window shows this panel)
     annotator_needed = Signal()
 
     def __init__(self, parent: Optional[QWidget] = None):
@@ -74,18 +75,22 @@ class LabelPanel(QWidget):
         layout.addWidget(self.state)
         layout.addWidget(QLabel("History", objectName="muted"))
         layout.addWidget(self.history)
-        self._shortcuts = []
-        for n in range(1, 10):
-            self._shortcut(str(n), lambda n=n: self.choose(n - 1))
-        self._shortcut("W", self.flag.toggle)
-        self._shortcut(QKeySequence.Undo, self.undo)
+        self._shortcuts: list[QShortcut] = []
         self.set_enabled(False)
 
-    def _shortcut(self, key, slot) -> None:
-        shortcut = QShortcut(QKeySequence(key), self.window() if self.window() is not self else self)
-        shortcut.setContext(Qt.ApplicationShortcut)
-        shortcut.activated.connect(slot)
-        self._shortcuts.append(shortcut)
+    def install_shortcuts(self, window: QWidget) -> None:
+        """Bind 1–9, W and Ctrl+Z on ``window`` so they work whichever panel is showing.
+
+        (A shortcut owned by this panel would be dead while another tab hides it.)
+        """
+        bindings = [(str(n), lambda n=n: self.choose(n - 1)) for n in range(1, 10)]
+        bindings += [("W", self.flag.toggle), (QKeySequence.Undo, self.undo)]
+        for key, slot in bindings:
+            shortcut = QShortcut(QKeySequence(key), window)
+            shortcut.setContext(Qt.WindowShortcut)
+            shortcut.activated.connect(slot)
+            shortcut.activated.connect(self.activated)
+            self._shortcuts.append(shortcut)
 
     # --- configuration --------------------------------------------------------------------------
 

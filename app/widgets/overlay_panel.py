@@ -126,8 +126,8 @@ class OverlayPanel(QWidget):
             self.state.setText("choose a method first")
             return
         self.viewer.set_busy("checking faithfulness…")
-        self.runner.submit("faithfulness", jobs.faithfulness, self.workspace, self.last,
-                           on_done=self._on_faith, on_error=self._on_error)
+        self.runner.submit("faithfulness", jobs.faithfulness, self.workspace, self.last.image_id, self.last.method,
+                           self.target.currentData(), on_done=self._on_faith, on_error=self._on_error)
 
     def _on_faith(self, explanation) -> None:
         self.viewer.set_busy(None)

@@ -45,7 +45,7 @@ class AcquisitionConfig:
     audit_share: float = 0.05
     audit_confidence: float = 0.95
     diversity: bool = True
-    shortlist_factor: int = 5
+    shortlist_factor: int = 2  # k-center over the 2n best: 5n measured worse on PneumoniaMNIST
     cold_start_k: int = 5
     seed: int = 0
     class_names: Sequence[str] = field(default_factory=tuple)

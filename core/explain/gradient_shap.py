@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def _defaults(size: int) -> dict:
     return {"n_samples": 32, "stdevs": 0.1, "baselines": "black,mean,blur", "seed": 0,
-            "smooth": round(size / 112, 2)}
+            "smooth": round(size / 32, 2)}
 
 
 def run(ctx: ExplainContext) -> torch.Tensor:

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def _defaults(size: int) -> dict:
-    return {"baseline": "black", "n_steps": 32, "integration": "gausslegendre", "smooth": round(size / 112, 2)}
+    return {"baseline": "black", "n_steps": 32, "integration": "gausslegendre", "smooth": round(size / 32, 2)}
 
 
 def smooth_map(m: torch.Tensor, sigma: float) -> torch.Tensor:

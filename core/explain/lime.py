@@ -26,17 +26,17 @@ logger = logging.getLogger(__name__)
 
 
 def _defaults(size: int) -> dict:
-    return {"n_samples": 256, "n_segments": 50, "compactness": 0.1, "kernel_width": 0.25, "alpha": 1.0,
+    return {"n_samples": 256, "n_segments": 50, "compactness": 1.0, "slic_sigma": 1.0, "kernel_width": 0.25, "alpha": 1.0,
             "baseline": "mean", "seed": 0}
 
 
-def superpixels(x01: np.ndarray, n_segments: int, compactness: float) -> np.ndarray:
-    """SLIC labels 0..K-1 of an (S, S) or (S, S, 3) image in [0, 1]."""
+def superpixels(x01: np.ndarray, n_segments: int, compactness: float, sigma: float = 1.0) -> np.ndarray:
+    """SLIC labels 0..K-1 of an (S, S) or (S, S, 3) image in [0, 1] (``sigma``: pre-smoothing in pixels)."""
     from skimage.segmentation import slic
 
     gray = x01.ndim == 2 or x01.shape[-1] == 1 or np.allclose(x01[..., 0], x01[..., -1])
     img = x01[..., 0] if (x01.ndim == 3 and gray) else x01
-    labels = slic(img, n_segments=int(n_segments), compactness=float(compactness), start_label=0,
+    labels = slic(img, n_segments=int(n_segments), compactness=float(compactness), sigma=float(sigma), start_label=0,
                   channel_axis=None if img.ndim == 2 else -1)
     _, labels = np.unique(labels, return_inverse=True)
     return labels.reshape(x01.shape[:2]).astype(np.int64)
@@ -77,7 +77,7 @@ def _kernel(width: float):
 def run(ctx: ExplainContext) -> torch.Tensor:
     """(S, S) signed map: each superpixel's ridge weight for the target logit."""
     p = ctx.params
-    labels = superpixels(to_unit(ctx), p["n_segments"], p["compactness"])
+    labels = superpixels(to_unit(ctx), p["n_segments"], p["compactness"], p["slic_sigma"])
     mask = torch.from_numpy(labels).to(ctx.x.device)[None, None]
     k = int(labels.max()) + 1
     n = int(p["n_samples"])

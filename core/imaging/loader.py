@@ -60,6 +60,13 @@ def read_image_header(path: PathLike) -> ImageRecord:
     return dicom_io.read_header(path)
 
 
+def decoded_frame(path: PathLike, frame: int = 0) -> tuple[str, np.ndarray, Optional[DisplayParams]]:
+    """One decoded frame from the shared LRU cache: (kind 'dicom'|'photo', stored pixels (read-only),
+    DisplayParams for DICOM else None). The viewer uses it for pixel read-outs and fast re-windowing.
+    Raises what :func:`render` raises."""
+    return _decoded(path, frame)
+
+
 def _decoded(path: PathLike, frame: int) -> tuple[str, np.ndarray, Optional[DisplayParams]]:
     return _decoded_keyed(path, frame)[1]
 

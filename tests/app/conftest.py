@@ -7,8 +7,11 @@ import pytest
 from PIL import Image
 
 
-def write_dataset(folder, n=24, size=32, seed=0):
-    """PNGs whose class is a bright square (``pos``) or none (``neg``), plus labels.csv for half of them."""
+def write_dataset(folder, n=24, size=32, seed=0, easy=False):
+    """PNGs whose class is a bright square (``pos``) or none (``neg``), plus labels.csv for two thirds of them.
+
+    ``easy`` also brightens the whole ``pos`` image, so even an untrained backbone separates the classes.
+    """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows = ["path,label,split"]
@@ -18,6 +21,8 @@ def write_dataset(folder, n=24, size=32, seed=0):
         if positive:
             y, x = rng.integers(2, size - 12, 2)
             img[y:y + 10, x:x + 10] = 230
+            if easy:
+                img = np.clip(img.astype(int) + 90, 0, 255).astype(np.uint8)
         Image.fromarray(img).save(folder / f"img_{i:03d}.png")
         if i < n * 2 // 3:
             rows.append(f"img_{i:03d}.png,{'pos' if positive else 'neg'},")

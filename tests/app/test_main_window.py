@@ -127,3 +127,21 @@ def test_event_loop_never_stalls_while_predicting_and_training(qtbot, window):
     assert len(gaps) > 20
     worst = max(gaps[3:])  # the first ticks include the window's own start-up
     assert worst < 0.1, f"the event loop stalled for {worst * 1000:.0f} ms"
+
+
+def test_no_two_commands_share_a_key(window):
+    """An ambiguous shortcut silently does nothing in Qt; every key must mean one thing."""
+    from collections import Counter
+
+    from PySide6.QtGui import QAction, QShortcut
+
+    keys = []
+    seen_actions = set()
+    for action in window.findChildren(QAction) + window.actions():
+        if id(action) in seen_actions:
+            continue
+        seen_actions.add(id(action))
+        keys += [s.toString() for s in action.shortcuts() if not s.isEmpty()]
+    keys += [s.key().toString() for s in window.findChildren(QShortcut) if not s.key().isEmpty()]
+    dupes = {k: n for k, n in Counter(keys).items() if n > 1}
+    assert not dupes, dupes
