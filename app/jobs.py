@@ -8,12 +8,22 @@ that need it, so the window appears before any model loads.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Optional
 
 from core.progress import CancelToken
 from core.worklist import WorklistRow, status_of, worklist_rows
 
 logger = logging.getLogger(__name__)
+
+
+def limit_torch_threads() -> None:
+    """Leave one core to the UI thread: model work in this process uses the others (at least one)."""
+    import torch
+
+    wanted = max(1, (os.cpu_count() or 2) - 1)
+    if torch.get_num_threads() > wanted:
+        torch.set_num_threads(wanted)
 
 
 def model_summary(workspace) -> Optional[dict]:
@@ -49,6 +59,7 @@ def predict_all(workspace, progress=None, cancel: Optional[CancelToken] = None) 
     """
     from core.active.loop import model_outputs
 
+    limit_torch_threads()
     outputs, failed = model_outputs(workspace, progress=progress, cancel=cancel)
     text = f"predicted {len(outputs.image_ids)} images with {outputs.version}"
     return text + (f"; {len(failed)} could not be read" if failed else "")
@@ -77,9 +88,20 @@ def import_files(workspace, paths: list[str], labels_csv: Optional[str] = None, 
 
 
 def device_summary() -> str:
-    """"GPU name" or "CPU (why)" for the status bar."""
+    """"GPU name" or "CPU (why)" for the status bar.
+
+    Also loads the model stack (torch, torchvision, scikit-learn, captum) once, right
+    after start-up: loading a compiled extension holds the GIL for a few hundred
+    milliseconds, which must not happen later while the reader works.
+    """
+    import importlib
+
+    for module in ("core.models.inference", "core.models.versions", "core.active.loop", "core.explain",
+                   "core.models.training"):
+        importlib.import_module(module)
     from core.models.device import choose_device
 
+    limit_torch_threads()
     choice = choose_device("auto")
     return f"device: {choice.name}" + ("" if choice.is_gpu else f" — {choice.reason}")
 

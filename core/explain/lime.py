@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def _defaults(size: int) -> dict:
-    return {"n_samples": 256, "n_segments": 50, "compactness": 1.0, "slic_sigma": 1.0, "kernel_width": 0.25, "alpha": 1.0,
+    return {"n_samples": 256, "n_segments": 50, "compactness": 0.3, "slic_sigma": 1.0, "kernel_width": 0.25, "alpha": 1.0,
             "baseline": "mean", "seed": 0}
 
 

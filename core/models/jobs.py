@@ -23,16 +23,17 @@ class TrainingJob:
 
     ``events()`` yields the process's JSON events as they come; ``cancel()``
     asks it to stop between batches (and kills it if it does not within
-    ``grace`` seconds); ``returncode`` is set once it has ended.
+    ``grace`` seconds); ``returncode`` is set once it has ended. The process
+    runs at lower CPU priority (``nice``) so the reader's UI stays responsive.
     """
 
     def __init__(self, workspace_path: str | Path, config, log_path: Optional[str | Path] = None,
-                 python: str = sys.executable):
+                 python: str = sys.executable, nice: int = 10):
         self.workspace_path = str(workspace_path)
         self.config = config
         self.last_event: Optional[dict] = None
         cmd = [python, "-m", "core.models.train_process", "--workspace", self.workspace_path,
-               "--config", json.dumps(asdict(config))]
+               "--config", json.dumps(asdict(config)), "--nice", str(nice)]
         stderr = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                                       cwd=str(ROOT), text=True, bufsize=1)

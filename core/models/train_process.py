@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--config", default="{}", help="TrainConfig fields as JSON")
     parser.add_argument("--no-stdin", action="store_true", help="do not watch stdin for cancel")
+    parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority (POSIX)")
     args = parser.parse_args(argv)
+    if args.nice and hasattr(os, "nice"):
+        os.nice(args.nice)  # background training yields the CPU to the reader's interactive work
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
