@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.loupe-installed
 DEMO_WS ?= .demo/workspace.sqlite
 
 
-.PHONY: run test bench demo clean-demo
+.PHONY: run test bench clean-demo
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: $(STAMP)
 ## make bench: real-data benchmarks against the reference tools; writes docs/benchmarks.md
 bench: $(VENV)/.loupe-bench
 	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/contact_sheet.py
+	$(BIN)/python bench/inference_bench.py
+	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/explain_bench.py
+	$(BIN)/python bench/explain_sheet.py
+	$(BIN)/python bench/al_bench.py
 
 clean-demo:
 	rm -rf .demo

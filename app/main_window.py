@@ -13,8 +13,8 @@ from typing import Optional
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QTabWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox,
+                               QScrollArea, QTabWidget, QVBoxLayout, QWidget)
 
 from app import jobs
 from app.dialogs import show_shortcuts
@@ -45,7 +45,8 @@ class MainWindow(QMainWindow):
         self.queue_mode = False
         self.new_labels = 0
         self.setWindowTitle(f"Loupe — {Path(workspace.path).name}")
-        self.resize(1500, 920)
+        screen = QApplication.primaryScreen().availableGeometry() if QApplication.primaryScreen() else None
+        self.resize(min(1500, screen.width()) if screen else 1500, min(920, screen.height()) if screen else 920)
         self.setAcceptDrops(True)
         self._build()
         self._menus()
@@ -63,7 +64,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.viewer)
         self.worklist = WorklistWidget()
         self.worklist.image_selected.connect(self.show_image)
-        self._dock("Worklist", self.worklist, Qt.LeftDockWidgetArea)
+        self.worklist_dock = self._dock("Worklist", self.worklist, Qt.LeftDockWidgetArea)
         self.prediction = PredictionPanel()
         self.prediction.similar_activated.connect(self.worklist.select)
         self.labels = LabelPanel()
@@ -84,7 +85,8 @@ class MainWindow(QMainWindow):
         self.side.addTab(read, "Read && label")
         self.side.addTab(self.overlay, "Explain")
         self.side.addTab(self.queue, "Queue")
-        self._dock("Reading", self.side, Qt.RightDockWidgetArea)
+        self.reading_dock = self._dock("Reading", self.side, Qt.RightDockWidgetArea)
+        self.resizeDocks([self.worklist_dock, self.reading_dock], [480, 340], Qt.Horizontal)
         self.labels.activated.connect(lambda: self.side.setCurrentIndex(0) if not self.queue_mode else None)
         self._bottom_docks()
         self.pixel = QLabel()
@@ -115,11 +117,18 @@ class MainWindow(QMainWindow):
         train_dock.hide()
         metrics_dock.hide()
         self.train_dock, self.metrics_dock = train_dock, metrics_dock
+        for dock in (train_dock, metrics_dock):
+            dock.visibilityChanged.connect(lambda visible, d=dock: visible and self.resizeDocks([d], [340], Qt.Vertical))
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(title)
-        dock.setWidget(widget)
+        # a scroll area lets a dock shrink on small screens instead of growing the window past the screen
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setWidget(widget)
+        dock.setWidget(scroll)
         self.addDockWidget(area, dock)
         return dock
 
@@ -183,6 +192,7 @@ class MainWindow(QMainWindow):
             self.model_label.setText("model: none")
             self.labels.set_workspace(self.workspace, self.workspace.classes())
         self.overlay.set_model(model)
+        self.queue.names = {i: Path(r.ref.path).name for i, r in self.rows.items()}
         self.queue.reload()
         if self.worklist.current_image_id() is None:
             self.worklist.step(0)

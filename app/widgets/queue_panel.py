@@ -38,6 +38,7 @@ class QueuePanel(QWidget):
         self.runner = runner
         self.workspace = workspace
         self.items = []
+        self.names: dict[str, str] = {}  # image id -> file name, set by the window
         self.strategy = QComboBox()
         self.strategy.addItems(STRATEGIES)
         self.strategy.setToolTip("default = uncertainty + rare-class cost + diversity + audit slice")
@@ -72,7 +73,9 @@ class QueuePanel(QWidget):
         self.items = self.workspace.queue()
         self.list.clear()
         for item in self.items:
-            row = QListWidgetItem(f"#{item.rank}  {item.image_id}  score {item.score:.2f}")
+            reason = item.why.get("reason", "")
+            name = self.names.get(item.image_id, item.image_id)
+            row = QListWidgetItem(f"#{item.rank}  {name}  ·  {item.score:.2f}" + (f"  ·  {reason}" if reason else ""))
             row.setToolTip(why_text(item.why))
             row.setData(Qt.UserRole, item.image_id)
             self.list.addItem(row)
