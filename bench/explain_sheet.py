@@ -51,7 +51,7 @@ def main(out: Path) -> Path:
         shown, arr = render(path), model_input(path)
         y0 = r * (TILE + CAPTION)
         sheet.paste(_tile(shown), (0, y0))
-        draw.text((4, y0 + TILE + 4), f"{path.name[:30]}\n{shown.shape[1]}×{shown.shape[0]}", fill="white", font=font)
+        draw.text((4, y0 + TILE + 4), f"{path.name[:30]}\n{shown.shape[1]}x{shown.shape[0]}", fill="white", font=font)
         target = None
         for c, method in enumerate(METHOD_NAMES, start=1):
             e = explain(loaded, arr, method, target, device="cpu", faithfulness=True)
