@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.loupe-installed
 DEMO_WS ?= .demo/workspace.sqlite
 
 
-.PHONY: run test bench clean-demo
+.PHONY: run test bench clean-demo package
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(VENV)/.loupe-bench
 	$(BIN)/python bench/explain_bench.py
 	$(BIN)/python bench/explain_sheet.py
 	$(BIN)/python bench/al_bench.py
+	$(BIN)/python bench/startup_bench.py
+
+## make package: freeze Loupe with PyInstaller into /tmp/loupe-build/dist/loupe and smoke-test it (packaging/README.md)
+package: $(STAMP)
+	bash packaging/build.sh
 
 clean-demo:
 	rm -rf .demo

@@ -103,22 +103,33 @@ class MainWindow(QMainWindow):
 
     def _bottom_docks(self) -> None:
         from app.training_controller import TrainingController
-        from app.widgets.metrics_panel import MetricsPanel
         from app.widgets.training_panel import TrainingPanel
 
         self.training_controller = TrainingController(parent=self)
         self.training = TrainingPanel(self.training_controller, str(self.workspace.path))
         self.training.model_changed.connect(self._on_model_changed)
-        self.metrics = MetricsPanel(self.runner, str(self.workspace.path))
+        self._metrics = None  # built on first use: its plots load matplotlib, which start-up need not pay for
         train_dock = self._dock("Training", self.training, Qt.BottomDockWidgetArea)
-        metrics_dock = self._dock("Metrics", self.metrics, Qt.BottomDockWidgetArea)
+        metrics_dock = self._dock("Metrics", QLabel("Metrics appear here: Model → Evaluate on test split"),
+                                  Qt.BottomDockWidgetArea)
         self.tabifyDockWidget(train_dock, metrics_dock)
         train_dock.raise_()
         train_dock.hide()
         metrics_dock.hide()
         self.train_dock, self.metrics_dock = train_dock, metrics_dock
+        metrics_dock.visibilityChanged.connect(lambda visible: visible and self.metrics)
         for dock in (train_dock, metrics_dock):
             dock.visibilityChanged.connect(lambda visible, d=dock: visible and self.resizeDocks([d], [340], Qt.Vertical))
+
+    @property
+    def metrics(self):
+        """The metrics panel (created the first time it is needed)."""
+        if self._metrics is None:
+            from app.widgets.metrics_panel import MetricsPanel
+
+            self._metrics = MetricsPanel(self.runner, str(self.workspace.path))
+            self.metrics_dock.widget().setWidget(self._metrics)
+        return self._metrics
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)

@@ -16,6 +16,9 @@ COLORS = {
     "disagreement": "#c36fd8",
 }
 
+#: Line colours for plotted series, readable on the dark background.
+SERIES = ["#5b9bf0", "#e8a33d", "#4fc08d", "#e06c75", "#c36fd8", "#56c2d6", "#d9d36a", "#a0a4ab"]
+
 
 def apply_dark_theme(app: QApplication) -> None:
     """Apply the Fusion style, a dark palette and the Loupe style sheet."""

@@ -17,7 +17,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from PySide6.QtWidgets import QSizePolicy
 
-from app.theme import COLORS
+from app.theme import COLORS, SERIES
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ TEXT = "#d6d8dc"
 MUTED = "#8a8f97"
 GRID = "#30343b"
 #: Line colours for series and classes, readable on the dark background.
-SERIES = ["#5b9bf0", "#e8a33d", "#4fc08d", "#e06c75", "#c36fd8", "#56c2d6", "#d9d36a", "#a0a4ab"]
 HEATMAP = LinearSegmentedColormap.from_list("loupe_dark", ["#23262b", "#24436e", "#3b7dd8", "#9cc3ff"])
 
 

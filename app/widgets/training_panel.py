@@ -20,9 +20,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFormLayout, QGroup
                                QInputDialog, QLabel, QProgressBar, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from app.theme import COLORS
+from app.theme import COLORS, SERIES
 from app.widgets.line_chart import LineChart
-from app.widgets.plots import SERIES
 
 logger = logging.getLogger(__name__)
 

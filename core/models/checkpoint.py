@@ -8,9 +8,11 @@ truncated file is refused, never half-used.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -49,8 +51,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> str:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as exc:
+        # Before the temporary file is removed, while the space it took is still taken.
+        full = isinstance(exc, (OSError, RuntimeError)) and _disk_full(exc, path.parent)
         # Never leave a temporary file behind, whatever stopped the write.
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            reason = getattr(exc, "strerror", None) or "No space left on device"
+            raise ModelError(f"the disk is full ({reason}): could not write model file {path}; nothing was "
+                             f"saved, free some space and try again") from exc
         if isinstance(exc, (OSError, RuntimeError)):  # torch.save reports a full disk as RuntimeError
             raise ModelError(f"could not write model file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
         raise
@@ -80,6 +88,20 @@ def load_checkpoint(path: str | Path, expected_sha256: Optional[str] = None) -> 
     if not isinstance(payload, dict):
         raise ModelError(f"model file {path.name} (sha256 {actual[:16]}…) is not a Loupe checkpoint")
     return payload
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """True when a write failed for lack of space: ENOSPC/EDQUOT, or (torch words it as
+    "unexpected pos" or "file write failed") a folder with less than 1 MiB left."""
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    if "no space left" in text or "quota exceeded" in text:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -30,6 +30,9 @@ DEFAULT_TIMEOUT = 10.0
 
 BUSY_MESSAGE = "the workspace is busy: another Loupe process is writing; try again"
 
+# SQLite primary result codes (the low byte of an extended code).
+_SQLITE_READONLY, _SQLITE_FULL = 8, 13
+
 
 def now_iso() -> str:
     """The current UTC time as ISO-8601 with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``."""
@@ -48,6 +51,19 @@ def loads(text: str | None, default: Any = None) -> Any:
     return json.loads(text)
 
 
+def _primary_code(error: sqlite3.Error) -> int | None:
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    return None if code is None else code & 0xFF
+
+
+def _is_full(error: sqlite3.Error) -> bool:
+    return _primary_code(error) == _SQLITE_FULL or "database or disk is full" in str(error).lower()
+
+
+def _is_readonly(error: sqlite3.Error) -> bool:
+    return _primary_code(error) == _SQLITE_READONLY or "readonly database" in str(error).lower()
+
+
 def _is_busy(error: sqlite3.Error) -> bool:
     message = str(error).lower()
     return isinstance(error, sqlite3.OperationalError) and (
@@ -64,6 +80,16 @@ def translate_errors(path: Path) -> Iterator[None]:
         if _is_busy(error):
             logger.warning("workspace %s busy: %s", path, error)
             raise WorkspaceBusy(BUSY_MESSAGE) from error
+        # A full disk or a read-only file/folder/medium is the person's to fix, not a bug:
+        # say so plainly. SQLite rolled the transaction back, so nothing was half-saved.
+        if _is_full(error):
+            logger.info("workspace %s: disk full: %s", path, error)
+            raise WorkspaceError(f"the disk is full: the workspace {path} could not be written and nothing "
+                                 f"was saved; free some space and try again") from error
+        if _is_readonly(error):
+            logger.info("workspace %s: read-only: %s", path, error)
+            raise WorkspaceError(f"the workspace {path} is read-only (its file, folder or disk does not allow "
+                                 f"writing): nothing was saved; open a writable copy to make changes") from error
         if "not a database" in str(error):
             raise WorkspaceError(f"{path} is not a Loupe workspace (not an SQLite file)") from error
         logger.exception("workspace %s: database error", path)
@@ -73,9 +99,11 @@ def translate_errors(path: Path) -> Iterator[None]:
 class ConnectionPool:
     """One :class:`sqlite_utils.Database` per thread (and per process), all on one file."""
 
-    def __init__(self, path: Path, timeout: float) -> None:
+    def __init__(self, path: Path, timeout: float, uri: str | None = None) -> None:
         self.path = path
         self.timeout = timeout
+        #: an SQLite URI (``file:...?mode=ro``) used instead of ``path`` for read-only workspaces
+        self.uri = uri
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
@@ -99,7 +127,8 @@ class ConnectionPool:
         with translate_errors(self.path):
             # check_same_thread=False only so close() may close every thread's
             # connection; each connection is still used by its own thread alone.
-            conn = sqlite3.connect(str(self.path), timeout=self.timeout, check_same_thread=False)
+            target, uri = (self.uri, True) if self.uri else (str(self.path), False)
+            conn = sqlite3.connect(target, timeout=self.timeout, check_same_thread=False, uri=uri)
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
             # FULL: a label survives even a power cut once add_label returns.
@@ -164,6 +193,11 @@ class ConnectionPool:
                 conn.close()
             except sqlite3.Error:  # pragma: no cover - closing is best effort
                 logger.warning("could not close a connection to %s", self.path, exc_info=True)
+
+    @property
+    def readonly(self) -> bool:
+        """Whether this pool opened the file read-only."""
+        return self.uri is not None
 
     @property
     def closed(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from core.errors import WorkspaceError
 
@@ -18,6 +19,32 @@ from .queue import QueueMixin
 from .registry import ModelsMixin
 
 logger = logging.getLogger(__name__)
+
+
+def _readonly_uri(path: Path) -> str | None:
+    """An SQLite URI that opens ``path`` read-only, or None when the workspace can be written.
+
+    A workspace on read-only media, or whose file or folder this user may not
+    write, must still open for reading. SQLite's WAL mode needs a writable
+    ``-shm`` file beside the database, so when none can be created and no
+    journal is pending the file is opened ``immutable`` (nothing can change it
+    while the medium is read-only). A pending ``-wal`` journal that cannot be
+    read is an error: reading without it would show stale data.
+    """
+    if not path.exists():
+        return None
+    folder_ok = os.access(path.parent, os.W_OK)
+    if os.access(path, os.W_OK) and folder_ok:
+        return None
+    base = "file:" + quote(str(path)) + "?mode=ro"
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if shm.exists() and wal.exists():
+        return base  # SQLite reads the pending journal through the existing index
+    if wal.exists() and wal.stat().st_size > 0:
+        raise WorkspaceError(f"the workspace {path} is read-only and holds changes not yet merged into it: "
+                             f"copy the folder to a writable place and open it there")
+    logger.info("workspace %s is read-only: opening it for reading only", path)
+    return base + "&immutable=1"
 
 
 class Workspace(ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin):
@@ -49,7 +76,7 @@ class Workspace(ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, A
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise WorkspaceError(f"cannot create the folder for the workspace {path}: {error}") from error
-        pool = ConnectionPool(path, timeout)
+        pool = ConnectionPool(path, timeout, uri=_readonly_uri(path))
         try:
             cls._prepare(pool)
         except BaseException:
@@ -63,7 +90,7 @@ class Workspace(ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, A
         migrations = schema.MIGRATIONS
         with pool.read() as db:
             mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode.lower() != "wal":
+            if mode.lower() != "wal" and not pool.readonly:
                 mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode.lower() != "wal":
                     logger.warning("workspace %s: WAL journal unavailable, using %s", pool.path, mode)
@@ -71,6 +98,9 @@ class Workspace(ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, A
             if version > len(migrations):
                 schema.migrate(db, pool.path, migrations)  # raises the "newer Loupe" error
         if version < len(migrations):
+            if pool.readonly:
+                raise WorkspaceError(f"the workspace {pool.path} is read-only and was made by an older Loupe: "
+                                     f"copy it to a writable folder so it can be upgraded")
             with pool.write() as db:
                 schema.migrate(db, pool.path, migrations)
 

@@ -60,7 +60,7 @@ def test_reading_session(qtbot, session):
     win.worklist.status_filter.setCurrentText("Unlabelled")
     target = win.worklist.visible_ids()[0]
     win.worklist.select(target)
-    qtbot.waitUntil(lambda: win.labels.image_id == target, timeout=5000)
+    qtbot.waitUntil(lambda: win.labels.image_id == target, timeout=20000)
     qtbot.keyClick(win, Qt.Key_1)
     assert win.labels.chosen() == ["neg"], win.focusWidget()
     qtbot.keyClick(win, Qt.Key_Return)
@@ -72,7 +72,7 @@ def test_reading_session(qtbot, session):
     qtbot.waitUntil(lambda: len(win.queue.items) > 0, timeout=60000)
     top = win.queue.items[0]
     qtbot.keyClick(win, Qt.Key_N)
-    qtbot.waitUntil(lambda: win.labels.image_id == top.image_id, timeout=5000)
+    qtbot.waitUntil(lambda: win.labels.image_id == top.image_id, timeout=20000)
     assert win.queue.reason.text().startswith(f"#{top.rank}")
 
     # fine-tune in the background; the promoted version re-predicts the pool

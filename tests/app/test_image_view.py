@@ -98,10 +98,10 @@ def test_window_level_right_drag_changes_pixels(qtbot, view, dcm):
     send(QEvent.MouseButtonRelease, QPoint(40, 160), Qt.RightButton, Qt.NoButton)
     c, w = view.window()
     assert w < 3000 and c > 2000
-    qtbot.waitUntil(lambda: not np.array_equal(view._frame.image, img0), timeout=5000)
+    qtbot.waitUntil(lambda: not np.array_equal(view._frame.image, img0), timeout=20000)
     assert not np.array_equal(_grab(view), before)
     view.reset_window()
-    qtbot.waitUntil(lambda: np.array_equal(view._frame.image, img0), timeout=5000)
+    qtbot.waitUntil(lambda: np.array_equal(view._frame.image, img0), timeout=20000)
 
 
 def test_window_render_goes_to_runner_when_slow(qtbot, view, dcm, monkeypatch):
@@ -110,9 +110,9 @@ def test_window_render_goes_to_runner_when_slow(qtbot, view, dcm, monkeypatch):
     img0 = view._frame.image.copy()
     for w in (2500, 2000, 1500):  # coalesced; the latest window wins
         view.set_window(1000, w)
-    qtbot.waitUntil(lambda: not np.array_equal(view._frame.image, img0), timeout=5000)
+    qtbot.waitUntil(lambda: not np.array_equal(view._frame.image, img0), timeout=20000)
     expected = image_view.rerender(view._frame, (1000, 1500), 0)
-    qtbot.waitUntil(lambda: np.array_equal(view._frame.image, expected), timeout=5000)
+    qtbot.waitUntil(lambda: np.array_equal(view._frame.image, expected), timeout=20000)
 
 
 def test_presets_include_header_windows_and_chest_presets(qtbot, view, dcm):
@@ -161,7 +161,7 @@ def test_pixel_info_reports_stored_and_modality_values(qtbot, view, dcm):
     view.flip(horizontal=True)  # the readout maps back through the view transform
     pos = _widget_pos(view, 7, 5)
     assert view.map_to_image(pos) == (7, 5)
-    with qtbot.waitSignal(view.pixel_info, timeout=2000) as sig:
+    with qtbot.waitSignal(view.pixel_info, timeout=10000) as sig:
         QApplication.sendEvent(view, QMouseEvent(QEvent.MouseMove, pos, view.mapToGlobal(pos), Qt.NoButton,
                                                  Qt.NoButton, Qt.NoModifier))
     text = sig.args[0]
@@ -242,10 +242,10 @@ def test_multiframe_page_down(qtbot, view, tmp_path):
     _show(qtbot, view, path)
     assert view._frame.frames == 3
     view.action("next_frame").trigger()
-    qtbot.waitUntil(lambda: view.frame_index() == 1, timeout=5000)
+    qtbot.waitUntil(lambda: view.frame_index() == 1, timeout=20000)
     assert view.pixel_text(5, 5).startswith("x 5 y 5 · stored 900")
     view.set_frame(10)
-    qtbot.waitUntil(lambda: view.frame_index() == 2, timeout=5000)
+    qtbot.waitUntil(lambda: view.frame_index() == 2, timeout=20000)
 
 
 def test_zoom_keeps_the_point_under_the_cursor(qtbot, view, png):
@@ -306,7 +306,7 @@ def test_keyboard_shortcuts_reach_the_view(qtbot, view, png):
     _show(qtbot, view, png)
     view.activateWindow()
     view.setFocus()
-    qtbot.waitUntil(view.hasFocus, timeout=2000)
+    qtbot.waitUntil(view.hasFocus, timeout=10000)
     QTest.keyClick(view, Qt.Key_I)
     assert view._inverted
     QTest.keyClick(view, Qt.Key_R, Qt.ControlModifier)

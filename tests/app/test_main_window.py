@@ -48,7 +48,7 @@ def test_label_with_number_key_and_enter_commits_then_advances_and_undo_restores
     window.worklist.status_filter.setCurrentText("Unlabelled")
     first = window.worklist.visible_ids()[0]
     window.worklist.select(first)
-    qtbot.waitUntil(lambda: window.labels.image_id == first, timeout=5000)
+    qtbot.waitUntil(lambda: window.labels.image_id == first, timeout=20000)
     window.activateWindow()
     qtbot.keyClick(window, Qt.Key_2)
     assert window.labels.chosen() == ["pos"]
@@ -57,7 +57,7 @@ def test_label_with_number_key_and_enter_commits_then_advances_and_undo_restores
     assert label is not None and label.classes == ("pos",) and label.annotator == "dr test"
     assert window.worklist.current_image_id() != first
     window.worklist.select(first)
-    qtbot.waitUntil(lambda: window.labels.image_id == first, timeout=5000)
+    qtbot.waitUntil(lambda: window.labels.image_id == first, timeout=20000)
     assert window.labels.history.count() == 1
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
     assert window.workspace.current_label(first) is None
@@ -69,7 +69,7 @@ def test_a_label_that_cannot_be_saved_is_not_reported_saved(qtbot, window, monke
 
     image_id = window.worklist.visible_ids()[0]
     window.worklist.select(image_id)
-    qtbot.waitUntil(lambda: window.labels.image_id == image_id, timeout=5000)
+    qtbot.waitUntil(lambda: window.labels.image_id == image_id, timeout=20000)
     window.labels.choose(0)
 
     def busy(*_a, **_k):
@@ -89,11 +89,11 @@ def test_queue_mode_walks_the_queue_and_says_why(qtbot, window):
                                     for k, i in enumerate(unlabelled)])
     window.queue.reload()
     window.toggle_queue_mode()
-    qtbot.waitUntil(lambda: window.labels.image_id == unlabelled[0], timeout=5000)
+    qtbot.waitUntil(lambda: window.labels.image_id == unlabelled[0], timeout=20000)
     assert "entropy 0.62" in window.queue.reason.text()
     window.labels.choose(1)
     window.confirm_and_next()
-    qtbot.waitUntil(lambda: window.labels.image_id == unlabelled[1], timeout=5000)
+    qtbot.waitUntil(lambda: window.labels.image_id == unlabelled[1], timeout=20000)
     assert [i.image_id for i in window.queue.items] == unlabelled[1:]
 
 

@@ -92,7 +92,7 @@ def test_a_run_shows_progress_curves_device_and_the_promotion_reason(qtbot, ws_p
     finished, changed = [], []
     controller.finished.connect(lambda result, state: finished.append((result, state)))
     panel.model_changed.connect(changed.append)
-    with qtbot.waitSignals([controller.finished, panel.model_changed], timeout=5000):
+    with qtbot.waitSignals([controller.finished, panel.model_changed], timeout=20000):
         assert panel.start()
     assert finished == [(made[0][2]._events[-1], "done")]
     assert changed == ["v2"]
@@ -117,7 +117,7 @@ def test_a_candidate_that_is_not_promoted_says_why_and_keeps_the_model(qtbot, ws
     panel, controller, _ = make_panel(qtbot, ws_path, [FakeJob(script(promoted=False, reason=reason))])
     changed = []
     panel.model_changed.connect(changed.append)
-    with qtbot.waitSignal(controller.finished, timeout=5000):
+    with qtbot.waitSignal(controller.finished, timeout=20000):
         panel.start()
     assert changed == []
     assert "kept as a candidate" in panel.decision_label.text() and reason in panel.decision_label.text()
@@ -127,7 +127,7 @@ def test_second_start_is_refused_while_running_and_cancel_reaches_the_job(qtbot,
     job = FakeJob(script(), pause_after=5)  # pauses after the first epoch
     panel, controller, made = make_panel(qtbot, ws_path, [job, FakeJob(script())])
     assert panel.start()
-    qtbot.waitUntil(lambda: len(panel.curves["train_loss"]) == 1, timeout=5000)
+    qtbot.waitUntil(lambda: len(panel.curves["train_loss"]) == 1, timeout=20000)
     assert controller.running and panel.state == "running"
     assert panel.progress.value() == 500  # epoch 1 of 2
     assert not panel.start_button.isEnabled() and panel.cancel_button.isEnabled()
@@ -136,7 +136,7 @@ def test_second_start_is_refused_while_running_and_cancel_reaches_the_job(qtbot,
         assert controller.start(ws_path, panel.config()) is False
     assert panel.start() is False
     assert len(made) == 1
-    with qtbot.waitSignal(controller.finished, timeout=5000) as blocker:
+    with qtbot.waitSignal(controller.finished, timeout=20000) as blocker:
         panel.cancel()
     assert job.cancel_calls
     assert blocker.args == [None, "cancelled"]
@@ -147,7 +147,7 @@ def test_second_start_is_refused_while_running_and_cancel_reaches_the_job(qtbot,
 def test_a_failed_run_shows_the_error_in_words(qtbot, ws_path):
     events = script()[:3] + [{"event": "error", "message": "only one class has labels: neg 24"}]
     panel, controller, _ = make_panel(qtbot, ws_path, [FakeJob(events, returncode=1)])
-    with qtbot.waitSignal(controller.finished, timeout=5000) as blocker:
+    with qtbot.waitSignal(controller.finished, timeout=20000) as blocker:
         panel.start()
     assert blocker.args == [None, "failed"]
     assert panel.state == "failed" and "only one class has labels" in panel.state_label.text()
@@ -155,7 +155,7 @@ def test_a_failed_run_shows_the_error_in_words(qtbot, ws_path):
 
 def test_a_process_that_dies_silently_counts_as_failed(qtbot, ws_path):
     panel, controller, _ = make_panel(qtbot, ws_path, [FakeJob(script()[:2], returncode=-9)])
-    with qtbot.waitSignal(controller.finished, timeout=5000) as blocker:
+    with qtbot.waitSignal(controller.finished, timeout=20000) as blocker:
         panel.start()
     assert blocker.args[1] == "failed" and "exit code -9" in controller.message
 

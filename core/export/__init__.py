@@ -1,0 +1,6 @@
+"""Exports of a workspace: CSV / JSON tables, DICOM SR and Secondary Capture, with PS3.15 de-identification."""
+
+from core.export.deidentify import Deidentifier
+from core.export.exporter import FORMATS, ExportReport, export_workspace
+
+__all__ = ["Deidentifier", "ExportReport", "FORMATS", "export_workspace"]

@@ -1,0 +1,211 @@
+"""``export_workspace``: a workspace's labels, predictions and explanation maps as CSV, JSON or DICOM.
+
+Formats:
+
+* ``csv`` / ``json``: ``out`` is a file, one row per image (see :mod:`core.export.tabular`).
+* ``dicom-sr``: ``out`` is a new (or empty) folder holding ``SR-00001.dcm`` … (one
+  TID 1500 Comprehensive SR per labelled DICOM image, :mod:`core.export.sr`),
+  ``SC-00001.dcm`` … (one Secondary Capture per cached explanation map of the active
+  model, :mod:`core.export.secondary_capture`) and ``manifest.json`` (which file
+  belongs to which image). File names are counters, never identifiers. Each study
+  gets one SR series and one SC series. Photographs have no DICOM header to
+  reference and are listed as skipped.
+
+With ``deidentify`` every DICOM object is built from the source header after
+:meth:`~core.export.deidentify.Deidentifier.deidentify` (PS3.15 Basic Profile), so
+patient, study and UIDs are pseudonymised consistently across SRs, SCs, manifest
+and CSV/JSON of the same export; a fresh salt makes each export's mapping new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from core.errors import LoupeError
+from core.export.deidentify import Deidentifier, mark_deidentified
+from core.export.tabular import annotator_name, build_rows, write_csv, write_json
+from core.progress import CancelToken, ProgressCallback, report
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("csv", "json", "dicom-sr")
+EXPLAIN_METHODS = ("gradcam", "lime", "ig", "gradshap", "occlusion")
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote: files (paths), counts by kind, and skipped images with reasons."""
+
+    format: str
+    out: str
+    deidentified: bool
+    files: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (the ``loupe export --json`` document)."""
+        return {"format": self.format, "out": self.out, "deidentified": self.deidentified, "files": self.files,
+                "counts": self.counts, "skipped": self.skipped}
+
+
+def export_workspace(ws, out, fmt: str, deidentify: bool = False, progress: Optional[ProgressCallback] = None,
+                     cancel: Optional[CancelToken] = None, salt: Optional[bytes] = None,
+                     actor: str = "system") -> ExportReport:
+    """Export the workspace ``ws`` to ``out`` in format ``fmt`` (``csv``, ``json`` or ``dicom-sr``).
+
+    ``deidentify`` applies the PS3.15 Basic Profile (pseudonymous ids, remapped UIDs,
+    shifted dates, no paths or notes); ``salt`` fixes its mapping (default: random).
+    The export is recorded in the audit log as ``export.<fmt>`` by ``actor``.
+    Returns an :class:`ExportReport`. Raises :class:`~core.errors.LoupeError` for an
+    unknown format or an ``out`` folder that is not empty, ``Cancelled`` when cancelled.
+    """
+    if fmt not in FORMATS:
+        raise LoupeError(f"unknown export format '{fmt}': use {', '.join(FORMATS)}")
+    out = Path(out)
+    deid = Deidentifier(salt) if deidentify else None
+    result = ExportReport(format=fmt, out=str(out), deidentified=deidentify)
+    if fmt in ("csv", "json"):
+        if out.is_dir():
+            raise LoupeError(f"{out} is a folder: give a file name for the {fmt.upper()} export")
+        rows, classes, version = build_rows(ws, deid)
+        report(progress, 0, 1, f"writing {out.name}")
+        (write_csv(rows, classes, out) if fmt == "csv"
+         else write_json(rows, classes, version, deidentify, out))
+        result.files.append(str(out))
+        result.counts = {"images": len(rows), "labelled": sum(1 for r in rows if r["label"]),
+                         "predicted": sum(1 for r in rows if r["predicted"])}
+        report(progress, 1, 1, "done")
+    else:
+        _export_dicom(ws, out, deid, result, progress, cancel)
+    ws.audit(actor, f"export.{fmt}", "", {"deidentified": deidentify, "counts": result.counts,
+                                         "files": len(result.files), "skipped": len(result.skipped)})
+    logger.info("exported %s to %s: %s", fmt, out, result.counts)
+    return result
+
+
+def cached_maps(ws, ref, model) -> list[dict]:
+    """The active model's cached explanation maps of one image, as ``get_explanation`` dicts.
+
+    The workspace has no listing of its explanation cache, so this looks up the
+    keys :func:`core.explain.cache.explain_image` uses for every method with its
+    default parameters and every target (``predicted`` and each class): maps made
+    with non-default parameters are not found.
+    """
+    from core.explain.cache import cache_key
+    from core.explain.protocol import resolve_params
+
+    size = int((model.params.get("input_spec") or {}).get("size") or 224)
+    found, seen = [], set()
+    for method in EXPLAIN_METHODS:
+        try:
+            params = resolve_params(method, size, {})
+        except LoupeError:
+            continue
+        for target in ("predicted", *model.classes):
+            key = cache_key(ref.record.key, model.version, model.file_hash, method, target, params)
+            hit = ws.get_explanation(key)
+            if hit is not None and key not in seen:
+                seen.add(key)
+                found.append(hit)
+    return found
+
+
+def _unpack_map(data: bytes):
+    import io
+
+    import numpy as np
+
+    with np.load(io.BytesIO(data)) as archive:
+        return archive["map"].astype(np.float32)
+
+
+def _header(ref):
+    import pydicom
+
+    ds = pydicom.dcmread(ref.path, stop_before_pixels=True, force=True)
+    missing = [k for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+               if not ds.get(k)]
+    if missing:
+        raise ValueError(f"the header lacks {', '.join(missing)}")
+    return ds
+
+
+def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportReport,
+                  progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> None:
+    import highdicom as hd
+
+    from core.export.secondary_capture import build_sc
+    from core.export.sr import build_sr
+    from core.imaging import render
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LoupeError(f"{out} already exists and is not an empty folder: choose a new folder for the DICOM export")
+    out.mkdir(parents=True, exist_ok=True)
+    labels = ws.current_labels()
+    model = ws.active_model()
+    predictions = ws.predictions(model.version) if model else {}
+    refs = ws.images()
+    series: dict[tuple[str, str], str] = {}
+    manifest: list[dict] = []
+    counts = {"sr": 0, "sc": 0}
+
+    def shown(image_id: str) -> str:
+        return deid.pseudonym("img", image_id, 12) if deid else image_id
+
+    def write(ds, kind: str, ref, referenced: str) -> None:
+        if deid is not None:
+            mark_deidentified(ds)
+        counts[kind] += 1
+        name = f"{kind.upper()}-{counts[kind]:05d}.dcm"
+        ds.save_as(out / name, enforce_file_format=True)
+        result.files.append(str(out / name))
+        manifest.append({"file": name, "kind": kind, "image_id": shown(ref.id), "sop_class_uid": ds.SOPClassUID,
+                         "sop_instance_uid": ds.SOPInstanceUID, "referenced_sop_instance_uid": referenced})
+
+    for done, ref in enumerate(refs):
+        if cancel is not None:
+            cancel.check()
+        report(progress, done, len(refs), f"exporting image {done + 1} of {len(refs)}")
+        label = labels.get(ref.id)
+        label = label if label is not None and label.classes else None
+        maps = cached_maps(ws, ref, model) if model is not None else []
+        if label is None and not maps:
+            continue
+        if ref.record.kind != "dicom":
+            result.skipped.append({"id": shown(ref.id), "reason": "a photograph has no DICOM header to reference"})
+            continue
+        try:
+            source = _header(ref)
+        except Exception as error:  # unreadable or incomplete header: report, keep going
+            result.skipped.append({"id": shown(ref.id), "reason": f"cannot use its DICOM header: {error}"})
+            continue
+        burned_in = str(source.get("BurnedInAnnotation", "")).upper() == "YES"
+        if deid is not None:
+            source = deid.deidentify(source)
+        study = str(source.StudyInstanceUID)
+        if label is not None:
+            sr = build_sr(source, label, annotator=annotator_name(label.annotator, deid), model=model,
+                          prediction=predictions.get(ref.id),
+                          series_uid=series.setdefault((study, "sr"), hd.UID()), instance_number=counts["sr"] + 1)
+            write(sr, "sr", ref, str(source.SOPInstanceUID))
+        if maps and deid is not None and burned_in:
+            result.skipped.append({"id": shown(ref.id), "reason": "explanation maps not exported: the image has "
+                                   "burned-in annotations that de-identification cannot remove"})
+            continue
+        if maps:
+            image = render(ref.path)
+        for hit in maps:
+            meta = hit.get("meta") or {}
+            description = (f"Loupe explanation map: {hit['method']} for target {meta.get('target', hit['target'])} "
+                           f"by model {hit['version']}")
+            sc = build_sc(source, image, _unpack_map(hit["data"]), description=description,
+                          series_uid=series.setdefault((study, "sc"), hd.UID()), instance_number=counts["sc"] + 1)
+            write(sc, "sc", ref, str(source.SOPInstanceUID))
+    (out / "manifest.json").write_text(json.dumps({"deidentified": deid is not None, "files": manifest}, indent=1))
+    result.counts = {"sr": counts["sr"], "sc": counts["sc"], "skipped": len(result.skipped)}
+    report(progress, len(refs), len(refs), "done")
