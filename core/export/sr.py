@@ -71,10 +71,16 @@ def model_device_uid(model: ModelVersion) -> str:
     return "2.25." + str(int.from_bytes(digest[:16], "big"))
 
 
+def _person_name(name: str) -> str:
+    """A PN value: a one-word name (``alice``, a pseudonym) gets the trailing caret PS3.5 asks for."""
+    name = (name or "unknown").strip() or "unknown"
+    return name if "^" in name else name + "^"
+
+
 def _observation_context(annotator: str, model: Optional[ModelVersion]) -> hd.sr.ObservationContext:
     person = hd.sr.ObserverContext(
         observer_type=codes.DCM.Person,
-        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=annotator or "unknown"))
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=_person_name(annotator)))
     device = None
     if model is not None:
         device = hd.sr.ObserverContext(

@@ -1,0 +1,102 @@
+"""The small reading panels on their own: prediction, labelling, queue, worklist."""
+
+from __future__ import annotations
+
+from core.types import Prediction, QueueItem
+from core.worklist import worklist_rows
+
+
+def test_prediction_panel_shows_calibrated_probabilities_and_threshold_flag(qtbot):
+    from app.widgets.prediction_panel import PredictionPanel
+
+    panel = PredictionPanel()
+    qtbot.addWidget(panel)
+    pred = Prediction(image_id="a", version="v3", probs={"normal": 0.31, "pneumonia": 0.69}, predicted="pneumonia")
+    panel.show_prediction(pred, {"normal": 0.25}, "v3")
+    texts = [w.text() for w in panel._widgets if hasattr(w, "text") and callable(w.text) and w.text()]
+    assert texts[0].startswith("pneumonia: 69.0%") and "normal: 31.0%  (threshold 0.25 — FLAG)" in texts
+    assert "v3" in panel.title.text()
+    panel.show_prediction(None, None, "v3")
+    assert panel._widgets == [] and "Not predicted yet by v3" in panel.title.text()
+    panel.show_similar([("x1", "normal", 0.12)])
+    assert panel.similar.count() == 1 and "normal" in panel.similar.item(0).text()
+    with qtbot.waitSignal(panel.similar_activated) as sig:
+        panel.similar.itemActivated.emit(panel.similar.item(0))
+    assert sig.args == ["x1"]
+
+
+def test_label_panel_multilabel_severity_note_and_history(qtbot, labelled_workspace):
+    from app.widgets.label_panel import LabelPanel
+
+    ws = labelled_workspace
+    panel = LabelPanel()
+    qtbot.addWidget(panel)
+    panel.annotator = "reader"
+    panel.set_workspace(ws, ["effusion", "nodule", "normal"], multilabel=True)
+    image_id = ws.images()[-1].id
+    panel.show_image(image_id)
+    panel.choose(0)
+    panel.choose(1)
+    assert panel.chosen() == ["effusion", "nodule"]
+    panel.severity.setCurrentIndex(3)
+    panel.note.setText("left base")
+    panel.flag.setChecked(True)
+    label = panel.commit()
+    stored = ws.current_label(image_id)
+    assert label is not None and stored.classes == ("effusion", "nodule")
+    assert (stored.severity, stored.note, stored.flag_wrong, stored.annotator) == (2, "left base", True, "reader")
+    panel.show_image(image_id)
+    assert panel.chosen() == ["effusion", "nodule"] and panel.history.count() >= 1
+    assert "effusion;nodule" in panel.history.item(0).text()
+
+
+def test_label_panel_asks_for_a_name_before_saving(qtbot, labelled_workspace):
+    from app.widgets.label_panel import LabelPanel
+
+    panel = LabelPanel()
+    qtbot.addWidget(panel)
+    panel.set_workspace(labelled_workspace, ["neg", "pos"])
+    image_id = labelled_workspace.images()[-1].id
+    panel.show_image(image_id)
+    panel.choose(1)
+    asked = []
+    panel.annotator_needed.connect(lambda: asked.append(True))
+    assert panel.commit() is None and asked == [True]
+    assert labelled_workspace.current_label(image_id) is None
+
+
+def test_queue_panel_lists_names_reasons_and_drops_labelled_cases(qtbot, labelled_workspace, runner):
+    from app.widgets.queue_panel import QueuePanel, why_text
+
+    ws = labelled_workspace
+    free = [r.ref.id for r in worklist_rows(ws) if r.status == "unlabelled"][:2]
+    ws.replace_queue([QueueItem(image_id=i, score=0.9 - k * 0.1, rank=k + 1, strategy="default",
+                                why={"entropy": 0.61, "reason": "uncertain / costly"}) for k, i in enumerate(free)])
+    panel = QueuePanel(runner, ws)
+    qtbot.addWidget(panel)
+    panel.names = {free[0]: "first.png"}
+    panel.reload()
+    assert panel.list.count() == 2 and "first.png" in panel.list.item(0).text()
+    assert "uncertain / costly" in panel.list.item(0).text()
+    assert panel.next_id() == free[0]
+    panel.show_reason(free[0])
+    assert panel.reason.text() == "#1 · " + why_text({"entropy": 0.61, "reason": "uncertain / costly"})
+    panel.mark_done(free[0])
+    assert panel.next_id() == free[1] and panel.list.count() == 1
+
+
+def test_worklist_widget_steps_through_visible_images(qtbot, labelled_workspace):
+    from app.widgets.worklist import WorklistWidget
+
+    widget = WorklistWidget()
+    qtbot.addWidget(widget)
+    rows = worklist_rows(labelled_workspace)
+    widget.set_rows(rows)
+    seen = []
+    widget.image_selected.connect(seen.append)
+    first = widget.step(0)
+    second = widget.step(1)
+    assert first == rows[0].ref.id and second == rows[1].ref.id and seen[-1] == second
+    widget.status_filter.setCurrentText("Labelled")
+    assert all(r.status == "labelled" for r in rows if r.ref.id in widget.visible_ids())
+    assert len(widget.visible_ids()) == 16
