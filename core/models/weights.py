@@ -16,7 +16,6 @@ tensors are ignored. Every loader returns a human description of what was used.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 import re
@@ -29,6 +28,7 @@ import torch.nn as nn
 import torchvision.models as tvm
 
 from core.errors import ModelError
+from core.models.checkpoint import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ def default_torch_cache_dir() -> Path:
     return Path(torch.hub.get_dir())
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def torchvision_checkpoint_names(arch: str) -> list[str]:
     """File names torchvision would cache ImageNet weights for ``arch`` under, DEFAULT first."""
@@ -95,7 +87,7 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, unsafe globals, ...
-        digest = sha256_of(path)
+        digest = file_sha256(path)
         raise ModelError(
             f"Could not load weights from {path} (sha256 {digest}): {type(exc).__name__}: {exc}. "
             "The file must be a PyTorch state dict saved with torch.save(model.state_dict(), path)."
@@ -106,7 +98,7 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
             break
     if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
         raise ModelError(
-            f"{path} (sha256 {sha256_of(path)}) does not hold a state dict of tensors "
+            f"{path} (sha256 {file_sha256(path)}) does not hold a state dict of tensors "
             f"(found {type(obj).__name__})."
         )
     return obj
@@ -276,7 +268,7 @@ def load_pretrained(
             loaded, missing, _ = load_into_backbone(backbone, sd)
             if missing:
                 raise ModelError(
-                    f"Cached ImageNet weights {cached} (sha256 {sha256_of(cached)}) miss {missing} tensors "
+                    f"Cached ImageNet weights {cached} (sha256 {file_sha256(cached)}) miss {missing} tensors "
                     f"of {arch}; the file may be damaged. Delete it or pass --pretrained none."
                 )
             logger.info("loaded %d cached ImageNet tensors for %s from %s", loaded, arch, cached)
@@ -307,7 +299,7 @@ def load_file(
     """
     if not path.is_file():
         raise ModelError(f"Weights file {path} does not exist.")
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     sd = _normalise_keys(_read_state_dict(path))
     lukemelas_names = any(k.startswith("_blocks.") for k in sd)
     if arch in OFFLINE_PACKAGE_ARCHS and full_model_factory is not None and lukemelas_names:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ DEFAULT_TIMEOUT = 10.0
 BUSY_MESSAGE = "the workspace is busy: another Loupe process is writing; try again"
 
 # SQLite primary result codes (the low byte of an extended code).
-_SQLITE_READONLY, _SQLITE_FULL = 8, 13
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL = 8, 10, 13
 
 
 def now_iso() -> str:
@@ -56,8 +57,16 @@ def _primary_code(error: sqlite3.Error) -> int | None:
     return None if code is None else code & 0xFF
 
 
-def _is_full(error: sqlite3.Error) -> bool:
-    return _primary_code(error) == _SQLITE_FULL or "database or disk is full" in str(error).lower()
+def _is_full(error: sqlite3.Error, path: Path) -> bool:
+    if _primary_code(error) == _SQLITE_FULL or "database or disk is full" in str(error).lower():
+        return True
+    # With no byte left, SQLite cannot even size its shared-memory index and says "disk I/O error".
+    if _primary_code(error) == _SQLITE_IOERR or "disk i/o error" in str(error).lower():
+        try:
+            return shutil.disk_usage(path.parent).free < (1 << 20)
+        except OSError:
+            return False
+    return False
 
 
 def _is_readonly(error: sqlite3.Error) -> bool:
@@ -82,7 +91,7 @@ def translate_errors(path: Path) -> Iterator[None]:
             raise WorkspaceBusy(BUSY_MESSAGE) from error
         # A full disk or a read-only file/folder/medium is the person's to fix, not a bug:
         # say so plainly. SQLite rolled the transaction back, so nothing was half-saved.
-        if _is_full(error):
+        if _is_full(error, path):
             logger.info("workspace %s: disk full: %s", path, error)
             raise WorkspaceError(f"the disk is full: the workspace {path} could not be written and nothing "
                                  f"was saved; free some space and try again") from error
