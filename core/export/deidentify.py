@@ -162,7 +162,7 @@ class Deidentifier:
         out = deepcopy(ds)
         patient_key = str(ds.get("PatientID", "") or ds.get("PatientName", "") or "")
         out.remove_private_tags()
-        self._clean(out, patient_key, top=True)
+        self._clean(out, patient_key)
         meta = getattr(out, "file_meta", None)
         if meta is not None:
             out.file_meta = self._file_meta(meta)
@@ -188,7 +188,7 @@ class Deidentifier:
         clean.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         return clean
 
-    def _clean(self, ds: Dataset, patient_key: str, top: bool = False) -> None:
+    def _clean(self, ds: Dataset, patient_key: str) -> None:
         for elem in list(ds):
             tag: BaseTag = elem.tag
             keyword = elem.keyword
@@ -199,8 +199,10 @@ class Deidentifier:
                 del ds[tag]
             elif keyword in EMPTY:
                 elem.value = ""
-            elif keyword in ("PatientName", "PatientID") and top:
-                continue  # replaced by pseudonyms afterwards
+            elif keyword == "PatientName":  # at any depth: the pseudonym of the dataset's patient
+                elem.value = self.patient_name(patient_key)
+            elif keyword == "PatientID":
+                elem.value = self.patient_id(patient_key)
             elif elem.VR == "PN" or elem.VR in _FREE_TEXT_VRS:
                 del ds[tag]  # any other person name, and free text that may carry one
             elif elem.VR == "SQ":

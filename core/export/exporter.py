@@ -82,7 +82,7 @@ def export_workspace(ws, out, fmt: str, deidentify: bool = False, progress: Opti
         report(progress, 1, 1, "done")
     else:
         _export_dicom(ws, out, deid, result, progress, cancel)
-    ws.audit(actor, f"export.{fmt}", "", {"deidentified": deidentify, "counts": result.counts,
+    ws.audit(actor, f"export.{fmt}", str(out), {"deidentified": deidentify, "counts": result.counts,
                                          "files": len(result.files), "skipped": len(result.skipped)})
     logger.info("exported %s to %s: %s", fmt, out, result.counts)
     return result

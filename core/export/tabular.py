@@ -43,6 +43,7 @@ def image_row(ref: ImageRef, label: Optional[Label], prediction: Optional[Predic
     """One export row (``probs`` kept as a dict; :func:`write_csv` flattens it)."""
     rec = ref.record
     uid = (lambda v: deid.uid(v) if v else v) if deid else (lambda v: v)
+    patient_key = rec.patient_id or rec.patient_name or ""  # as Deidentifier.deidentify keys a header
     row: dict[str, Any] = {
         "image_id": deid.pseudonym("img", ref.id, 12) if deid else ref.id,
         "path": None if deid else rec.path,
@@ -52,7 +53,7 @@ def image_row(ref: ImageRef, label: Optional[Label], prediction: Optional[Predic
         "classes": list(label.classes) if label else [],
         "severity": label.severity if label else None,
         "annotator": annotator_name(label.annotator, deid) if label else None,
-        "labelled_at": (deid.shift_iso(label.created_at, rec.patient_id) if deid else label.created_at)
+        "labelled_at": (deid.shift_iso(label.created_at, patient_key) if deid else label.created_at)
         if label else None,
         "label_source": label.source if label else None,
         "flag_wrong": bool(label.flag_wrong) if label else None,

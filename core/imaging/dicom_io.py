@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID
 
 from core.errors import DicomReadError, UnsupportedTransferSyntax
@@ -192,7 +192,8 @@ def read_dataset(path: PathLike, header_only: bool = False) -> tuple[Any, Option
         raise DicomReadError(f"cannot read file: permission denied ({exc.filename})") from exc
     except FileNotFoundError as exc:
         raise DicomReadError("file not found") from exc
-    except (InvalidDicomError, EOFError, struct.error, ValueError, TypeError, KeyError, OSError) as exc:
+    except (InvalidDicomError, BytesLengthException, NotImplementedError, EOFError, struct.error, ValueError,
+            TypeError, KeyError, OSError) as exc:  # a corrupt element fails in dcmread as one of these
         logger.debug("dcmread failed for %s: %s", path, exc)
         raise DicomReadError(NOT_DICOM) from exc
     if not _looks_like_image_header(ds) and pixel is None:
@@ -306,8 +307,14 @@ def read_header(path: PathLike) -> ImageRecord:
     truncated, or a missing SOP Instance UID.
     """
     ds, pixel = read_dataset(path, header_only=True)
-    validate_pixels(path, ds, pixel)
-    return record_from_dataset(path, ds)
+    try:
+        validate_pixels(path, ds, pixel)
+        return record_from_dataset(path, ds)
+    except DicomReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom converts values lazily: a corrupt element fails here
+        logger.debug("corrupt DICOM header in %s: %s", path, exc)
+        raise DicomReadError(f"corrupt DICOM header: {exc}") from exc
 
 
 def _map_decode_error(exc: Exception) -> DicomReadError:
@@ -331,8 +338,14 @@ def decode_frame(path: PathLike, frame: int = 0) -> tuple[np.ndarray, DisplayPar
     from pydicom.pixels import pixel_array
 
     ds, pixel = read_dataset(path)
-    validate_pixels(path, ds, pixel)
-    frames = _frames(ds)
+    try:
+        validate_pixels(path, ds, pixel)
+        frames = _frames(ds)
+        params = display_params(ds)
+    except DicomReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom converts values lazily: a corrupt element fails here
+        raise DicomReadError(f"corrupt DICOM header: {exc}") from exc
     if not isinstance(frame, (int, np.integer)) or not 0 <= frame < frames:
         raise DicomReadError(f"frame {frame} does not exist: the image has {frames} frame(s), numbered 0 to {frames - 1}")
     check_decodable(ds)
@@ -346,7 +359,6 @@ def decode_frame(path: PathLike, frame: int = 0) -> tuple[np.ndarray, DisplayPar
     except (ValueError, RuntimeError, EOFError, OSError, struct.error, AttributeError, NotImplementedError) as exc:
         logger.info("decoding %s frame %d failed: %s", path, frame, exc)
         raise _map_decode_error(exc) from exc
-    params = display_params(ds)
     if params.photometric == "PALETTE COLOR":
         arr, params = _expand_palette(arr, ds, params)
     elif params.samples_per_pixel >= 3 and params.photometric != "RGB":

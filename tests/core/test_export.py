@@ -229,6 +229,16 @@ def test_deidentified_tables_hold_no_phi(labelled, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "t.csv", encoding="utf-8")))
     assert "path" not in rows[0] and all(r["image_id"].startswith("img-") for r in rows)
     assert all(r["sop_uid"].startswith("2.25.") for r in rows)
+    # labelled_at moves with the patient's dates: same offset as the study date, so the interval is kept.
+    import datetime as dt
+
+    from core.export.deidentify import Deidentifier
+
+    a = labelled["a"]
+    created = ws.current_label(a.id).created_at
+    row = [r for r in rows if r["sop_uid"] == Deidentifier(SALT).uid(a.record.sop_uid)][0]
+    shift = dt.datetime.fromisoformat(row["labelled_at"]) - dt.datetime.fromisoformat(created)
+    assert shift.days == Deidentifier(SALT).day_offset("PAT-12345") and row["note"] == ""
 
 
 # --- DICOM SR and Secondary Capture --------------------------------------------------------------
