@@ -35,7 +35,7 @@ def spec() -> dict:
 
 
 def test_spec_compiles_and_declares_its_lists(spec):
-    for name in ("HIDDEN_IMPORTS", "COLLECT_SUBMODULES", "METADATA_DISTS", "COLLECT_DATA", "DATA_FILES",
+    for name in ("HIDDEN_IMPORTS", "COLLECT_SUBMODULES", "COLLECT_BINARIES", "METADATA_DISTS", "COLLECT_DATA", "DATA_FILES",
                  "EXCLUDES", "RUNTIME_HOOKS"):
         assert isinstance(spec[name], list) and spec[name], name
     assert spec["ROOT"] == ROOT
@@ -76,6 +76,13 @@ def test_pylibjpeg_plugin_entry_points_are_covered(spec):
             assert name in dists, f"{name} provides pylibjpeg plugins but its metadata is not copied"
             assert ep.module in spec["HIDDEN_IMPORTS"], f"entry point {ep.value} ({name}) is not a hidden import"
     assert found, "no pylibjpeg plugins are installed: the bundle could not decode JPEG-LS/JPEG 2000/RLE"
+
+
+def test_libraries_loaded_by_path_are_found(spec):
+    """torchvision loads its ops library by path (torch.ops.load_library), so the spec globs it."""
+    for pkg in spec["COLLECT_BINARIES"]:
+        pkg_dir = Path(importlib.util.find_spec(pkg).origin).parent
+        assert list(pkg_dir.glob("*.so")) or sys.platform != "linux", f"no shared libraries in {pkg_dir}"
 
 
 def test_lite0_weights_file_is_inside_its_package(spec):

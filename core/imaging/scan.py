@@ -145,6 +145,12 @@ def scan_paths(
     for done, file in enumerate(files, start=1):
         if cancel is not None:
             cancel.check()
+        if not _utf8(file):
+            # The workspace stores paths as UTF-8 text: such a name cannot be stored (or shown) faithfully.
+            result.errors.append(ImportIssue(file, "the file name is not valid UTF-8 text (it was written in an "
+                                                   "older encoding); rename the file to import it"))
+            report(progress, done, total, printable(os.path.basename(file)))
+            continue
         try:
             result.records.append(scan_file(file))
         except LoupeError as exc:
@@ -153,5 +159,23 @@ def scan_paths(
             logger.exception("unexpected error scanning %s", file)
             result.errors.append(ImportIssue(file, f"could not be read: {exc}"))
         report(progress, done, total, os.path.basename(file))
+    # Issues are shown and printed as JSON: undecodable bytes in names become U+FFFD there.
+    result.errors = [ImportIssue(printable(e.path), printable(e.reason)) for e in result.errors]
     return result
+
+
+def _utf8(text: str) -> bool:
+    """False for a name holding undecodable bytes (``os.fsdecode`` keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """``text`` with any undecodable file-name bytes replaced by U+FFFD, safe to print and store."""
+    if _utf8(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 

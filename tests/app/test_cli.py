@@ -10,13 +10,8 @@ import pytest
 from PIL import Image
 
 from app.cli import main
+from tests.app.cli_helpers import run
 from tests.conftest import shared_path
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

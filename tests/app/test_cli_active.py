@@ -7,13 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from app.cli import main
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.app.cli_helpers import run
 
 
 @pytest.fixture

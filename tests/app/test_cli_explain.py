@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.cli import main
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.app.cli_helpers import run
 
 
 @pytest.fixture

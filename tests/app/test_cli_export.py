@@ -10,14 +10,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from app.cli import main
+from tests.app.cli_helpers import run
 from tests.core.test_export import phi_found, write_phi_study
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from app.cli import main
+from tests.app.cli_helpers import run
 from tests.core.conftest import write_dataset
 
 PER_CLASS_KEYS = {"n", "sensitivity", "specificity", "precision", "f1", "auc", "ap", "ci95"}
@@ -22,12 +22,6 @@ def _one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield
     torch.set_num_threads(before)
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
