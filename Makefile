@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.loupe-installed
 DEMO_WS ?= .demo/workspace.sqlite
 
 
-.PHONY: run test bench clean-demo package
+.PHONY: run test bench clean-demo package soak
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(STAMP)
 ## make test: install and run the whole suite (core tests without Qt, app tests offscreen)
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider
+
+## make soak: thousands of fuzzed imports and ~8 minutes of random SIGKILLs; writes docs/reliability.md
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 ## make bench: real-data benchmarks against the reference tools; writes docs/benchmarks.md
 bench: $(VENV)/.loupe-bench

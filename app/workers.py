@@ -116,7 +116,13 @@ class Runner(QObject):
             del self._slots[kind]
             self.busyChanged.emit(len(self._slots))
         if callback is not None and not job.cancel.cancelled:
-            callback(value)
+            try:
+                callback(value)
+            except RuntimeError as exc:
+                # the widget that asked was closed while the job ran: its result has nowhere to go
+                if "already deleted" not in str(exc):
+                    raise
+                logger.debug("dropped the result of a %s job: its receiver is gone", kind)
 
     def cancel_all(self) -> None:
         """Ask every running job to stop (used when the window closes)."""

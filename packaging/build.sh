@@ -9,6 +9,7 @@
 #   LOUPE_BUILD_DIR     where build/ and dist/ go (default: /tmp/loupe-build, outside the repository)
 #   LOUPE_SMOKE_DICOM   folder of DICOM files for the import smoke test (default: ../shared/data/dicom)
 #   LOUPE_SKIP_BUILD=1  only smoke-test an existing bundle
+#   LOUPE_SMOKE_QUICK=1 skip the slowest smoke test (demo workspace + a training run, ~3 min on 2 cores)
 # The bundle ends up at $LOUPE_BUILD_DIR/dist/loupe/ (run it as dist/loupe/loupe). See packaging/README.md.
 set -euo pipefail
 
@@ -49,12 +50,12 @@ WS=$SMOKE/workspace.sqlite
 # Keep the bundle's settings, logs and caches out of the user's real folders.
 export XDG_CONFIG_HOME=$SMOKE/config XDG_DATA_HOME=$SMOKE/data XDG_CACHE_HOME=$SMOKE/cache XDG_STATE_HOME=$SMOKE/state
 
-say "smoke 1/5: loupe --help"
+say "smoke 1/6: loupe --help"
 "$LOUPE" --help > "$SMOKE/help.txt"
 grep -q "import" "$SMOKE/help.txt" || fail "--help does not list the import command"
 head -3 "$SMOKE/help.txt"
 
-say "smoke 2/5: import DICOM (JPEG-LS, JPEG lossless, RLE, JPEG baseline, JPEG 2000 via pylibjpeg plugins)"
+say "smoke 2/6: import DICOM (JPEG-LS, JPEG lossless, RLE, JPEG baseline, JPEG 2000 via pylibjpeg plugins)"
 [ -d "$DICOM" ] || fail "no DICOM folder at $DICOM (set LOUPE_SMOKE_DICOM)"
 mkdir -p "$SMOKE/dicom"
 cp "$DICOM"/*.dcm "$SMOKE/dicom/"
@@ -79,7 +80,7 @@ assert not r["errors"], f"import refused files: {r['errors']}"
 assert r["imported"] == int(sys.argv[2]), f"imported {r['imported']} of {sys.argv[2]} files"
 PYEOF
 
-say "smoke 3/5: render every imported image (decodes the pixel data)"
+say "smoke 3/6: render every imported image (decodes the pixel data)"
 "$LOUPE" --workspace "$WS" list --json > "$SMOKE/list.json"
 "$PY" -c 'import json, sys; [print(r["id"], r["path"].rsplit("/", 1)[-1]) for r in json.load(open(sys.argv[1]))]' \
     "$SMOKE/list.json" > "$SMOKE/ids.txt"
@@ -89,17 +90,30 @@ while read -r id name; do
     echo "  rendered $name"
 done < "$SMOKE/ids.txt"
 
-say "smoke 4/5: model with the bundled EfficientNet-Lite0 ImageNet weights"
+say "smoke 4/6: model with the bundled EfficientNet-Lite0 ImageNet weights"
 "$LOUPE" --workspace "$WS" model create --arch efficientnet_lite0 --classes normal,abnormal --pretrained default --json \
     | tee "$SMOKE/model.json"; echo
 grep -q "ImageNet" "$SMOKE/model.json" || fail "the bundle did not find the EfficientNet-Lite0 weights file"
 
-say "smoke 5/5: GUI starts (offscreen) and renders its window"
+say "smoke 5/6: GUI starts (offscreen) and renders its window"
 rm -f "$SMOKE/gui.png"
 QT_QPA_PLATFORM=offscreen "$LOUPE" --workspace "$WS" gui --screenshot "$SMOKE/gui.png"
 [ -s "$SMOKE/gui.png" ] || fail "gui --screenshot wrote nothing"
 cp "$SMOKE/gui.png" "$OUT/pkg.png"
 echo "  screenshot: $OUT/pkg.png"
 ls "$BUNDLE/_internal/PySide6/Qt/plugins/platforms/" | grep -q xcb || fail "the xcb platform plugin is missing"
+
+say "smoke 6/6: demo workspace, fine-tuned in a child process (the binary standing in for python -m)"
+if [ "${LOUPE_SMOKE_QUICK:-0}" = 1 ]; then
+    echo "  skipped (LOUPE_SMOKE_QUICK=1)"
+else
+    "$LOUPE" --workspace "$SMOKE/demo.sqlite" demo --json > "$SMOKE/demo.json"
+    cat "$SMOKE/demo.json"; echo
+    "$PY" - "$SMOKE/demo.json" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert not r["errors"] and r.get("trained"), f"demo did not train a model: {r}"
+PYEOF
+fi
 
 say "bundle: $BUNDLE ($(du -sh "$BUNDLE" | cut -f1))"

@@ -87,9 +87,11 @@ def cli(workspace: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "app.cli", "--workspace", str(workspace), *args]
 
 
-def run_and_kill(cmd: list[str], delay: float, timeout: float = 120.0) -> KillResult:
+def run_and_kill(cmd: list[str], delay: float, timeout: float = 120.0, after_output: bool = False) -> KillResult:
     """Start ``cmd`` in its own process group, SIGKILL the whole group after ``delay`` seconds.
 
+    With ``after_output`` the delay counts from the child's first output (its
+    start-up time varies a lot on a loaded machine), else from the start.
     Returns a KillResult; ``killed`` is False when the command ended on its own
     first. stdout is drained after the kill, so every line the child wrote
     before it died is kept (a cut-off last line is dropped by the parsers).
@@ -107,6 +109,10 @@ def run_and_kill(cmd: list[str], delay: float, timeout: float = 120.0) -> KillRe
     for reader in readers:
         reader.start()
     killed = False
+    if after_output:
+        ready = time.monotonic() + timeout
+        while not chunks["out"] and proc.poll() is None and time.monotonic() < ready:
+            time.sleep(0.02)
     try:
         proc.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -149,7 +155,8 @@ def parse_cli_label_ack(stdout: str) -> list[Ack]:
 
 def label_loop(workspace: Path, annotator: str, delay: float, seed: int) -> KillResult:
     """Run :data:`LABEL_LOOP` on ``workspace`` and kill it after ``delay`` seconds."""
-    result = run_and_kill([sys.executable, "-c", LABEL_LOOP, str(workspace), annotator, str(seed)], delay)
+    result = run_and_kill([sys.executable, "-c", LABEL_LOOP, str(workspace), annotator, str(seed)], delay,
+                          after_output=True)
     result.acks = parse_loop_acks(result.stdout)
     return result
 
@@ -235,8 +242,8 @@ def test_label_loop_killed_repeatedly_loses_no_acknowledged_label(tmp_path, requ
     acks: list[Ack] = []
     kills = 0
     for round_ in range(6):
-        # the child needs ~0.5 s to start: kill before, during and long after its first writes
-        result = label_loop(path, f"ann{round_ % 2}", rng.uniform(0.2, 2.0), rng.randrange(1 << 30))
+        # counted from the child's "ready": kill right at its first writes or well into the stream
+        result = label_loop(path, f"ann{round_ % 2}", rng.uniform(0.0, 1.5), rng.randrange(1 << 30))
         kills += result.killed
         acks += result.acks
         state = check_workspace(path, acks)
@@ -250,7 +257,7 @@ def test_two_label_loops_killed_at_once_lose_nothing(tmp_path, request):
     rng = _rng(request)
     path = make_workspace(tmp_path, n_images=4)
     results: list[KillResult] = []
-    delay = rng.uniform(1.0, 2.5)
+    delay = rng.uniform(0.5, 1.5)
     threads = [threading.Thread(target=lambda a=a: results.append(label_loop(path, a, delay, rng.randrange(99))))
                for a in ("alice", "bob")]
     for t in threads:
