@@ -127,6 +127,24 @@ def test_module_runner_hook_runs_only_allowed_modules(spec):
     assert set(namespace["_RUNNABLE"]) <= set(spec["HIDDEN_IMPORTS"])
 
 
+def test_excluded_modules_are_not_needed_at_import(spec):
+    """Importing Loupe's dependencies must not pull in a module the spec excludes (captum needs matplotlib)."""
+    code = (
+        "import sys, importlib, pkgutil, app, core\n"
+        "import torch, torchvision, captum.attr, pydicom, sklearn, skimage, sqlite_utils, modAL\n"
+        "for pkg in (app, core):\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        if not m.name.endswith('__main__'):\n"
+        "            importlib.import_module(m.name)\n"
+        "print('\\n'.join(sys.modules))\n"
+    )
+    env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    loaded = set(out.stdout.split())
+    needed = [name for name in spec["EXCLUDES"] if name in loaded and name not in spec["EXCLUDED_BUT_GUARDED"]]
+    assert not needed, f"the spec excludes modules that Loupe imports: {needed}"
+
+
 def test_desktop_entry_has_the_required_keys():
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str  # keys are case-sensitive
