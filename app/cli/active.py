@@ -17,8 +17,7 @@ KNOWN_CLASSES = {"pneumoniamnist": ("normal", "pneumonia")}
 
 def add_parsers(sub, common) -> None:
     """Register the active-learning commands on the subparsers object ``sub``."""
-    from core.active.simulate import SIM_STRATEGIES
-    from core.active.strategies import STRATEGIES
+    from core.active.names import SIM_STRATEGIES, STRATEGIES
 
     q = sub.add_parser("queue", help="the labelling queue: refresh it or show the next cases")
     qsub = q.add_subparsers(dest="queue_command", metavar="ACTION")

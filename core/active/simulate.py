@@ -27,10 +27,10 @@ from core.active.acquire import AcquisitionConfig, select_batch
 from core.active.cold_start import representatives
 from core.errors import LoupeError
 from core.progress import ProgressCallback, report
+from core.active.names import SIM_STRATEGIES  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-SIM_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "cost", "bald", "tta", "modal", "default")
 MC_PASSES = 10
 
 

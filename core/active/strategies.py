@@ -15,6 +15,7 @@ import logging
 from typing import Callable, Optional
 
 import numpy as np
+from core.active.names import STRATEGIES  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,6 @@ PROBA_SCORES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 #: Scores that need T stochastic passes.
 STOCHASTIC_SCORES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"bald": bald, "tta": tta_variance}
 #: Every strategy name the queue builder accepts (``default`` = the combination, see ``queue.py``).
-STRATEGIES = ("default", "random", "least_confidence", "margin", "entropy", "bald", "tta", "cost")
 
 
 def top_k(scores, k: int, exclude: Optional[np.ndarray] = None) -> np.ndarray:
