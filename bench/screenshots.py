@@ -49,17 +49,17 @@ def main() -> None:
     win.resize(1560, 940)
     win.show()
 
-    def wait(cond, timeout=300.0):
+    def wait(cond, timeout=300.0, quiet=False):
         end = time.monotonic() + timeout
         while not cond() and time.monotonic() < end:
             loop = QEventLoop()
             QTimer.singleShot(50, loop.quit)
             loop.exec()
-        if not cond():
+        if not cond() and not quiet:
             print("warning: timed out waiting", flush=True)
 
     def settle(seconds=1.0):
-        wait(lambda: False, seconds)
+        wait(lambda: False, seconds, quiet=True)
 
     def shot(name):
         settle(0.8)

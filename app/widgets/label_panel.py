@@ -106,6 +106,7 @@ class LabelPanel(QWidget):
         for i, name in enumerate(classes):
             button = QPushButton(f"{i + 1}  {name}" if i < 9 else name)
             button.setCheckable(True)
+            button.setMinimumHeight(30)  # never squeezed into an unreadable sliver on a short screen
             button.setToolTip(f"{name} (key {i + 1})" if i < 9 else name)
             self.group.addButton(button, i)
             self.classes_grid.addWidget(button, i // 2, i % 2)
