@@ -35,3 +35,19 @@ def workspace(tmp_path):
     ws = Workspace.open(tmp_path / "ws.sqlite")
     yield ws
     ws.close()
+
+
+@pytest.fixture
+def single_thread(monkeypatch):
+    """One intra-op thread here and in child processes.
+
+    On a loaded 2-core machine OpenMP's spinning threads make a 32-px ResNet forward
+    pass ~30x slower; a single thread keeps the model tests fast and repeatable.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(before)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from tests.app.cli_helpers import run
 from tests.core.conftest import write_dataset
@@ -14,14 +13,7 @@ PER_CLASS_KEYS = {"n", "sensitivity", "specificity", "precision", "f1", "auc", "
 METRIC_KEYS = {"n", "accuracy", "macro_auc", "kappa", "ece", "confusion", "classes", "per_class"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    """One intra-op thread here and in the training child (fast on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture
