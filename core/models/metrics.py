@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from typing import Optional
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
@@ -388,3 +389,18 @@ def operating_thresholds(y_true, probs, classes: Sequence[str], target_sensitivi
     """
     table = threshold_table(y_true, probs, classes, target_sensitivity)
     return {name: row["threshold"] for name, row in table.items()}
+
+
+def sensitivity_at_specificity(y_true, scores, specificity: float) -> Optional[float]:
+    """Highest sensitivity a score reaches while keeping at least ``specificity`` (one class vs the rest).
+
+    ``y_true`` is 0/1 for the class, ``scores`` its probabilities. Used to compare two models at the same
+    operating point, so a model that calls everything positive cannot look more sensitive. None when a
+    side has no cases.
+    """
+    y = np.asarray(y_true).astype(int)
+    if y.min(initial=1) == y.max(initial=0):
+        return None
+    fpr, tpr, _ = roc_curve(y, np.asarray(scores, dtype=np.float64))
+    ok = fpr <= (1.0 - float(specificity)) + 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0

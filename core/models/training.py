@@ -275,13 +275,15 @@ def _finish(workspace, parent, net, spec, classes, multilabel, config, val_set, 
                 act_thr = [current.thresholds.get(c) for c in classes]
                 active_metrics = evaluate(val_set.targets, act_probs, classes, thresholds=act_thr,
                                           n_boot=config.n_boot, seed=config.seed, multilabel=multilabel)
+                _match_operating_point(active_metrics, metrics, act_probs, val_set.targets, classes, rare,
+                                       multilabel)
     promoted, reason = (promotion_decision(metrics, active_metrics, rare) if metrics
                         else (False, "no validation images: kept as candidate"))
     seconds = time.monotonic() - started
     params = {"train": asdict(config), "label_counts": dict(zip(classes, counts)), "n_val": len(val_set),
               "history": history, "best_epoch": best_epoch, "seconds": round(seconds, 1), "device": choice.name,
               "device_reason": choice.reason, "rare_class": rare,
-              "active_metrics": _summary(active_metrics) if active_metrics else None}
+              "active_metrics": _summary(active_metrics, rare) if active_metrics else None}
     saved = save_version(workspace, net, spec, classes, weights=f"fine-tuned from {parent.version.version}",
                          parent=parent.version.version, params=params, metrics=metrics, reason=reason,
                          temperature=temperature, thresholds=thresholds, actor=config.actor)
@@ -295,8 +297,31 @@ def _finish(workspace, parent, net, spec, classes, multilabel, config, val_set, 
     return result
 
 
-def _summary(metrics: dict) -> dict:
-    return {k: metrics.get(k) for k in ("n", "accuracy", "macro_auc", "kappa", "ece")}
+def _match_operating_point(active_metrics: dict, metrics: dict, act_probs, targets, classes, rare: str,
+                           multilabel: bool) -> None:
+    """Add the active model's rare-class sensitivity at the candidate's rare-class specificity.
+
+    The promotion gate compares sensitivities at the same operating point; otherwise an
+    untrained model that calls every case rare would look more sensitive than any real one.
+    """
+    from core.models.metrics import sensitivity_at_specificity
+
+    k = classes.index(rare)
+    spec = metrics.get("per_class", {}).get(rare, {}).get("specificity")
+    if spec is None:
+        return
+    y = targets[:, k] if multilabel else (np.asarray(targets) == k).astype(int)
+    matched = sensitivity_at_specificity(y, act_probs[:, k], spec)
+    if matched is not None:
+        active_metrics["per_class"][rare]["sensitivity_at_candidate_specificity"] = matched
+
+
+def _summary(metrics: dict, rare: Optional[str] = None) -> dict:
+    out = {k: metrics.get(k) for k in ("n", "accuracy", "macro_auc", "kappa", "ece")}
+    if rare:
+        out["rare_sensitivity_at_candidate_specificity"] = (
+            metrics.get("per_class", {}).get(rare, {}).get("sensitivity_at_candidate_specificity"))
+    return out
 
 
 def _majority(values) -> str:

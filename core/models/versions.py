@@ -147,7 +147,9 @@ def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Opti
 
     Both metric dicts come from :func:`core.models.metrics.evaluate` on the same
     validation images. The candidate is promoted only if the rare class's
-    sensitivity at its operating threshold does not drop, and macro ROC-AUC does
+    sensitivity at its operating threshold does not drop — compared with the
+    active model's sensitivity at the same specificity when the active metrics
+    carry ``sensitivity_at_candidate_specificity`` — and macro ROC-AUC does
     not drop by more than the noise: the larger of :data:`MIN_AUC_TOLERANCE` and
     half the mean width of the candidate's per-class AUC 95 % CIs.
     """
@@ -158,13 +160,20 @@ def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Opti
         return False, "validation set has too few cases of each class to compute ROC-AUC: kept as candidate"
     reasons = []
     if rare_class and rare_class in candidate.get("per_class", {}):
-        cand_sens = candidate["per_class"][rare_class].get("sensitivity")
-        act_sens = active.get("per_class", {}).get(rare_class, {}).get("sensitivity")
+        cand = candidate["per_class"][rare_class]
+        cand_sens = cand.get("sensitivity")
+        act = active.get("per_class", {}).get(rare_class, {})
+        # compared at the same operating point when known: the active model's sensitivity at the
+        # candidate's specificity (an untrained model calling every case rare is not "more sensitive")
+        matched = act.get("sensitivity_at_candidate_specificity")
+        act_sens = matched if matched is not None else act.get("sensitivity")
+        where = (f" at the same specificity ({cand['specificity']:.3f})"
+                 if matched is not None and cand.get("specificity") is not None else "")
         if cand_sens is not None and act_sens is not None:
             if cand_sens + 1e-9 < act_sens:
-                return False, (f"not promoted: {rare_class} sensitivity would drop from {act_sens:.3f} "
+                return False, (f"not promoted: {rare_class} sensitivity{where} would drop from {act_sens:.3f} "
                                f"to {cand_sens:.3f}")
-            reasons.append(f"{rare_class} sensitivity {act_sens:.3f} → {cand_sens:.3f}")
+            reasons.append(f"{rare_class} sensitivity{where} {act_sens:.3f} → {cand_sens:.3f}")
     if act_auc is not None:
         widths = [pc["ci95"]["auc"][1] - pc["ci95"]["auc"][0] for pc in candidate.get("per_class", {}).values()
                   if pc.get("ci95", {}).get("auc")]

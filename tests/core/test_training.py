@@ -76,6 +76,9 @@ def test_frozen_training_registers_a_verified_version_judged_against_the_created
     # validation images, with exactly promotion_decision's rule.
     active = _active_metrics_on_val(ws, config)
     assert record.params["active_metrics"]["macro_auc"] == pytest.approx(active["macro_auc"])
+    matched = record.params["active_metrics"]["rare_sensitivity_at_candidate_specificity"]
+    if matched is not None:
+        active["per_class"][start["rare_class"]]["sensitivity_at_candidate_specificity"] = matched
     expected = promotion_decision(metrics, active, start["rare_class"])
     assert (result["promoted"], result["reason"]) == expected
     if result["promoted"]:
@@ -354,3 +357,22 @@ def test_same_seed_same_metrics(trainable, mode):
     assert first == second
     other = _fingerprint(ws, train(ws, fast_config(seed=4, **config)))
     assert other[0] != first[0]  # the seed matters, so the equality above is not vacuous
+
+
+def test_an_untrained_model_calling_everything_rare_does_not_block_a_real_one():
+    """Sensitivities are compared at the candidate's specificity, not at each model's own threshold."""
+    from core.models.metrics import sensitivity_at_specificity
+
+    y = np.array([1] * 10 + [0] * 90)
+    degenerate = np.full(100, 0.9)  # "rare" for every case: sensitivity 1.0 at specificity 0
+    assert sensitivity_at_specificity(y, degenerate, 0.9) == 0.0
+    good = np.r_[np.linspace(0.6, 0.99, 10), np.linspace(0.0, 0.7, 90)]
+    assert sensitivity_at_specificity(y, good, 0.9) > 0.5
+    candidate = _metrics(0.95, 0.90)
+    candidate["per_class"]["pos"]["sensitivity"], candidate["per_class"]["pos"]["specificity"] = 0.9, 0.9
+    active = _metrics(0.5, 0.5)
+    active["per_class"]["pos"]["sensitivity"] = 1.0
+    assert not promotion_decision(candidate, active, "pos")[0]  # raw sensitivities: blocked
+    active["per_class"]["pos"]["sensitivity_at_candidate_specificity"] = 0.0
+    promoted, reason = promotion_decision(candidate, active, "pos")
+    assert promoted and "at the same specificity (0.900)" in reason
