@@ -28,8 +28,8 @@ LOUPE = [sys.executable, "-m", "app.cli"]
 PUBLISHED_AUC = 0.944
 RUNS = {  # mode -> extra `loupe train` arguments
     "frozen": ["--epochs", "40", "--lr", "3e-3"],
-    "finetune": ["--epochs", "6", "--lr", "1e-3"],
-    "gradual": ["--epochs", "6", "--lr", "1e-3"],
+    "finetune": ["--epochs", "8", "--lr", "1e-3"],
+    "gradual": ["--epochs", "8", "--lr", "1e-3"],
 }
 
 
@@ -46,7 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--modes", default=",".join(RUNS))
     parser.add_argument("--size", type=int, default=64, help="model input size in pixels")
-    parser.add_argument("--loss", default="weighted")
+    parser.add_argument("--loss", default="ce")
+    parser.add_argument("--sampler", default="balanced", help="none | balanced (class-balanced batches)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if not NPZ.exists():
@@ -61,7 +62,7 @@ def main() -> None:
         created = loupe(ws, "model", "create", "--arch", "efficientnet_lite0", "--classes", "normal,pneumonia",
                         "--input-size", str(args.size))
         start = time.monotonic()
-        trained = loupe(ws, "train", "--mode", mode, "--loss", args.loss, *RUNS[mode])
+        trained = loupe(ws, "train", "--mode", mode, "--loss", args.loss, "--sampler", args.sampler, *RUNS[mode])
         seconds = time.monotonic() - start
         test = loupe(ws, "evaluate", "--split", "test", "--version", trained["version"])
         print(f"{mode}: AUC {test['macro_auc']:.4f} in {seconds:.0f} s ({trained['reason']})", flush=True)
@@ -84,7 +85,7 @@ def main() -> None:
         f"Data: `{NPZ.name}` — {imported['imported']} images imported with a labels CSV (official MedMNIST "
         f"train/val/test splits; {imported['skipped']} byte-identical duplicates stored once and "
         f"{len(imported['errors'])} of their CSV rows reported). Model: EfficientNet-Lite0 with its offline "
-        f"ImageNet weights, {args.size} px input, `--loss {args.loss}`, CPU. Training uses the `val` split for "
+        f"ImageNet weights, {args.size} px input, `--loss {args.loss} --sampler {args.sampler}`, CPU. Training uses the `val` split for "
         f"early stopping, temperature scaling and the rare-class (normal) operating threshold at 0.9 "
         f"sensitivity; the table is the held-out `test` split (`loupe evaluate --split test`).",
         "",
