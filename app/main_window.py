@@ -302,9 +302,12 @@ class MainWindow(QMainWindow):
 
     def train_now(self) -> None:
         """Start fine-tuning in its own process with the training panel's settings."""
+        from core.active.loop import mark_training_started
+
         self.train_dock.show()
         self.train_dock.raise_()
-        self.training.start()
+        if self.training.start():
+            mark_training_started(self.workspace)
 
     def _on_model_changed(self, version: str) -> None:
         self.notify(f"model {version} is active: re-predicting the pool")

@@ -1,11 +1,12 @@
 """The active-learning loop in the app: predict the pool, refresh the queue, retrain in the background.
 
 Label → after ``retrain_after_labels`` new confirmed labels (workspace setting,
-default 20) or on request, :class:`ActiveLoop` fine-tunes the active model in a
-separate process (``core.models.jobs.TrainingJob``) → when the new version is
-promoted the pool is re-predicted with it → the queue is refreshed. Labelling
-never waits: labels written while training runs are counted against the
-training's start time, so they make the next round.
+default 20; :func:`should_retrain`) or on request, the app fine-tunes the active
+model in a separate process (``core.models.jobs.TrainingJob``) → when the new
+version is promoted the pool is re-predicted with it (:func:`model_outputs`) →
+the queue is refreshed (:func:`refresh_queue`). Labelling never waits: labels
+written while training runs are counted against the training's start time
+(:func:`mark_training_started`), so they make the next round.
 
 Probabilities and embeddings are cached per model version (``cache.py``); only
 images the cache lacks go through the network.
@@ -14,10 +15,9 @@ images the cache lacks go through the network.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -38,6 +38,11 @@ CONFIRMED = ("human", "import", "undo")
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def mark_training_started(ws) -> None:
+    """Record that a training run starts now: later labels count towards the next round."""
+    ws.set_setting(LAST_TRAIN_SETTING, _now())
 
 
 def new_confirmed_labels(ws) -> int:
@@ -197,77 +202,3 @@ def refresh_queue(ws, strategy: str = "default", n: int = 50, device: str = "aut
         logger.warning("left out of the queue (unreadable): %s: %s", image_id, reason)
     return items
 
-
-class ActiveLoop:
-    """Background retraining for the app: call :meth:`labelled` after each label; it never blocks.
-
-    When :func:`should_retrain` says so (or :meth:`request_training` is called)
-    and no job runs, a :class:`~core.models.jobs.TrainingJob` starts; a daemon
-    thread follows its events and, when the new version is promoted, refreshes
-    the queue. ``on_event`` receives every training event plus
-    ``{"event": "queue_refreshed", "n": ...}``.
-    """
-
-    def __init__(self, workspace_path, train_config, strategy: str = "default", queue_size: int = 50,
-                 on_event: Optional[Callable[[dict], None]] = None) -> None:
-        self.workspace_path = workspace_path
-        self.train_config = train_config
-        self.strategy = strategy
-        self.queue_size = queue_size
-        self.on_event = on_event or (lambda event: None)
-        self._job = None
-        self._thread: Optional[threading.Thread] = None
-        self._lock = threading.Lock()
-
-    @property
-    def training(self) -> bool:
-        """True while a training job runs."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def labelled(self, ws) -> bool:
-        """Note a new label; starts training when due. Returns whether a job was started."""
-        if self.training or not should_retrain(ws):
-            return False
-        return self.request_training(ws)
-
-    def request_training(self, ws) -> bool:
-        """Start a training job now unless one runs; returns whether it started."""
-        from core.models.jobs import TrainingJob
-
-        with self._lock:
-            if self.training:
-                return False
-            ws.set_setting(LAST_TRAIN_SETTING, _now())
-            self._job = TrainingJob(self.workspace_path, self.train_config)
-            self._thread = threading.Thread(target=self._follow, args=(self._job,), daemon=True)
-            self._thread.start()
-        return True
-
-    def _follow(self, job) -> None:
-        from core.workspace import Workspace
-
-        done = None
-        for event in job.events():
-            self.on_event(event)
-            if event.get("event") == "done":
-                done = event
-        if done and done.get("promoted"):
-            ws = Workspace.open(self.workspace_path)
-            try:
-                items = refresh_queue(ws, self.strategy, self.queue_size)
-                self.on_event({"event": "queue_refreshed", "n": len(items), "version": done.get("version")})
-            except Exception as exc:  # reported to the app, never raised in a daemon thread
-                logger.exception("queue refresh after training failed")
-                self.on_event({"event": "error", "message": f"queue refresh failed: {exc}"})
-            finally:
-                ws.close()
-
-    def cancel(self) -> None:
-        """Ask a running job to stop."""
-        if self._job is not None:
-            self._job.cancel()
-
-    def wait(self, timeout: Optional[float] = None) -> None:
-        """Wait for the follower thread (tests, shutdown)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
