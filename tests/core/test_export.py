@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +84,19 @@ def phi_found(paths, needles) -> list[tuple[str, str]]:
     hits = []
     for path in paths:
         data = Path(path).read_bytes()
-        hits += [(Path(path).name, n) for n in needles if n and n.encode() in data]
+        hits += [(Path(path).name, n) for n in needles if n and _contains(data, n)]
     return hits
+
+
+def _contains(data: bytes, needle: str) -> bool:
+    """Whether ``needle`` is in ``data``; a number only counts when no digit touches it.
+
+    A short ID such as 26210 otherwise turns up inside a freshly generated
+    random UID (2.25.<39 digits>) about once in a few hundred exports.
+    """
+    if not needle.isdigit():
+        return needle.encode() in data
+    return re.search(rb"(?<![0-9])" + re.escape(needle.encode()) + rb"(?![0-9])", data) is not None
 
 
 def _export_files(folder: Path) -> list[Path]:
