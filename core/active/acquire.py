@@ -197,7 +197,7 @@ def _default(p, emb, labelled, config, counts, comp, n) -> list[Pick]:
         shared: set[int] = set()
         if rare is not None and config.min_rare_share > 0:
             selected, shared = enforce_rare_share(selected, comp["p_rare"], candidates, config.min_rare_share,
-                                                  config.rare_threshold)
+                                                  config.rare_threshold, scores=combined)
         for d_rank, i in enumerate(selected):
             why = breakdown(i)
             why["score_rank"] = rank_of.get(i, 0)

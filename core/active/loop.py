@@ -151,9 +151,10 @@ def acquisition_config(ws, classes: Sequence[str], counts: Sequence[int], strate
     miss = float(ws.get_setting("miss_cost", 5.0))
     cost = cost_matrix_from(ws.get_setting("cost_matrix"), classes, classes[rare] if rare is not None else None, miss)
     return AcquisitionConfig(strategy=strategy, n=n, rare_index=rare, cost=cost, miss_cost=miss,
-                             min_rare_share=float(ws.get_setting("min_rare_share", 0.2)),
-                             audit_share=float(ws.get_setting("audit_share", 0.05)),
-                             cold_start_k=int(ws.get_setting("cold_start_k", 5)), seed=seed,
+                             min_rare_share=float(ws.get_setting("min_rare_share", AcquisitionConfig.min_rare_share)),
+                             audit_share=float(ws.get_setting("audit_share", AcquisitionConfig.audit_share)),
+                             cold_start_k=int(ws.get_setting("cold_start_k", AcquisitionConfig.cold_start_k)),
+                             seed=seed,
                              class_names=tuple(classes))
 
 

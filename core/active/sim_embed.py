@@ -56,7 +56,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def embed_arrays(images: np.ndarray, arch: str = "efficientnet_lite0", pretrained: str = "default",
-                 size: int = 64, batch_size: int = 128, torch_cache_dir: Optional[str] = None,
+                 size: int = 224, batch_size: int = 128, torch_cache_dir: Optional[str] = None,
                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> np.ndarray:
     """Pooled backbone embeddings (N, D) float32 of uint8 images (N, H, W) or (N, H, W, 3).
 
@@ -84,7 +84,7 @@ def embed_arrays(images: np.ndarray, arch: str = "efficientnet_lite0", pretraine
 
 
 def npz_embeddings(npz_path: str | Path, cache_dir: str | Path, arch: str = "efficientnet_lite0",
-                   pretrained: str = "default", size: int = 64, torch_cache_dir: Optional[str] = None,
+                   pretrained: str = "default", size: int = 224, torch_cache_dir: Optional[str] = None,
                    progress: Optional[ProgressCallback] = None) -> dict[str, np.ndarray]:
     """``{split}_emb`` and ``{split}_labels`` for the train and test (and val) splits, cached.
 

@@ -47,10 +47,10 @@ class SimConfig:
     miss_cost: float = 5.0
     c: float = 0.1  # inverse regularisation of the logistic-regression head
     pca: int = 128  # head input: the embeddings' first principal components (0 = all dimensions)
-    # The app's rare-share floor and audit slice are off in the simulation by default: audit picks exist to
-    # measure the miss rate (the oracle already knows it) and the floor cost AP here (docs/benchmarks.md).
-    min_rare_share: float = 0.0
-    audit_share: float = 0.0
+    # The app's own rare-share floor and audit slice (audit picks spend labels on confident negatives: the
+    # simulation counts them against the budget like every other label).
+    min_rare_share: float = AcquisitionConfig.min_rare_share
+    audit_share: float = AcquisitionConfig.audit_share
 
 
 def _head(c: float, seed: int):
@@ -197,7 +197,7 @@ def _modal_query(learner, x_pool, y, labelled, config, rng):
 
 
 def simulate(npz_path: str | Path, config: SimConfig, cache_dir: str | Path, class_names: Optional[Sequence[str]] = None,
-             arch: str = "efficientnet_lite0", pretrained: str = "default", size: int = 64,
+             arch: str = "efficientnet_lite0", pretrained: str = "default", size: int = 224,
              torch_cache_dir: Optional[str] = None, progress: Optional[ProgressCallback] = None) -> dict:
     """:func:`run_simulation` on a MedMNIST npz: embeddings computed once (cached in ``cache_dir``).
 

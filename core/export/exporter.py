@@ -33,7 +33,6 @@ from core.progress import CancelToken, ProgressCallback, report
 logger = logging.getLogger(__name__)
 
 FORMATS = ("csv", "json", "dicom-sr")
-EXPLAIN_METHODS = ("gradcam", "lime", "ig", "gradshap", "occlusion")
 
 
 @dataclass
@@ -89,30 +88,9 @@ def export_workspace(ws, out, fmt: str, deidentify: bool = False, progress: Opti
 
 
 def cached_maps(ws, ref, model) -> list[dict]:
-    """The active model's cached explanation maps of one image, as ``get_explanation`` dicts.
-
-    The workspace has no listing of its explanation cache, so this looks up the
-    keys :func:`core.explain.cache.explain_image` uses for every method with its
-    default parameters and every target (``predicted`` and each class): maps made
-    with non-default parameters are not found.
-    """
-    from core.explain.cache import cache_key
-    from core.explain.protocol import resolve_params
-
-    size = int((model.params.get("input_spec") or {}).get("size") or 224)
-    found, seen = [], set()
-    for method in EXPLAIN_METHODS:
-        try:
-            params = resolve_params(method, size, {})
-        except LoupeError:
-            continue
-        for target in ("predicted", *model.classes):
-            key = cache_key(ref.record.key, model.version, model.file_hash, method, target, params)
-            hit = ws.get_explanation(key)
-            if hit is not None and key not in seen:
-                seen.add(key)
-                found.append(hit)
-    return found
+    """The active model's cached explanation maps of one image (every method, target and parameter set),
+    as ``get_explanation`` dicts."""
+    return ws.explanations_for(ref.id, model.version)
 
 
 def _unpack_map(data: bytes):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -49,6 +50,35 @@ def models_dir(workspace_path: str | Path) -> Path:
     return path.parent / f"{path.stem}-models"
 
 
+def sweep_orphans(workspace, min_age_s: float = 600.0) -> list[Path]:
+    """Delete what killed writers left in the models folder; returns the removed paths.
+
+    A SIGKILL between ``mkstemp`` and the rename leaves a ``.vN.pt.*.tmp`` file, and
+    one between the rename and the registry insert leaves a ``vN.pt`` no row names.
+    Both are removed once older than ``min_age_s`` (a live writer finishes a file in
+    seconds), so a training running in another process is never disturbed.
+    Registered files are never touched.
+    """
+    folder = models_dir(workspace.path)
+    if not folder.is_dir():
+        return []
+    registered = {Path(v.path).resolve() for v in workspace.models()}
+    cutoff = time.time() - min_age_s
+    removed = []
+    for path in [*folder.glob(".*.tmp"), *folder.glob("v*.pt")]:
+        try:
+            if path.resolve() in registered or path.stat().st_mtime > cutoff:
+                continue
+            path.unlink()
+            removed.append(path)
+        except OSError as exc:  # gone already, or a read-only folder: nothing to lose
+            logger.debug("could not sweep %s: %s", path, exc)
+    if removed:
+        logger.info("removed %d orphan model file(s) left by interrupted writes: %s", len(removed),
+                    ", ".join(p.name for p in removed))
+    return removed
+
+
 def next_version_name(workspace) -> str:
     """``v<N+1>`` where N is the highest numbered version in the workspace."""
     numbers = [int(m.group(1)) for v in workspace.models() if (m := re.fullmatch(r"v(\d+)", v.version))]
@@ -65,6 +95,7 @@ def save_version(workspace, net, spec, classes, *, weights: str, parent: Optiona
     can leave an orphan file but never a registered, half-written version.
     Returns the registered ModelVersion; raises ModelError when the disk refuses.
     """
+    sweep_orphans(workspace)
     version = next_version_name(workspace)
     path = models_dir(workspace.path) / f"{version}.pt"
     payload = {

@@ -48,11 +48,19 @@ class CacheMixin:
             rows = list(db.query("SELECT * FROM explanations WHERE key = ?", [key]))
         if not rows:
             return None
-        row = rows[0]
-        row["data"] = bytes(row["data"])
-        row["params"] = loads(row["params"], {})
-        row["meta"] = loads(row["meta"], {})
-        return row
+        return _decoded(rows[0])
+
+    def explanations_for(self, image_id: str, version: Optional[str] = None) -> list[dict]:
+        """Every cached explanation of one image (of one model version when given), oldest first.
+
+        Same dicts as :meth:`get_explanation`; maps made with any parameters are listed.
+        """
+        sql, args = "SELECT * FROM explanations WHERE image_id = ?", [image_id]
+        if version is not None:
+            sql, args = sql + " AND version = ?", args + [version]
+        with self._pool.read() as db:
+            rows = list(db.query(sql + " ORDER BY created_at, key", args))
+        return [_decoded(row) for row in rows]
 
     def drop_explanations(self, version: Optional[str] = None) -> int:
         """Forget cached explanations (all, or one model version's); returns how many."""
@@ -78,3 +86,11 @@ class CacheMixin:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, text),
             )
+
+
+def _decoded(row: dict) -> dict:
+    """An explanations row with its blob as bytes and its JSON columns parsed."""
+    row["data"] = bytes(row["data"])
+    row["params"] = loads(row["params"], {})
+    row["meta"] = loads(row["meta"], {})
+    return row

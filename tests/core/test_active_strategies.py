@@ -90,6 +90,19 @@ def test_minimum_rare_share_is_honoured():
     assert enforce_rare_share([3, 0], p_rare, mask, 0.5) == ([3, 0], set())
 
 
+def test_rare_share_takes_the_most_uncertain_likely_rare_cases():
+    # 3, 4 and 6 are likely rare; 3 is nearly certain (teaches little), 6 sits near the boundary.
+    p_rare = np.array([0.1, 0.2, 0.1, 0.99, 0.8, 0.05, 0.55])
+    informative = np.array([0.5, 0.6, 0.5, 0.05, 0.7, 0.2, 0.99])
+    mask = np.ones(7, bool)
+    selected, added = enforce_rare_share([0, 1, 2, 5], p_rare, mask, min_share=0.5, scores=informative)
+    assert added == {6, 4} and 3 not in selected
+    # too few likely-rare cases: the highest P(rare) of the rest stand in
+    few = np.array([0.1, 0.2, 0.1, 0.3, 0.45, 0.05, 0.6])
+    selected, added = enforce_rare_share([0, 1, 2, 5], few, mask, min_share=0.5, scores=informative)
+    assert added == {6, 4}
+
+
 def _pool(n=200, seed=0):
     rng = np.random.default_rng(seed)
     emb = rng.normal(size=(n, 8))

@@ -348,3 +348,23 @@ def test_photographs_are_skipped_with_a_reason_and_folder_must_be_new(workspace,
         export_workspace(workspace, tmp_path / "sr", "dicom-sr")
     with pytest.raises(LoupeError, match="unknown export format"):
         export_workspace(workspace, tmp_path / "x", "xml")
+
+
+def test_every_cached_map_of_the_active_model_is_exported_whatever_its_parameters(labelled, tmp_path):
+    from core.explain.cache import cache_key
+    from core.explain.protocol import resolve_params
+    from core.export import export_workspace
+
+    ws, a, b = labelled["ws"], labelled["a"], labelled["b"]
+    buf = io.BytesIO()
+    np.savez_compressed(buf, map=np.full((32, 32), 0.25, np.float32))
+    params = resolve_params("occlusion", 32, {"window": 8})
+    ws.put_explanation(cache_key(b.record.key, "v1", "h1", "occlusion", "normal", params), b.id, "v1", "occlusion",
+                       "normal", params, buf.getvalue(), {"target": "normal"})
+    # a map of another model version is not the active model's finding: left out
+    ws.put_explanation("other-version", b.id, "v0", "lime", "normal", {}, buf.getvalue(), {"target": "normal"})
+    assert len(ws.explanations_for(b.id)) == 2 and len(ws.explanations_for(b.id, "v1")) == 1
+    report = export_workspace(ws, tmp_path / "sr", "dicom-sr")
+    assert report.counts["sc"] == 2
+    derivations = sorted(str(pydicom.dcmread(p).DerivationDescription) for p in (tmp_path / "sr").glob("SC-*.dcm"))
+    assert any("occlusion" in d for d in derivations) and not any("lime" in d for d in derivations)

@@ -283,3 +283,28 @@ def test_evaluate_version_on_the_test_split(imported):
     with pytest.raises(ModelError, match="no confirmed labels on images marked 'val'"):
         imported.set_splits({r.id: None for r in imported.images(split="val")})
         evaluate_version(imported, split="val", device="cpu", n_boot=20)
+
+
+def test_files_left_by_killed_writers_are_swept_once_old(created):
+    import os
+    import time
+
+    from core.models.versions import sweep_orphans
+
+    ws, v1 = created
+    folder = models_dir(ws.path)
+    stale_tmp, stale_pt = folder / ".v2.pt.abc123.tmp", folder / "v7.pt"
+    fresh_tmp = folder / ".v3.pt.def456.tmp"  # a writer in another process, still at work
+    for path in (stale_tmp, stale_pt, fresh_tmp):
+        path.write_bytes(b"partial")
+    old = time.time() - 3600
+    for path in (stale_tmp, stale_pt):
+        os.utime(path, (old, old))
+    os.utime(v1.path, (old, old))  # registered: never swept, however old
+    assert sorted(p.name for p in sweep_orphans(ws)) == [".v2.pt.abc123.tmp", "v7.pt"]
+    assert fresh_tmp.exists() and os.path.exists(v1.path)
+    # a new version sweeps on its way in
+    os.utime(fresh_tmp, (old, old))
+    net = load_version(ws, "v1").net
+    save_version(ws, net, load_version(ws, "v1").spec, ["neg", "pos"], weights="none")
+    assert not fresh_tmp.exists()
