@@ -37,6 +37,7 @@ bench: $(VENV)/.loupe-bench
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/explain_bench.py
 	$(BIN)/python bench/explain_sheet.py
+	$(BIN)/python bench/lime_segments.py
 	$(BIN)/python bench/al_bench.py
 	$(BIN)/python bench/startup_bench.py
 
