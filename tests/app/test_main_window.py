@@ -106,23 +106,29 @@ def test_shortcut_sheet_lists_the_keys(qtbot, window):
     assert "confirm label" in text and "window / level" in text
 
 
-def test_event_loop_keeps_serving_while_predicting_and_training(qtbot, window, monkeypatch):
-    """Inference runs on a worker thread and training in its own process, and meanwhile the UI thread keeps
-    serving a 20 ms timer. No wall-clock bound is asserted (the worst gap is logged): a loaded CI machine
-    can delay any tick, but a UI thread doing the model work would serve no tick at all while it ran."""
+def test_event_loop_never_stalls_while_predicting_and_training(qtbot, window, monkeypatch):
+    """The UI thread keeps serving a 20 ms timer while inference runs on a worker thread and training in its
+    own process, and never works more than 100 ms between two ticks.
+
+    The bound is on the UI thread's own CPU time between ticks (``time.thread_time``), not on wall-clock
+    gaps: a loaded CI machine can delay any tick, but only work done on the UI thread is a stall of ours.
+    The wall-clock gaps are logged.
+    """
     import logging
     import os
     import threading
 
     from app import jobs
 
-    gaps, last, phase, ticks = [], [time.perf_counter()], ["idle"], {"predict": 0, "train": 0}
+    gaps, cpu, last = [], [], [time.perf_counter(), time.thread_time()]
+    phase, ticks = ["idle"], {"predict": 0, "train": 0}
     model_threads = []
 
     def tick():
-        now = time.perf_counter()
+        now, now_cpu = time.perf_counter(), time.thread_time()
         gaps.append(now - last[0])
-        last[0] = now
+        cpu.append(now_cpu - last[1])
+        last[:] = [now, now_cpu]
         if phase[0] in ticks:
             ticks[phase[0]] += 1
 
@@ -150,7 +156,10 @@ def test_event_loop_keeps_serving_while_predicting_and_training(qtbot, window, m
     assert model_threads and all(t is not threading.main_thread() for t in model_threads)
     assert job is not None and job.pid != os.getpid()
     assert ticks["predict"] > 0 and ticks["train"] > 0, ticks
-    logging.getLogger(__name__).info("worst event-loop gap %.0f ms over %d ticks", max(gaps[3:]) * 1000, len(gaps))
+    logging.getLogger(__name__).info("worst event-loop gap %.0f ms wall, %.0f ms UI-thread CPU, over %d ticks",
+                                     max(gaps[3:]) * 1000, max(cpu[3:]) * 1000, len(gaps))
+    worst = max(cpu[3:])  # the first ticks include the window's own start-up
+    assert worst < 0.1, f"the UI thread worked {worst * 1000:.0f} ms without serving the event loop"
 
 
 def test_no_two_commands_share_a_key(window):
