@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import expit, log_expit, log_softmax, softmax
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +127,8 @@ def brier_score(y_true, probs, multilabel: bool = False):
 
 def _nll(logits: np.ndarray, y: np.ndarray, temperature: float, multilabel: bool) -> float:
     z = logits / temperature
+    from scipy.special import log_expit, log_softmax  # lazy: scipy is not needed to predict
+
     if multilabel:
         return float(-np.mean(y * log_expit(z) + (1.0 - y) * log_expit(-z)))
     return float(-np.mean(log_softmax(z, axis=1)[np.arange(len(y)), y]))
@@ -161,6 +161,8 @@ def fit_temperature(logits, y_true, multilabel: bool = False) -> float:
     if len(z) == 0:
         logger.warning("fit_temperature: no samples; keeping T = 1")
         return 1.0
+    from scipy.optimize import minimize_scalar
+
     res = minimize_scalar(
         lambda log_t: _nll(z, y, float(np.exp(log_t)), multilabel),
         bounds=(np.log(T_MIN), np.log(T_MAX)),
@@ -183,4 +185,7 @@ def apply_temperature(logits, temperature: float, multilabel: bool = False) -> n
     if not (temperature > 0 and np.isfinite(temperature)):
         raise ValueError(f"temperature must be a positive number, got {temperature}")
     z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    return expit(z) if multilabel else softmax(z, axis=-1)
+    if multilabel:
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic sigmoid, without overflow
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from core.models.calibration import brier_score, expected_calibration_error
 
@@ -173,6 +172,8 @@ def binary_auc(y, scores):
     y = np.asarray(y)
     if len(y) == 0 or y.min() == y.max():
         return None
+    from sklearn.metrics import roc_auc_score  # lazy: sklearn costs ~2 s of start-up before a first prediction
+
     return _num(roc_auc_score(y, scores))
 
 
@@ -181,6 +182,8 @@ def binary_ap(y, scores):
     y = np.asarray(y)
     if len(y) == 0 or y.max() == 0:
         return None
+    from sklearn.metrics import average_precision_score
+
     return _num(average_precision_score(y, scores))
 
 
@@ -346,6 +349,8 @@ def roc_points(y_true, probs, class_index: int) -> dict:
     s = p[:, class_index]
     if len(y) == 0 or y.min() == y.max():
         return {"fpr": [], "tpr": [], "thresholds": [], "auc": None}
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thr = roc_curve(y, s)
     thr = np.where(np.isfinite(thr), thr, np.nextafter(s.max(), np.inf))
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thr.tolist(), "auc": binary_auc(y, s)}
@@ -401,6 +406,8 @@ def sensitivity_at_specificity(y_true, scores, specificity: float) -> Optional[f
     y = np.asarray(y_true).astype(int)
     if y.min(initial=1) == y.max(initial=0):
         return None
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(y, np.asarray(scores, dtype=np.float64))
     ok = fpr <= (1.0 - float(specificity)) + 1e-12
     return float(tpr[ok].max()) if ok.any() else 0.0

@@ -371,3 +371,19 @@ def test_small_n_warning_threshold():
     y2 = np.r_[np.zeros(100, dtype=int), np.ones(30, dtype=int)]
     r2 = evaluate(y2, rng.dirichlet(np.ones(2), len(y2)), ["common", "rare"], n_boot=10)
     assert r2["per_class"]["rare"]["small_n"] is False
+
+
+def test_apply_temperature_matches_scipy_without_overflow():
+    import warnings
+
+    from scipy.special import expit, softmax
+
+    from core.models.calibration import apply_temperature
+
+    z = np.array([[1000.0, -1000.0, 0.0], [0.3, 0.2, -5.0], [-800.0, -801.0, -799.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        soft = apply_temperature(z, 1.7)
+        sig = apply_temperature(z, 0.5, multilabel=True)
+    np.testing.assert_allclose(soft, softmax(z / 1.7, axis=-1), atol=1e-12)
+    np.testing.assert_allclose(sig, expit(z / 0.5), atol=1e-12)
