@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from app.cli.common import emit, info, open_workspace
+from core.active.why import describe_pick
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,7 @@ def _rows(items) -> list[dict]:
 def _human(items) -> str:
     lines = []
     for it in items:
-        why = ", ".join(f"{k} {v}" for k, v in it.why.items())
-        lines.append(f"{it.rank:>3}. {it.image_id}  score {it.score:.3f}  ({why})")
+        lines.append(f"{it.rank:>3}. {it.image_id}  score {it.score:.3f}\n     {describe_pick(it.why)}")
     return "\n".join(lines) or "the queue is empty: `loupe queue refresh`"
 
 

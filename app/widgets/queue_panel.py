@@ -15,14 +15,10 @@ STRATEGIES = ("default", "entropy", "margin", "least_confidence", "cost", "bald"
 
 
 def why_text(why: dict) -> str:
-    """A person-readable line for a queue item's score breakdown."""
-    parts = []
-    for key, value in why.items():
-        if isinstance(value, float):
-            parts.append(f"{key.replace('_', ' ')} {value:.2f}")
-        else:
-            parts.append(f"{key.replace('_', ' ')}: {value}")
-    return " · ".join(parts)
+    """A person-readable account of a queue item's score breakdown (:func:`core.active.why.describe_pick`)."""
+    from core.active.why import describe_pick
+
+    return describe_pick(why)
 
 
 class QueuePanel(QWidget):
