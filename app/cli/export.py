@@ -13,7 +13,8 @@ def add_parsers(sub, common) -> None:
     """Register ``export`` and ``audit verify`` on the subparsers object ``sub``."""
     e = sub.add_parser("export", parents=[common], help="export labels, predictions and explanations")
     e.add_argument("--format", required=True, choices=["csv", "json", "dicom-sr"],
-                   help="csv / json: one file; dicom-sr: a new folder of DICOM SR and Secondary Capture files")
+                   help="csv / json: one file; dicom-sr: a new folder of DICOM SR, Secondary Capture (explanation maps) "
+                        "and VL Photographic Image (photographs) files")
     e.add_argument("out", metavar="OUT", help="file (csv, json) or folder (dicom-sr) to create")
     e.add_argument("--deidentify", action="store_true",
                    help="DICOM PS3.15 Basic Profile: pseudonymous ids, remapped UIDs, shifted dates, no paths")

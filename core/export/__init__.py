@@ -1,4 +1,5 @@
-"""Exports of a workspace: CSV / JSON tables, DICOM SR and Secondary Capture, with PS3.15 de-identification."""
+"""Exports of a workspace: CSV / JSON tables; DICOM SR, Secondary Capture and VL Photographic Image;
+PS3.15 de-identification."""
 
 from core.export.deidentify import Deidentifier
 from core.export.exporter import FORMATS, ExportReport, export_workspace

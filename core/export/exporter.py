@@ -3,18 +3,27 @@
 Formats:
 
 * ``csv`` / ``json``: ``out`` is a file, one row per image (see :mod:`core.export.tabular`).
-* ``dicom-sr``: ``out`` is a new (or empty) folder holding ``SR-00001.dcm`` … (one
-  TID 1500 Comprehensive SR per labelled DICOM image, :mod:`core.export.sr`),
-  ``SC-00001.dcm`` … (one Secondary Capture per cached explanation map of the active
-  model, :mod:`core.export.secondary_capture`) and ``manifest.json`` (which file
-  belongs to which image). File names are counters, never identifiers. Each study
-  gets one SR series and one SC series. Photographs have no DICOM header to
-  reference and are listed as skipped.
+* ``dicom-sr``: ``out`` is a new (or empty) folder holding
+
+  - ``PH-00001.dcm`` … : one VL Photographic Image per labelled or explained photograph
+    (PNG/JPEG/TIFF have no DICOM header, so the photograph itself is written as the
+    object the SR and SC reference; its UIDs are derived from workspace keys, so they
+    are the same in every export without ``deidentify``; :mod:`core.export.photo_dicom`),
+  - ``SR-00001.dcm`` … : one TID 1500 Comprehensive SR per labelled image, DICOM or
+    photograph (:mod:`core.export.sr`),
+  - ``SC-00001.dcm`` … : one Secondary Capture per cached explanation map of the active
+    model (:mod:`core.export.secondary_capture`),
+  - ``manifest.json``: which file belongs to which image (``kind`` ``photo``, ``sr`` or ``sc``).
+
+  File names are counters, never identifiers. Each study gets one SR series and one SC
+  series (and its photographs one photo series); ``counts`` has ``photo``, ``sr``, ``sc``
+  and ``skipped``.
 
 With ``deidentify`` every DICOM object is built from the source header after
 :meth:`~core.export.deidentify.Deidentifier.deidentify` (PS3.15 Basic Profile), so
 patient, study and UIDs are pseudonymised consistently across SRs, SCs, manifest
-and CSV/JSON of the same export; a fresh salt makes each export's mapping new.
+and CSV/JSON of the same export; a fresh salt makes each export's mapping new. A
+photograph's object goes through the same call before it is written or referenced.
 """
 
 from __future__ import annotations
@@ -113,6 +122,23 @@ def _header(ref):
     return ds
 
 
+#: File name prefix of each kind of exported object.
+PREFIXES = {"photo": "PH", "sr": "SR", "sc": "SC"}
+
+
+def _photo_source(ref, deid: Optional[Deidentifier], instance_number: int):
+    """(VL Photographic Image dataset, de-identified when ``deid`` is given; its rendering uint8)."""
+    from core.export.photo_dicom import build_photo
+    from core.imaging import render
+    from core.imaging.photo import sniff_photo
+
+    image = render(ref.path)
+    with open(ref.path, "rb") as fh:  # the workspace does not keep the file format; lossy or not depends on it
+        fmt = sniff_photo(fh.read(16))
+    photo = build_photo(ref.record, image, instance_number=instance_number, file_format=fmt)
+    return (deid.deidentify(photo) if deid is not None else photo), image
+
+
 def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportReport,
                   progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> None:
     import highdicom as hd
@@ -130,16 +156,16 @@ def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportRep
     refs = ws.images()
     series: dict[tuple[str, str], str] = {}
     manifest: list[dict] = []
-    counts = {"sr": 0, "sc": 0}
+    counts = {"photo": 0, "sr": 0, "sc": 0}
 
     def shown(image_id: str) -> str:
         return deid.pseudonym("img", image_id, 12) if deid else image_id
 
-    def write(ds, kind: str, ref, referenced: str) -> None:
+    def write(ds, kind: str, ref, referenced: Optional[str]) -> None:
         if deid is not None:
             mark_deidentified(ds)
         counts[kind] += 1
-        name = f"{kind.upper()}-{counts[kind]:05d}.dcm"
+        name = f"{PREFIXES[kind]}-{counts[kind]:05d}.dcm"
         ds.save_as(out / name, enforce_file_format=True)
         result.files.append(str(out / name))
         manifest.append({"file": name, "kind": kind, "image_id": shown(ref.id), "sop_class_uid": ds.SOPClassUID,
@@ -154,17 +180,25 @@ def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportRep
         maps = cached_maps(ws, ref, model) if model is not None else []
         if label is None and not maps:
             continue
+        image = None
         if ref.record.kind != "dicom":
-            result.skipped.append({"id": shown(ref.id), "reason": "a photograph has no DICOM header to reference"})
-            continue
-        try:
-            source = _header(ref)
-        except Exception as error:  # unreadable or incomplete header: report, keep going
-            result.skipped.append({"id": shown(ref.id), "reason": f"cannot use its DICOM header: {error}"})
-            continue
-        burned_in = str(source.get("BurnedInAnnotation", "")).upper() == "YES"
-        if deid is not None:
-            source = deid.deidentify(source)
+            try:
+                source, image = _photo_source(ref, deid, counts["photo"] + 1)
+            except Exception as error:  # unreadable or moved photograph: report, keep going
+                why = getattr(error, "strerror", None) or error  # an OSError's text names the path
+                result.skipped.append({"id": shown(ref.id), "reason": f"cannot read the photograph: {why}"})
+                continue
+            write(source, "photo", ref, None)
+            burned_in = False
+        else:
+            try:
+                source = _header(ref)
+            except Exception as error:  # unreadable or incomplete header: report, keep going
+                result.skipped.append({"id": shown(ref.id), "reason": f"cannot use its DICOM header: {error}"})
+                continue
+            burned_in = str(source.get("BurnedInAnnotation", "")).upper() == "YES"
+            if deid is not None:
+                source = deid.deidentify(source)
         study = str(source.StudyInstanceUID)
         if label is not None:
             sr = build_sr(source, label, annotator=annotator_name(label.annotator, deid), model=model,
@@ -175,7 +209,7 @@ def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportRep
             result.skipped.append({"id": shown(ref.id), "reason": "explanation maps not exported: the image has "
                                    "burned-in annotations that de-identification cannot remove"})
             continue
-        if maps:
+        if maps and image is None:
             image = render(ref.path)
         for hit in maps:
             meta = hit.get("meta") or {}
@@ -185,5 +219,5 @@ def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportRep
                           series_uid=series.setdefault((study, "sc"), hd.UID()), instance_number=counts["sc"] + 1)
             write(sc, "sc", ref, str(source.SOPInstanceUID))
     (out / "manifest.json").write_text(json.dumps({"deidentified": deid is not None, "files": manifest}, indent=1))
-    result.counts = {"sr": counts["sr"], "sc": counts["sc"], "skipped": len(result.skipped)}
+    result.counts = {**counts, "skipped": len(result.skipped)}
     report(progress, len(refs), len(refs), "done")

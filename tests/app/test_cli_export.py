@@ -81,6 +81,26 @@ def test_export_commands(ws_path, tmp_path, capsys):
     assert code == 0
 
 
+def test_export_labelled_photographs_as_dicom(tmp_path, capsys):
+    from tests.core.conftest import write_dataset
+
+    labels = write_dataset(tmp_path / "Doe_Jane_photos", n=3)
+    ws = str(tmp_path / "ws.sqlite")
+    code, _, err = run(capsys, "--workspace", ws, "import", str(tmp_path / "Doe_Jane_photos"), "--labels", str(labels),
+                       "--json")
+    assert code == 0, err
+    code, out, err = run(capsys, "--workspace", ws, "export", "--format", "dicom-sr", str(tmp_path / "sr"),
+                         "--deidentify", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["counts"] == {"photo": 3, "sr": 3, "sc": 0, "skipped": 0} and not doc["skipped"]
+    assert sorted(Path(f).name for f in doc["files"]) == [f"{k}-0000{i}.dcm" for k in ("PH", "SR") for i in (1, 2, 3)]
+    for path in doc["files"]:
+        assert pydicom.dcmread(path).PatientIdentityRemoved == "YES"
+    files = sorted((tmp_path / "sr").iterdir())
+    assert not phi_found(files, ["Doe_Jane", "img000", "img001", "img002", str(tmp_path)])
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Every way out to the network raises; the calls that were attempted are recorded."""

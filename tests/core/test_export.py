@@ -269,7 +269,7 @@ def test_dicom_sr_export_reads_back(labelled, tmp_path):
 
     ws, a, b = labelled["ws"], labelled["a"], labelled["b"]
     report = export_workspace(ws, tmp_path / "sr", "dicom-sr")
-    assert report.counts == {"sr": 2, "sc": 1, "skipped": 0}
+    assert report.counts == {"photo": 0, "sr": 2, "sc": 1, "skipped": 0}
     names = sorted(p.name for p in (tmp_path / "sr").iterdir())
     assert names == ["SC-00001.dcm", "SR-00001.dcm", "SR-00002.dcm", "manifest.json"]
     manifest = json.loads((tmp_path / "sr" / "manifest.json").read_text())["files"]
@@ -330,11 +330,12 @@ def test_deidentified_dicom_export_is_clean_and_consistent(labelled, tmp_path):
             assert {i.CodeValue for i in ds.DeidentificationMethodCodeSequence} == {"113100", "113107"}
 
 
-def test_photographs_are_skipped_with_a_reason_and_folder_must_be_new(workspace, tmp_path):
+def test_a_photograph_is_exported_with_its_sr_and_folder_must_be_new(workspace, tmp_path):
     from PIL import Image
 
     from core.errors import LoupeError
     from core.export import export_workspace
+    from core.imaging import clear_cache
     from core.importer import import_paths
 
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "skin.png")
@@ -342,8 +343,17 @@ def test_photographs_are_skipped_with_a_reason_and_folder_must_be_new(workspace,
     ref = workspace.images()[0]
     workspace.add_label(ref.id, ["nevus"], "Dr^Strange")
     report = export_workspace(workspace, tmp_path / "sr", "dicom-sr")
-    assert report.counts["sr"] == 0 and report.skipped[0]["id"] == ref.id
-    assert "photograph" in report.skipped[0]["reason"]
+    assert report.counts == {"photo": 1, "sr": 1, "sc": 0, "skipped": 0} and not report.skipped
+    photo = pydicom.dcmread(tmp_path / "sr" / "PH-00001.dcm")
+    sr = pydicom.dcmread(tmp_path / "sr" / "SR-00001.dcm")
+    assert sr.StudyInstanceUID == photo.StudyInstanceUID
+    assert {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+            for i in _content_items(sr) if "ReferencedSOPSequence" in i} == {photo.SOPInstanceUID}
+    (tmp_path / "skin.png").write_bytes(b"gone")  # a photograph that cannot be read any more is skipped
+    clear_cache()
+    report = export_workspace(workspace, tmp_path / "sr2", "dicom-sr")
+    assert report.counts["photo"] == 0 and report.skipped[0]["id"] == ref.id
+    assert "cannot read the photograph" in report.skipped[0]["reason"]
     with pytest.raises(LoupeError, match="not an empty folder"):
         export_workspace(workspace, tmp_path / "sr", "dicom-sr")
     with pytest.raises(LoupeError, match="unknown export format"):

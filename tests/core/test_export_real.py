@@ -70,3 +70,46 @@ def test_real_dicom_export_is_deidentified(workspace, tmp_path):
         assert entry["referenced_sop_instance_uid"] == rows[entry["image_id"]]["sop_uid"]
         if ds.SOPClassUID == SECONDARY_CAPTURE:
             assert ds.pixel_array.shape == (small.record.rows, small.record.columns, 3)
+
+
+def test_real_photographs_export_deidentified(workspace, tmp_path):
+    """Real HAM10000 dermatoscopy JPEGs: each becomes a VL Photographic Image with the decoded pixels,
+    referenced by its SR; no file name, lesion id or folder path is in any exported byte."""
+    import shutil
+
+    from core.export import export_workspace
+    from core.export.deidentify import Deidentifier
+    from core.imaging.photo import decode_photo
+    from core.importer import import_paths
+
+    folder = shared_path("ham10000_sample")
+    picked = [sorted((folder / c).glob("*.jpg"))[0] for c in ("mel", "nv", "bcc")]
+    for src in picked:  # a copy under the patient-named folders a clinic might use
+        (tmp_path / "in" / f"Doe_Jane_{src.parent.name}").mkdir(parents=True)
+        shutil.copy(src, tmp_path / "in" / f"Doe_Jane_{src.parent.name}" / src.name)
+    import_paths(workspace, [tmp_path / "in"])
+    refs = workspace.images()
+    for ref in refs:
+        workspace.add_label(ref.id, [Path(ref.path).parent.name.split("_")[-1]], "Dr^Strange")
+    out = tmp_path / "export"
+    result = export_workspace(workspace, out / "sr", "dicom-sr", deidentify=True, salt=SALT)
+    export_workspace(workspace, out / "t.json", "json", deidentify=True, salt=SALT)
+    assert result.counts == {"photo": 3, "sr": 3, "sc": 0, "skipped": 0}
+    needles = ["Doe_Jane", "Dr^Strange", str(tmp_path), str(folder)] + [p.stem for p in picked]
+    needles += [ref.id for ref in refs] + [ref.record.key.split(":")[1] for ref in refs]
+    assert not phi_found(sorted(p for p in out.rglob("*") if p.is_file()), needles)
+    manifest = json.loads((out / "sr" / "manifest.json").read_text())["files"]
+    photos = {e["image_id"]: pydicom.dcmread(out / "sr" / e["file"]) for e in manifest if e["kind"] == "photo"}
+    shown = Deidentifier(SALT)
+    pixels = {shown.pseudonym("img", ref.id, 12): decode_photo(ref.path) for ref in refs}
+    assert set(photos) == set(pixels)
+    for entry in manifest:
+        ds = pydicom.dcmread(out / "sr" / entry["file"])
+        assert ds.PatientIdentityRemoved == "YES"
+        if entry["kind"] == "photo":
+            assert ds.PhotometricInterpretation == "RGB" and ds.LossyImageCompression == "01"
+            assert np.array_equal(ds.pixel_array, pixels[entry["image_id"]])
+        else:
+            assert ds.SOPClassUID == COMPREHENSIVE_SR
+            assert entry["referenced_sop_instance_uid"] == photos[entry["image_id"]].SOPInstanceUID
+            assert ds.StudyInstanceUID == photos[entry["image_id"]].StudyInstanceUID
