@@ -33,6 +33,9 @@ def add_parsers(sub, common) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine")
     t.add_argument("--target-sensitivity", type=float, default=0.9)
+    t.add_argument("--threshold-confidence", type=float, default=0.95,
+                   help="the rare-class threshold keeps the target sensitivity as this one-sided lower confidence "
+                        "bound on the validation images (0: the point estimate)")
     t.add_argument("--rare-class")
     t.set_defaults(func=cmd_train)
 
@@ -83,9 +86,12 @@ def cmd_train(args) -> int:
     from core.models.jobs import TrainingJob
     from core.models.config import TrainConfig
 
+    if args.threshold_confidence and not 0.5 <= args.threshold_confidence < 1:
+        raise LoupeError(f"--threshold-confidence must be 0 (off) or between 0.5 and 1, got {args.threshold_confidence}")
     config = TrainConfig(epochs=args.epochs, mode=args.mode, loss=args.loss, sampler=args.sampler,
                          device=args.device, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          schedule=args.schedule, target_sensitivity=args.target_sensitivity,
+                         threshold_confidence=(args.threshold_confidence or None),
                          rare_class=args.rare_class, actor="cli")
     path = resolve_workspace_path(args.workspace)
     with open_workspace(args):  # creates/migrates before the child opens it

@@ -33,6 +33,9 @@ class TrainConfig:
     severity_weight: float = 0.5  # β in loss = α·finding + β·severity
     finding_weight: float = 1.0  # α
     target_sensitivity: float = 0.9
+    # The rare class's threshold keeps the target as the one-sided lower confidence bound of the validation
+    # sensitivity (None: the point estimate, which new data often falls short of).
+    threshold_confidence: Optional[float] = 0.95
     rare_class: Optional[str] = None  # default: the class with the fewest training labels
     workers: int = 2
     n_boot: int = 500

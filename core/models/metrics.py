@@ -356,43 +356,68 @@ def roc_points(y_true, probs, class_index: int) -> dict:
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thr.tolist(), "auc": binary_auc(y, s)}
 
 
-def _operating_threshold(y: np.ndarray, s: np.ndarray, target: float):
+def wilson_lower(successes: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided Wilson lower confidence bound of a proportion ``successes / n`` (0 when n is 0)."""
+    if n <= 0:
+        return 0.0
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(float(confidence))
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
+
+
+def _operating_threshold(y: np.ndarray, s: np.ndarray, target: float, confidence: Optional[float] = None):
     pos_scores = np.sort(s[y.astype(bool)])[::-1]
-    if len(pos_scores) == 0:
+    n = len(pos_scores)
+    if n == 0:
         return None
     # The m-th highest positive score is the highest threshold keeping >= m positives (ties kept).
-    m = int(np.clip(math.ceil(target * len(pos_scores) - 1e-9), 1, len(pos_scores)))
+    m = int(np.clip(math.ceil(target * n - 1e-9), 1, n))
+    if confidence is not None:
+        # Keep enough positives that the sensitivity's lower confidence bound reaches the target; when no
+        # count does (few positives), keep them all.
+        m = next((k for k in range(m, n + 1) if wilson_lower(k, n, confidence) >= target), n)
     return float(pos_scores[m - 1])
 
 
-def threshold_table(y_true, probs, classes: Sequence[str], target_sensitivity: float = 0.95) -> dict:
+def threshold_table(y_true, probs, classes: Sequence[str], target_sensitivity: float = 0.95,
+                    confidence: Optional[float] = None) -> dict:
     """Per class, the operating threshold for a target sensitivity and what it achieves.
 
     One-vs-rest on the given data: the threshold is the highest t with sensitivity(p_c >= t) >=
-    target. Returns ``{class: {"threshold", "sensitivity", "specificity", "precision", "n_positive",
-    "n_negative"}}``; every value is ``None`` for a class without positives.
+    target. With ``confidence`` (e.g. 0.95) the rule is stricter: the highest t whose sensitivity's
+    one-sided Wilson lower bound at that confidence reaches the target (all positives kept when
+    none does), so a threshold tuned on a small validation set keeps a margin for new data.
+    Returns ``{class: {"threshold", "sensitivity", "sensitivity_lower", "specificity", "precision",
+    "n_positive", "n_negative"}}``; every value is ``None`` for a class without positives.
     """
     p = np.asarray(probs, dtype=np.float64)
     y_bin = one_vs_rest(y_true, p.shape[1])
     out = {}
     for c, name in enumerate(classes):
-        thr = _operating_threshold(y_bin[:, c], p[:, c], target_sensitivity)
-        row = {"threshold": thr, "sensitivity": None, "specificity": None, "precision": None,
+        thr = _operating_threshold(y_bin[:, c], p[:, c], target_sensitivity, confidence)
+        row = {"threshold": thr, "sensitivity": None, "sensitivity_lower": None, "specificity": None,
+               "precision": None,
                "n_positive": int(y_bin[:, c].sum()), "n_negative": int(len(y_bin) - y_bin[:, c].sum())}
         if thr is not None:
             rates = binary_rates(y_bin[:, c], p[:, c] >= thr)
             row.update({key: rates[key] for key in ("sensitivity", "specificity", "precision")})
+            row["sensitivity_lower"] = wilson_lower(rates["tp"], rates["tp"] + rates["fn"], confidence or 0.95)
         out[str(name)] = row
     return out
 
 
-def operating_thresholds(y_true, probs, classes: Sequence[str], target_sensitivity: float = 0.95) -> dict:
+def operating_thresholds(y_true, probs, classes: Sequence[str], target_sensitivity: float = 0.95,
+                         confidence: Optional[float] = None) -> dict:
     """``{class: threshold}``: per class, the highest threshold reaching ``target_sensitivity``.
 
-    See :func:`threshold_table` for the rule and the achieved sensitivity/specificity;
-    ``None`` for a class that has no positives in the data.
+    See :func:`threshold_table` for the rule (and ``confidence``) and the achieved
+    sensitivity/specificity; ``None`` for a class that has no positives in the data.
     """
-    table = threshold_table(y_true, probs, classes, target_sensitivity)
+    table = threshold_table(y_true, probs, classes, target_sensitivity, confidence)
     return {name: row["threshold"] for name, row in table.items()}
 
 

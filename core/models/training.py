@@ -260,7 +260,8 @@ def _finish(workspace, parent, net, spec, classes, multilabel, config, val_set, 
         probs = calibrated_probs(logits, temperature, multilabel)
         rare_positives = val_counts[classes.index(rare)]
         if not multilabel and rare_positives >= MIN_THRESHOLD_POSITIVES:
-            table = operating_thresholds(val_set.targets, probs, classes, config.target_sensitivity)
+            table = operating_thresholds(val_set.targets, probs, classes, config.target_sensitivity,
+                                         config.threshold_confidence)
             thresholds = {rare: table.get(rare)}
         metrics = evaluate(val_set.targets, probs, classes, thresholds=[thresholds.get(c) for c in classes],
                            n_boot=config.n_boot, seed=config.seed, multilabel=multilabel)

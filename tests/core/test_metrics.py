@@ -387,3 +387,30 @@ def test_apply_temperature_matches_scipy_without_overflow():
         sig = apply_temperature(z, 0.5, multilabel=True)
     np.testing.assert_allclose(soft, softmax(z / 1.7, axis=-1), atol=1e-12)
     np.testing.assert_allclose(sig, expit(z / 0.5), atol=1e-12)
+
+
+def test_wilson_lower_bound_known_values():
+    from core.models.metrics import wilson_lower
+
+    assert wilson_lower(90, 100, 0.95) == pytest.approx(0.8396, abs=1e-3)
+    assert wilson_lower(0, 0) == 0.0 and wilson_lower(0, 10) == 0.0
+    assert wilson_lower(20, 20, 0.95) < 0.9 < wilson_lower(200, 200, 0.95)
+
+
+def test_confident_threshold_keeps_a_margin_for_new_data():
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(300, int), np.zeros(700, int)]
+    score = np.r_[rng.beta(5, 2, 300), rng.beta(2, 5, 700)]
+    p = np.stack([1 - score, score], axis=1)
+    plain = threshold_table(y, p, ["neg", "pos"], target_sensitivity=0.9)["pos"]
+    sure = threshold_table(y, p, ["neg", "pos"], target_sensitivity=0.9, confidence=0.95)["pos"]
+    assert sure["threshold"] < plain["threshold"]
+    assert plain["sensitivity_lower"] < 0.9 <= sure["sensitivity_lower"]
+    # just enough positives kept: one fewer would break the bound
+    from core.models.metrics import wilson_lower
+
+    kept = int(round(sure["sensitivity"] * 300))
+    assert wilson_lower(kept - 1, 300, 0.95) < 0.9
+    # too few positives to promise 0.9: every positive is kept
+    small = threshold_table(y[295:305], p[295:305], ["neg", "pos"], 0.9, confidence=0.95)["pos"]
+    assert small["sensitivity"] == 1.0 and small["threshold"] == pytest.approx(p[295:300, 1].min())
