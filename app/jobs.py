@@ -106,6 +106,14 @@ def device_summary() -> str:
     return f"device: {choice.name}" + ("" if choice.is_gpu else f" — {choice.reason}")
 
 
+def redecide(workspace, progress=None, cancel: Optional[CancelToken] = None) -> str:
+    """Re-decide the active model's cached predictions with the thresholds now in effect."""
+    from core.active.loop import redecide_predictions
+
+    n = redecide_predictions(workspace)
+    return f"re-decided {n} predictions with the site threshold"
+
+
 def should_retrain(workspace, n_new: int) -> bool:
     """Whether enough new confirmed labels arrived to fine-tune in the background."""
     from core.active.loop import should_retrain as due

@@ -128,6 +128,7 @@ class MainWindow(QMainWindow):
             from app.widgets.metrics_panel import MetricsPanel
 
             self._metrics = MetricsPanel(self.runner, str(self.workspace.path))
+            self._metrics.thresholds_saved.connect(self._on_thresholds_saved)
             self.metrics_dock.widget().setWidget(self._metrics)
         return self._metrics
 
@@ -308,6 +309,13 @@ class MainWindow(QMainWindow):
         self.train_dock.raise_()
         if self.training.start():
             mark_training_started(self.workspace)
+
+    def _on_thresholds_saved(self, version: str) -> None:
+        active = self.workspace.active_model()
+        if active is not None and active.version == version:
+            self.notify(f"site threshold saved for {version}: re-deciding the predictions")
+            self.runner.submit("predict", jobs.redecide, self.workspace, on_done=self._on_predicted,
+                               on_error=self.notify_error)
 
     def _on_model_changed(self, version: str) -> None:
         self.notify(f"model {version} is active: re-predicting the pool")

@@ -62,6 +62,17 @@ def _bootstrap_job(y_true, probs, classes, thresholds, key):
     return key, evaluate(y_true, probs, classes, thresholds=thresholds, n_boot=1000, seed=0)
 
 
+def _save_threshold_job(workspace_path: str, version: str, class_name: str, value: float, actor: str,
+                        evidence: dict) -> str:
+    """Save a site threshold (runs in the Runner's pool); returns the line to show."""
+    from core.models.site_thresholds import set_site_threshold
+    from core.workspace import Workspace
+
+    with Workspace.open(workspace_path) as ws:
+        set_site_threshold(ws, version, class_name, value, actor=actor, evidence=evidence)
+    return f"saved: {class_name} threshold {value:.3f} for {version} on this workspace"
+
+
 def _evaluate_active_job(workspace_path: str, split: str, cancel=None) -> dict:
     """Run the active model over the confirmed labels of ``split`` (runs in the Runner's pool)."""
     from core.errors import ModelError
@@ -84,6 +95,7 @@ def _evaluate_active_job(workspace_path: str, split: str, cancel=None) -> dict:
     y = data.targets[[row[i] for i in result.image_ids]]
     return {"classes": list(loaded.classes), "y_true": y, "probs": result.probs,
             "thresholds": {c: loaded.thresholds.get(c) for c in loaded.classes},
+            "version": loaded.version.version, "split": split,
             "title": f"{loaded.version.version} on '{split}' ({len(y)} images"
                      + (f", {len(result.failed)} unreadable)" if result.failed else ")")}
 
@@ -98,6 +110,8 @@ class MetricsPanel(QWidget):
     """
 
     evaluation_changed = Signal(object)
+    #: a site threshold was saved for this model version: its predictions must be re-decided
+    thresholds_saved = Signal(str)
 
     def __init__(self, runner, workspace_path: str | Path, parent: Optional[QWidget] = None):
         super().__init__(parent)
@@ -107,6 +121,8 @@ class MetricsPanel(QWidget):
         self.y_true = np.zeros(0, dtype=np.int64)
         self.probs = np.zeros((0, 0))
         self.thresholds: dict[str, Optional[float]] = {}
+        self.version: Optional[str] = None  # the evaluated model version (None for a plain set_evaluation)
+        self.split_name: Optional[str] = None
         self._initial_thresholds: dict[str, Optional[float]] = {}
         self.evaluation: Optional[dict] = None
         self.confusion: Optional[np.ndarray] = None
@@ -148,12 +164,18 @@ class MetricsPanel(QWidget):
         self.reset_button = QPushButton("Reset")
         self.reset_button.setToolTip("Back to the model's own operating thresholds")
         self.reset_button.clicked.connect(self.reset_thresholds)
+        self.save_button = QPushButton("Use at this site")
+        self.save_button.setToolTip("Save this threshold for the evaluated model version in this workspace "
+                                    "(audited); predictions are re-decided with it")
+        self.save_button.clicked.connect(self.save_threshold)
+        self.save_button.setEnabled(False)
         thr = QHBoxLayout()
         thr.addWidget(QLabel("Operating threshold for"))
         thr.addWidget(self.class_box)
         thr.addWidget(self.slider, 1)
         thr.addWidget(self.spin)
         thr.addWidget(self.reset_button)
+        thr.addWidget(self.save_button)
         self.tradeoff_label = QLabel("", wordWrap=True)
         self.rule_label = QLabel("The table and confusion matrix use the app's decision rule: a class at or above "
                                  "its threshold wins, otherwise the most probable class.", wordWrap=True,
@@ -250,6 +272,30 @@ class MetricsPanel(QWidget):
         """Set one class's operating threshold (as the slider does) and update everything."""
         self.class_box.setCurrentIndex(self.classes.index(class_name))
         self.spin.setValue(float(value))
+
+    def save_threshold(self, actor: str = "metrics panel") -> None:
+        """Save the selected class's current threshold for the evaluated version (in the background)."""
+        c = self.selected_class
+        if c is None or self.version is None or self.evaluation is None or self.thresholds.get(c) is None:
+            return
+        row = self.evaluation["per_class"].get(c, {})
+        evidence = {"split": self.split_name, "cases": int(len(self.y_true)),
+                    "sensitivity": row.get("sensitivity"), "specificity": row.get("specificity")}
+        value, version = float(self.thresholds[c]), self.version
+        self.save_button.setEnabled(False)
+
+        def done(message: str) -> None:
+            self.save_button.setEnabled(True)
+            self._initial_thresholds[c] = value
+            self.status_label.setText(message)
+            self.thresholds_saved.emit(version)
+
+        def failed(message: str) -> None:
+            self.save_button.setEnabled(True)
+            self.status_label.setText(f"not saved: {message}")
+
+        self.runner.submit("threshold", _save_threshold_job, self.workspace_path, version, c, value, actor, evidence,
+                           on_done=done, on_error=failed)
 
     def reset_thresholds(self) -> None:
         """Restore the thresholds given to :meth:`set_evaluation`."""
@@ -400,7 +446,9 @@ class MetricsPanel(QWidget):
     def _on_evaluated(self, data: dict) -> None:
         self.evaluate_button.setEnabled(True)
         self.status_label.setText("")
+        self.version, self.split_name = data.get("version"), data.get("split")
         self.set_evaluation(data["classes"], data["y_true"], data["probs"], data["thresholds"], data["title"])
+        self.save_button.setEnabled(self.version is not None and self.evaluation is not None)
 
     def _on_evaluate_failed(self, message: str) -> None:
         self.evaluate_button.setEnabled(True)

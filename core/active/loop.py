@@ -143,6 +143,20 @@ def model_outputs(ws, loaded=None, image_ids: Optional[Sequence[str]] = None, de
     return cached.subset([r.id for r in refs if r.id in present]), failed
 
 
+def redecide_predictions(ws, loaded=None) -> int:
+    """Store the version's predictions again from its cached probabilities with the thresholds now in effect
+    (after a site threshold changed); no image is read. Returns how many were re-decided."""
+    from core.models.inference import InferenceResult, to_predictions
+    from core.models.versions import load_version
+
+    loaded = loaded or load_version(ws)
+    cached = load_outputs(ws.path, loaded.version.version)
+    if cached is None or not len(cached.image_ids):
+        return 0
+    result = InferenceResult(list(cached.image_ids), np.empty((0, 0)), cached.probs.astype(np.float64), None)
+    return ws.add_predictions(loaded.version.version, to_predictions(loaded, result))
+
+
 def acquisition_config(ws, classes: Sequence[str], counts: Sequence[int], strategy: str, n: int,
                        seed: int = 0) -> AcquisitionConfig:
     """An :class:`AcquisitionConfig` from the workspace settings (``rare_class``, ``miss_cost``,

@@ -36,7 +36,8 @@ class LoadedModel:
     spec: Any  # InputSpec
     classes: tuple[str, ...]
     temperature: float = 1.0
-    thresholds: dict[str, Optional[float]] = field(default_factory=dict)
+    thresholds: dict[str, Optional[float]] = field(default_factory=dict)  # in effect: the file's + this site's
+    file_thresholds: dict[str, Optional[float]] = field(default_factory=dict)  # chosen at training, in the file
 
     @property
     def multilabel(self) -> bool:
@@ -151,11 +152,15 @@ def load_version(workspace, version: Optional[str] = None) -> LoadedModel:
     record = workspace.model(version) if version else workspace.active_model()
     if record is None:
         raise ModelError("no model is active in this workspace; create one with `loupe model create`")
+    from core.models.site_thresholds import site_thresholds
+
     key = (record.path, record.file_hash)
+    site = site_thresholds(workspace, record.version)
     with _cache_lock:
         if key in _cache:
             loaded = _cache[key]
             loaded.version = record
+            loaded.thresholds = {**loaded.file_thresholds, **site}
             return loaded
     payload = load_checkpoint(record.path, record.file_hash)
     if payload.get("format") != FORMAT:
@@ -166,8 +171,9 @@ def load_version(workspace, version: Optional[str] = None) -> LoadedModel:
     except RuntimeError as exc:
         raise ModelError(f"model file for {record.version} does not match its architecture: {exc}") from exc
     net.eval()
+    file_thresholds = dict(payload.get("thresholds", {}))
     loaded = LoadedModel(record, net, InputSpec.from_dict(payload["input_spec"]), tuple(payload["classes"]),
-                         float(payload.get("temperature", 1.0)), dict(payload.get("thresholds", {})))
+                         float(payload.get("temperature", 1.0)), {**file_thresholds, **site}, file_thresholds)
     with _cache_lock:
         _cache[key] = loaded
     return loaded

@@ -155,3 +155,27 @@ def test_evaluate_active_runs_in_the_background_and_shows_the_result(qtbot, runn
     panel.evaluate_active("val")  # nothing labelled there: said in words
     qtbot.waitUntil(lambda: panel.showing_message is not None, timeout=60000)
     assert "no confirmed labels on images marked 'val'" in panel.showing_message
+
+
+@pytest.mark.slow
+def test_a_threshold_saved_for_the_site_is_used_by_the_model_and_audited(qtbot, runner, tmp_path):
+    from core.models.versions import load_version
+    from core.workspace import Workspace
+
+    path = _tiny_workspace(tmp_path)
+    panel = MetricsPanel(runner, path)
+    qtbot.addWidget(panel)
+    assert not panel.save_button.isEnabled()  # nothing evaluated yet
+    with qtbot.waitSignal(panel.evaluation_changed, timeout=60000):
+        panel.evaluate_active("test")
+    assert panel.save_button.isEnabled()
+    panel.set_threshold("pos", 0.42)
+    with qtbot.waitSignal(panel.thresholds_saved, timeout=30000) as saved:
+        panel.save_button.click()
+    assert saved.args == ["v1"] and "saved: pos threshold 0.420 for v1" in panel.status_label.text()
+    with Workspace.open(path) as ws:
+        assert load_version(ws).thresholds["pos"] == pytest.approx(0.42)
+        entry = ws.audit_log(limit=1, action="model.threshold")[0]
+        assert entry["detail"]["new"] == pytest.approx(0.42) and entry["detail"]["evidence"]["split"] == "test"
+    panel.reset_thresholds()  # "reset" now returns to the saved site value
+    assert panel.thresholds["pos"] == pytest.approx(0.42)

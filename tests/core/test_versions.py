@@ -308,3 +308,33 @@ def test_files_left_by_killed_writers_are_swept_once_old(created):
     net = load_version(ws, "v1").net
     save_version(ws, net, load_version(ws, "v1").spec, ["neg", "pos"], weights="none")
     assert not fresh_tmp.exists()
+
+
+def test_site_threshold_overrides_the_file_and_redecides_cached_predictions(created, tmp_path):
+    from core.active.cache import ModelOutputs, save_outputs
+    from core.active.loop import redecide_predictions
+    from core.errors import LoupeError
+    from core.models.site_thresholds import set_site_threshold, site_thresholds
+
+    ws, v1 = created
+    write_dataset(tmp_path / "photos", n=2, seed=1)
+    import_paths(ws, [tmp_path / "photos"])
+    ids = sorted(r.id for r in ws.images())[:2]
+    assert load_version(ws).thresholds.get("pos") is None
+    save_outputs(ws.path, ModelOutputs("v1", ids, np.array([[0.7, 0.3], [0.9, 0.1]], np.float32),
+                                       np.zeros((2, 4), np.float32)))
+    assert redecide_predictions(ws) == 2
+    assert [ws.predictions("v1")[i].predicted for i in ids] == ["neg", "neg"]
+    with pytest.raises(LoupeError, match="no class 'tb'"):
+        set_site_threshold(ws, "v1", "tb", 0.2)
+    with pytest.raises(LoupeError, match="between 0 and 1"):
+        set_site_threshold(ws, "v1", "pos", 1.5)
+    assert set_site_threshold(ws, "v1", "pos", 0.25, actor="dr", evidence={"split": "site"}) == {"pos": 0.25}
+    loaded = load_version(ws)  # the cached network, the site's threshold
+    assert loaded.thresholds["pos"] == 0.25 and loaded.file_thresholds.get("pos") is None
+    assert site_thresholds(ws, "v1") == {"pos": 0.25}
+    assert redecide_predictions(ws) == 2
+    assert [ws.predictions("v1")[i].predicted for i in ids] == ["pos", "neg"]  # 0.3 passes the site's 0.25
+    set_site_threshold(ws, "v1", "pos", None)
+    assert load_version(ws).thresholds.get("pos") is None and site_thresholds(ws, "v1") == {}
+    assert [e["detail"]["new"] for e in ws.audit_log(action="model.threshold")] == [None, 0.25]

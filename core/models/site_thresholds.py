@@ -1,0 +1,58 @@
+"""Site operating thresholds: a workspace's own threshold for a class of a model version.
+
+A version's thresholds are chosen on its validation images when it is trained and
+stored in its (hashed, immutable) model file. A site whose images differ — the
+PneumoniaMNIST test split keeps only 0.71 of the validation split's 0.95 normal
+sensitivity at the same threshold (docs/benchmarks.md) — re-checks them on its own
+labelled cases in the metrics panel and saves its choice here: a workspace setting,
+per version and class, written with an audit entry. :func:`core.models.versions.load_version`
+applies it on top of the file's thresholds, so prediction, evaluation and the app
+all decide with it; clearing it (``None``) restores the file's value.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional
+
+from core.errors import LoupeError
+
+logger = logging.getLogger(__name__)
+
+SETTING = "site_thresholds"
+
+
+def site_thresholds(workspace, version: str) -> dict[str, float]:
+    """``{class: threshold}`` saved for ``version`` in this workspace (empty when none)."""
+    saved = workspace.get_setting(SETTING, {}) or {}
+    return {str(c): float(v) for c, v in (saved.get(version) or {}).items() if v is not None}
+
+
+def set_site_threshold(workspace, version: str, class_name: str, value: Optional[float], actor: str = "system",
+                       evidence: Optional[dict] = None) -> dict[str, float]:
+    """Save (or with ``value=None`` clear) this site's threshold for one class of ``version``.
+
+    ``evidence`` (e.g. the split, sensitivity and specificity it was chosen on) goes into the
+    audit entry with the old and new values. Returns the version's site thresholds after the
+    change. Raises LoupeError for an unknown version or class, or a value outside [0, 1].
+    """
+    model = workspace.model(version)
+    if class_name not in model.classes:
+        raise LoupeError(f"model {version} has no class '{class_name}' (classes: {', '.join(model.classes)})")
+    if value is not None and (not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 <= value <= 1.0):
+        raise LoupeError(f"a threshold is a probability between 0 and 1, got {value}")
+    saved = dict(workspace.get_setting(SETTING, {}) or {})
+    mine = dict(saved.get(version) or {})
+    old = mine.get(class_name)
+    if value is None:
+        mine.pop(class_name, None)
+    else:
+        mine[class_name] = float(value)
+    saved[version] = mine
+    workspace.set_setting(SETTING, saved)
+    workspace.audit(actor, "model.threshold", version, {"class": class_name, "old": old,
+                                                        "new": None if value is None else float(value),
+                                                        "evidence": evidence or {}})
+    logger.info("site threshold of %s for %s: %s → %s", class_name, version, old, value)
+    return {c: float(v) for c, v in mine.items()}
