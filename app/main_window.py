@@ -178,7 +178,7 @@ class MainWindow(QMainWindow):
         self.queue_action = act(read, "Queue mode", self.toggle_queue_mode, "Ctrl+Shift+Q")
         self.queue_action.setCheckable(True)
         model = self.menuBar().addMenu("&Model")
-        act(model, "Predict all images", self.predict_all, "Ctrl+P")
+        act(model, "Predict all images", lambda: self.predict_all(), "Ctrl+P")
         act(model, "Refresh queue", self.queue.refresh, "F5")
         act(model, "Train now", self.train_now, "Ctrl+T")
         act(model, "Evaluate on test split", lambda: (self.metrics_dock.show(), self.metrics.evaluate_active("test")))
@@ -287,16 +287,20 @@ class MainWindow(QMainWindow):
 
     # --- model work --------------------------------------------------------------------------------
 
-    def predict_all(self) -> None:
-        """Predict every image with the active model in the background, then refresh the worklist."""
+    def predict_all(self, then_refresh_queue: bool = False) -> None:
+        """Predict every image with the active model in the background, then refresh the worklist
+        (and the active-learning queue, which reuses the outputs just cached, when asked)."""
         self.notify("predicting all images…")
-        self.runner.submit("predict", jobs.predict_all, self.workspace, on_done=self._on_predicted,
+        self.runner.submit("predict", jobs.predict_all, self.workspace,
+                           on_done=lambda message: self._on_predicted(message, then_refresh_queue),
                            on_error=self.notify_error, on_progress=self._on_progress)
 
-    def _on_predicted(self, message: str) -> None:
+    def _on_predicted(self, message: str, refresh_queue: bool = False) -> None:
         self.notify(message)
         self.reload()
         self.predictions_refreshed.emit()
+        if refresh_queue:
+            self.queue.refresh()
 
     def _on_progress(self, progress) -> None:
         self.jobs_label.setText(f"{progress.message} {progress.done}/{progress.total}")
@@ -318,9 +322,9 @@ class MainWindow(QMainWindow):
                                on_error=self.notify_error)
 
     def _on_model_changed(self, version: str) -> None:
-        self.notify(f"model {version} is active: re-predicting the pool")
-        self.predict_all()
-        self.queue.refresh()
+        self.notify(f"model {version} is active: re-predicting the pool, then refreshing the queue")
+        # one after the other: a queue refresh started at once would run the same inference a second time
+        self.predict_all(then_refresh_queue=True)
 
     # --- files --------------------------------------------------------------------------------------
 

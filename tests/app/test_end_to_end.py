@@ -83,4 +83,6 @@ def test_reading_session(qtbot, session):
     assert ws.active_model().version == "v2", ws.model("v2").reason
     qtbot.waitUntil(lambda: {r.prediction.version for r in win.rows.values() if r.prediction} == {"v2"},
                     timeout=30000)
+    # then, and only then, the queue is rebuilt from the new version's cached outputs
+    qtbot.waitUntil(lambda: bool(win.queue.items) and {i.version for i in win.queue.items} == {"v2"}, timeout=60000)
     assert ws.current_label(target).annotator == "annotator one"
