@@ -86,6 +86,8 @@ class MainWindow(QMainWindow):
         self.side.addTab(self.overlay, "Explain")
         self.side.addTab(self.queue, "Queue")
         self.reading_dock = self._dock("Reading", self.side, Qt.RightDockWidgetArea)
+        # the reading panel keeps the full height (its label buttons never go under the training/metrics docks)
+        self.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
         self.resizeDocks([self.worklist_dock, self.reading_dock], [480, 340], Qt.Horizontal)
         self.labels.activated.connect(lambda: self.side.setCurrentIndex(0) if not self.queue_mode else None)
         self._bottom_docks()
