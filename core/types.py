@@ -110,6 +110,7 @@ class Label:
     note: str = ""
     flag_wrong: bool = False
     id: Optional[int] = None
+    role: str = ""  # the reader's role when labelling: annotator | reader | adjudicator | consensus | ""
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ def _row_to_label(row: Mapping[str, Any]) -> Label:
         note=row["note"] or "",
         flag_wrong=bool(row["flag_wrong"]),
         id=row["id"],
+        role=row.get("role") or "",
     )
 
 
@@ -154,16 +155,19 @@ class LabelsMixin:
         self._add_classes(db, names)
         created_at = now_iso()
         severity = None if severity is None else int(severity)
+        # The reader's role (from the team's ``readers`` table) is stored on the label itself.
+        role_row = db.execute("SELECT role FROM readers WHERE name = ?", (str(annotator),)).fetchone()
+        role = role_row[0] if role_row else ""
         cursor = db.execute(
-            "INSERT INTO labels (image_id, classes, annotator, created_at, source, severity, note, flag_wrong) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO labels (image_id, classes, annotator, created_at, source, severity, note, flag_wrong, role) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (image_id, dumps(list(names)), str(annotator), created_at, source, severity,
-             note or "", int(bool(flag_wrong))),
+             note or "", int(bool(flag_wrong)), role),
         )
         return Label(
             image_id=image_id, classes=names, annotator=str(annotator), created_at=created_at,
             source=source, severity=severity, note=note or "", flag_wrong=bool(flag_wrong),
-            id=cursor.lastrowid,
+            id=cursor.lastrowid, role=role,
         )
 
     def undo_label(self, image_id: str, annotator: str) -> Label:

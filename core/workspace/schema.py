@@ -155,8 +155,34 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _v2_readers(db: sqlite_utils.Database) -> None:
+    """Readers with roles, the role on every label, and adjudication decisions (double reading).
+
+    ``readers`` names the team; ``labels.role`` keeps the role the reader had when
+    writing (empty for unknown names and system actors such as ``import``);
+    ``adjudications`` marks the label rows that settle a disputed double read.
+    """
+    db.execute("""CREATE TABLE readers (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('annotator', 'reader', 'adjudicator')),
+        created_at TEXT NOT NULL
+    )""")
+    db.execute("ALTER TABLE labels ADD COLUMN role TEXT NOT NULL DEFAULT ''")
+    db.execute("""CREATE TABLE adjudications (
+        label_id INTEGER PRIMARY KEY REFERENCES labels(id),
+        image_id TEXT NOT NULL REFERENCES images(id),
+        read_ids TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL
+    )""")
+    db.execute("CREATE INDEX adjudications_image ON adjudications(image_id)")
+    db.execute("""CREATE TRIGGER adjudications_no_update BEFORE UPDATE ON adjudications
+       BEGIN SELECT RAISE(ABORT, 'adjudications are append-only'); END""")
+    db.execute("""CREATE TRIGGER adjudications_no_delete BEFORE DELETE ON adjudications
+       BEGIN SELECT RAISE(ABORT, 'adjudications are append-only'); END""")
+
+
 #: Forward migrations; ``len(MIGRATIONS)`` is the schema version this code writes.
-MIGRATIONS: list[Migration] = [_v1_initial]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_readers]
 
 
 def user_version(db: sqlite_utils.Database) -> int:

@@ -16,6 +16,7 @@ from .connection import DEFAULT_TIMEOUT, ConnectionPool
 from .images import ImagesMixin
 from .labels import LabelsMixin
 from .queue import QueueMixin
+from .reading import ReadingMixin
 from .registry import ModelsMixin
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def _readonly_uri(path: Path) -> str | None:
     return base + "&immutable=1"
 
 
-class Workspace(ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin):
+class Workspace(ReadingMixin, ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin):
     """A Loupe workspace: the only object in Loupe that knows tables and SQL.
 
     Open it with :meth:`open`; it is safe to share between threads (each
