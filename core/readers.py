@@ -126,7 +126,7 @@ class TeamReport:
     def to_json(self) -> dict:
         return {"agreement": self.agreement.to_json(),
                 "pairs": {name: k.to_json() for name, k in self.pairs.items()},
-                "readers": self.readers, "cases": self.counts, "model_version": self.model_version,
+                "per_reader": self.readers, "cases": self.counts, "model_version": self.model_version,
                 "classes": list(self.classes)}
 
 

@@ -182,12 +182,12 @@ def test_team_report_per_reader_and_model(team):
     # kappa of ann vs bob: 4 agree of 6; ann pos 3/6, bob pos 3/6: pe = .5, kappa = (4/6 - .5)/.5 = 1/3
     assert report["agreement"]["kappa"] == pytest.approx(1 / 3)
     assert report["pairs"]["ann & bob"]["kappa"] == pytest.approx(1 / 3)
-    pos = report["readers"]["bob"]["per_class"]["pos"]
+    pos = report["per_reader"]["bob"]["per_class"]["pos"]
     assert pos["sensitivity"] == pytest.approx(2 / 3) and pos["specificity"] == pytest.approx(2 / 3)
-    assert report["readers"]["ann"]["per_class"]["pos"]["sensitivity"] == 1.0
-    model_pos = report["readers"]["bob"]["model"]["per_class"]["pos"]
+    assert report["per_reader"]["ann"]["per_class"]["pos"]["sensitivity"] == 1.0
+    model_pos = report["per_reader"]["bob"]["model"]["per_class"]["pos"]
     assert model_pos["sensitivity"] == pytest.approx(2 / 3) and model_pos["specificity"] == pytest.approx(2 / 3)
-    assert report["readers"]["bob"]["role"] == "annotator"
+    assert report["per_reader"]["bob"]["role"] == "annotator"
 
 
 def test_migration_from_schema_1(tmp_path):
