@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDia
                                QScrollArea, QTabWidget, QVBoxLayout, QWidget)
 
 from app import jobs
+from app import team_actions
 from app.dialogs import show_shortcuts
 from app.settings import Settings
 from app.widgets.image_view import ImageView
@@ -160,6 +161,7 @@ class MainWindow(QMainWindow):
         file = self.menuBar().addMenu("&File")
         act(file, "Open folder…", self.open_folder, "Ctrl+O", "Import a folder of DICOM or photographs")
         act(file, "Import labels CSV…", self.import_labels, "Ctrl+Shift+L")
+        act(file, "Studies from the PACS…", lambda: team_actions.open_pacs(self))
         file.addSeparator()
         act(file, "Quit", self.close, "Ctrl+Q")
         edit = self.menuBar().addMenu("&Edit")
@@ -179,6 +181,7 @@ class MainWindow(QMainWindow):
         act(read, "Next queued case", self.next_queued, "N")
         self.queue_action = act(read, "Queue mode", self.toggle_queue_mode, "Ctrl+Shift+Q")
         self.queue_action.setCheckable(True)
+        act(read, "Reading team and adjudication…", lambda: team_actions.open_team(self))
         model = self.menuBar().addMenu("&Model")
         act(model, "Predict all images", lambda: self.predict_all(), "Ctrl+P")
         act(model, "Refresh queue", self.queue.refresh, "F5")
