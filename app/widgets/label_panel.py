@@ -127,7 +127,7 @@ class LabelPanel(QWidget):
         self.state.setText("")
         if image_id is None or self.workspace is None:
             return
-        history = self.workspace.label_history(image_id)
+        history = self.workspace.visible_history(image_id, self.annotator)  # blinded under double reading
         for label in history:
             text = ";".join(label.classes) or "(unlabelled)"
             extra = f" · severity {label.severity}" if label.severity is not None else ""

@@ -247,6 +247,19 @@ class ReadingMixin:
         label = super().current_label(image_id)  # type: ignore[misc]
         return label if label is not None and label.annotator == reader else None
 
+    def visible_history(self, image_id: str, reader: str) -> list[Label]:
+        """The label history ``reader`` may see, newest first.
+
+        Under double reading that is the reader's own rows since it was switched
+        on (blinded to the other reader); otherwise the whole history.
+        """
+        history = self.label_history(image_id)  # type: ignore[attr-defined]
+        setting = self.double_reading()
+        if not setting.enabled:
+            return history
+        since = int(setting.since_label_id or 0)
+        return [label for label in history if (label.id or 0) <= since or label.annotator == reader]
+
     def adjudicate(self, image_id: str, classes, adjudicator: str, severity: Optional[int] = None,
                    note: str = "") -> Label:
         """Settle a disputed double read: the adjudicator's label becomes the truth (audited).

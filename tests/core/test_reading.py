@@ -61,6 +61,7 @@ def test_truth_needs_two_agreeing_reads(team):
     assert ws.current_label(ids[0]) is None and ids[0] not in ws.current_labels()
     assert ws.reader_label(ids[0], "bob") is None and ws.reader_label(ids[0], "ann").classes == ("pos",)
     assert ws.case_reads()[ids[0]].status == AWAITING
+    assert ws.visible_history(ids[0], "bob") == [] and len(ws.visible_history(ids[0], "ann")) == 1
     ws.add_label(ids[0], "pos", "bob")
     truth = ws.current_label(ids[0])
     assert truth.classes == ("pos",) and truth.annotator == "ann+bob" and truth.role == "consensus"
