@@ -131,19 +131,26 @@ class TeamReport:
 
 
 def double_read_pairs(cases: Iterable[CaseReads]) -> list[tuple[CaseReads, str, str]]:
-    """``(case, first read, second read)`` as category names for every case read twice or more."""
+    """``(case, read A, read B)`` as category names for every case read twice or more.
+
+    The first two reads of a case are its pair, ordered by reader name, so that
+    with two readers the overall kappa is exactly reader A against reader B.
+    """
     out = []
     for case in cases:
         if len(case.reads) >= 2:
-            out.append((case, _category(case.reads[0].classes), _category(case.reads[1].classes)))
+            # orient each pair by reader name, not by who happened to read first: Cohen's kappa compares
+            # two raters, and a pair flipped at random would mix their marginals
+            first, second = sorted(case.reads[:2], key=lambda r: r.annotator)
+            out.append((case, _category(first.classes), _category(second.classes)))
     return out
 
 
 def team_report(workspace, version: Optional[str] = None) -> TeamReport:
     """Inter-reader agreement and per-reader accuracy from the workspace's double reads.
 
-    *Agreement*: Cohen's kappa between the first and the second read of every case
-    read at least twice (the categories are the label's class sets), overall and
+    *Agreement*: Cohen's kappa between the two reads of every case read at least
+    twice (each pair oriented by reader name) (the categories are the label's class sets), overall and
     per pair of readers. *Accuracy*: for each reader and class, sensitivity and
     specificity of the reader's reads against the truth (agreed or adjudicated)
     on the cases that reader read, with Wilson intervals, and the model's
@@ -155,9 +162,8 @@ def team_report(workspace, version: Optional[str] = None) -> TeamReport:
     overall = cohen_kappa_ci([(a, b) for _, a, b in triples])
     by_pair: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for case, a, b in triples:
-        names = (case.reads[0].annotator, case.reads[1].annotator)
-        key = " & ".join(sorted(names))
-        by_pair[key].append((a, b) if names[0] <= names[1] else (b, a))
+        key = " & ".join(sorted(r.annotator for r in case.reads[:2]))
+        by_pair[key].append((a, b))
     pairs = {key: cohen_kappa_ci(values) for key, values in sorted(by_pair.items())}
     if version is None:
         active = workspace.active_model()

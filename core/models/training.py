@@ -96,6 +96,19 @@ def _batches(n: int, batch_size: int, sampler: str, targets: np.ndarray, n_class
 
 def train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: Optional[CancelToken] = None,
           rank: int = 0, world: int = 1) -> Optional[dict]:
+    """:func:`_train` under the workspace's training lock (one run at a time, even across workstations).
+
+    Raises :class:`~core.errors.WorkspaceBusy` when another run holds it; see :func:`_train`.
+    """
+    lock = getattr(workspace, "training_lock", None)
+    if rank != 0 or lock is None:
+        return _train(workspace, config, emit, cancel, rank, world)
+    with lock():
+        return _train(workspace, config, emit, cancel, rank, world)
+
+
+def _train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: Optional[CancelToken] = None,
+           rank: int = 0, world: int = 1) -> Optional[dict]:
     """Fine-tune ``config.parent`` (default: the active version) on the workspace's confirmed labels.
 
     Returns ``{"version", "promoted", "reason", "metrics", ...}`` on rank 0

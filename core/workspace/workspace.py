@@ -17,6 +17,7 @@ from .images import ImagesMixin
 from .labels import LabelsMixin
 from .queue import QueueMixin
 from .reading import ReadingMixin
+from .shared import SharedMixin
 from .registry import ModelsMixin
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,22 @@ def _readonly_uri(path: Path) -> str | None:
     return base + "&immutable=1"
 
 
-class Workspace(ReadingMixin, ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin):
+PGREF_SUFFIX = ".pgref"
+
+
+def _pgref_for(url: str) -> Path:
+    """Where this workstation keeps the reference file and model cache of a shared workspace."""
+    import hashlib
+
+    from platformdirs import user_cache_dir
+
+    from .pg import redact
+
+    root = Path(os.environ.get("LOUPE_CACHE_DIR") or user_cache_dir("loupe", appauthor=False))
+    return root / "pg" / hashlib.sha1(redact(url).encode()).hexdigest()[:12] / f"workspace{PGREF_SUFFIX}"
+
+
+class Workspace(SharedMixin, ReadingMixin, ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin):
     """A Loupe workspace: the only object in Loupe that knows tables and SQL.
 
     Open it with :meth:`open`; it is safe to share between threads (each
@@ -72,6 +88,10 @@ class Workspace(ReadingMixin, ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin,
         :class:`~core.errors.WorkspaceError` when the file is not a workspace,
         cannot be created, or was written by a newer Loupe.
         """
+        from .pg import is_postgres_url
+
+        if is_postgres_url(str(path)) or str(path).endswith(PGREF_SUFFIX):
+            return cls._open_shared(str(path), timeout)
         path = Path(path).absolute()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +105,37 @@ class Workspace(ReadingMixin, ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin,
             raise
         logger.info("opened workspace %s", path)
         return cls(path, pool)
+
+    @classmethod
+    def _open_shared(cls, location: str, timeout: float) -> "Workspace":
+        """Open a workspace on a PostgreSQL server (a URL, or the local ``.pgref`` that names one).
+
+        The workspace's :attr:`path` is then a small local file,
+        ``<user cache>/loupe/pg/<id>/workspace.pgref``, holding the URL: every
+        process given that path (training, workers) opens the same server, and
+        its folder caches model files by hash.
+        """
+        from . import shared
+        from .pg import PgPool, redact
+
+        url = Path(location).read_text().strip() if location.endswith(PGREF_SUFFIX) else location
+        pool = PgPool(url, timeout)
+        try:
+            with pool.migration_lock() as db:
+                schema.migrate(db, pool.path, schema.MIGRATIONS)
+                db.execute(shared.MODEL_FILES_SQL)
+        except BaseException:
+            pool.close()
+            raise
+        ref = Path(location) if location.endswith(PGREF_SUFFIX) else _pgref_for(url)
+        if not location.endswith(PGREF_SUFFIX):
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ref.with_suffix(".tmp")
+            tmp.write_text(url)
+            os.chmod(tmp, 0o600)  # the URL may carry a password
+            os.replace(tmp, ref)
+        logger.info("opened shared workspace %s", redact(url))
+        return cls(ref, pool)
 
     @staticmethod
     def _prepare(pool: ConnectionPool) -> None:
@@ -109,6 +160,11 @@ class Workspace(ReadingMixin, ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin,
     def path(self) -> Path:
         """Absolute path of the workspace file."""
         return self._path
+
+    @property
+    def location(self) -> str:
+        """What names this workspace for ``--workspace``: the file path, or the server URL (password hidden)."""
+        return self._pool.path if self.shared else str(self._path)
 
     @property
     def schema_version(self) -> int:

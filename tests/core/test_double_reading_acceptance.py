@@ -27,6 +27,11 @@ def _loupe(ws_path, *args) -> subprocess.CompletedProcess:
 
 
 def test_double_reading_two_processes(workspace, tmp_path, single_thread):
+    run_acceptance(workspace, tmp_path)
+
+
+def run_acceptance(workspace, tmp_path) -> None:
+    """The whole acceptance on ``workspace`` (SQLite here, PostgreSQL in test_workspace_pg)."""
     from core.importer import import_paths
     from core.models.data import labelled_set
     from core.models.training import train

@@ -214,3 +214,17 @@ def test_migration_from_schema_1(tmp_path):
         assert ws.schema_version == len(schema.MIGRATIONS)
         assert ws.current_label("a").classes == ("pos",) and ws.current_label("a").role == ""
         assert ws.readers() == []
+
+
+def test_kappa_does_not_depend_on_who_read_first(team):
+    """Pairs are oriented by reader, not by reading order (found when two processes raced on PostgreSQL)."""
+    ws, ids = team
+    ws.set_double_reading(True)
+    ann = ["pos", "pos", "pos", "neg", "neg", "neg"]
+    bob = ["pos", "neg", "neg", "neg", "neg", "neg"]
+    for k, image_id in enumerate(ids):
+        order = [("ann", ann[k]), ("bob", bob[k])]
+        for name, cls in (order if k % 2 else order[::-1]):
+            ws.add_label(image_id, cls, name)
+    # ann pos 3/6, bob pos 1/6: po = 4/6, pe = .5*(1/6) + .5*(5/6) = .5, kappa = (2/3 - .5)/.5 = 1/3
+    assert team_report(ws).agreement.kappa == pytest.approx(1 / 3)
