@@ -46,7 +46,8 @@ def one_row(workspace, image_id: str) -> WorklistRow:
     """The worklist row of one image, freshly read."""
     ref = workspace.image(image_id)
     active = workspace.active_model()
-    prediction = workspace.predictions(active.version, [image_id]).get(image_id) if active else None
+    hidden = workspace.model_hidden()  # blinded double reading: no prediction reaches the reader
+    prediction = workspace.predictions(active.version, [image_id]).get(image_id) if active and not hidden else None
     label = workspace.current_label(image_id)
     queued = any(item.image_id == image_id for item in workspace.queue())
     return WorklistRow(ref, status_of(label, prediction, queued), label, prediction)

@@ -72,7 +72,8 @@ def worklist_rows(workspace, version: Optional[str] = None) -> list[WorklistRow]
     if version is None:
         active = workspace.active_model()
         version = active.version if active else None
-    predictions = workspace.predictions(version) if version else {}
+    hidden = getattr(workspace, "model_hidden", lambda: False)()  # blinded double reading
+    predictions = workspace.predictions(version) if version and not hidden else {}
     labels = workspace.current_labels()
     queue = {item.image_id: item.rank for item in workspace.queue()}
     rows = []

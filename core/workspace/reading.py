@@ -202,6 +202,11 @@ class ReadingMixin:
             self._append_audit(db, actor, "double_reading.set", "", value)
         return self.double_reading()
 
+    def model_hidden(self) -> bool:
+        """Whether readers must not see the model's prediction (double reading, blind to the model)."""
+        setting = self.double_reading()
+        return setting.enabled and setting.blind_model
+
     # --- cases under double reading --------------------------------------------------------
 
     def _case_rows(self, since: int, image_id: Optional[str] = None) -> tuple[dict[str, list[Label]], set[int]]:

@@ -228,3 +228,17 @@ def test_kappa_does_not_depend_on_who_read_first(team):
             ws.add_label(image_id, cls, name)
     # ann pos 3/6, bob pos 1/6: po = 4/6, pe = .5*(1/6) + .5*(5/6) = .5, kappa = (2/3 - .5)/.5 = 1/3
     assert team_report(ws).agreement.kappa == pytest.approx(1 / 3)
+
+
+def test_blind_to_the_model_hides_predictions_from_the_worklist(team):
+    from core.types import ModelVersion
+    from core.worklist import worklist_rows
+
+    ws, ids = team
+    ws.add_model(ModelVersion(version="v1", arch="resnet18", classes=("neg", "pos"), path="m.pt", status="active"))
+    ws.add_predictions("v1", [Prediction(image_id=ids[0], version="v1", probs={"pos": 0.9}, predicted="pos")])
+    assert any(r.prediction is not None for r in worklist_rows(ws))
+    ws.set_double_reading(True, blind_model=False)
+    assert not ws.model_hidden() and any(r.prediction is not None for r in worklist_rows(ws))
+    ws.set_double_reading(True, blind_model=True)
+    assert ws.model_hidden() and all(r.prediction is None for r in worklist_rows(ws))
