@@ -77,8 +77,6 @@ def test_same_schema_rules_and_audit_chain(pg_ws, pg_url):
     assert ws.get_setting("k") == {"a": [1, 2]}
     ws.replace_queue([QueueItem(image_id=i, score=0.5, rank=k, strategy="t") for k, i in enumerate(ids)])
     assert [q.image_id for q in ws.queue()] == ids[1:]
-    ws.put_explanation("e1", ids[1], "v1", "gradcam", "pos", {}, b"\x00\x01", {"m": 1}) \
-        if hasattr(ws, "put_explanation") else None
     assert ws.verify_audit() == (True, None) and ws.integrity_check()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         for sql in ("UPDATE labels SET annotator = 'x'", "DELETE FROM labels", "DELETE FROM audit_log"):
@@ -142,8 +140,6 @@ def test_model_files_in_the_database_cached_by_hash(pg_url, tmp_path, monkeypatc
     monkeypatch.setenv("LOUPE_CACHE_DIR", str(tmp_path / "other-workstation"))
     with Workspace.open(pg_url) as ws2:
         active = ws2.active_model()
-        assert Path(active.path) == ws2.path.parent.parent / ws2.path.parent.name / active.path.split("/")[-2] / \
-            f"{digest}.pt" or True
         assert Path(active.path).name == f"{digest}.pt" and str(tmp_path / "other-workstation") in active.path
         loaded = load_version(ws2)
         assert loaded.classes == ("neg", "pos") and loaded.version.file_hash == digest
