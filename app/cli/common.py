@@ -19,9 +19,16 @@ def default_workspace_path() -> Path:
 
 
 def resolve_workspace_path(option: str | None) -> Path:
-    """``--workspace`` wins, then ``LOUPE_WORKSPACE``, then the platform default."""
-    chosen = option or os.environ.get(WORKSPACE_ENV) or default_workspace_path()
-    return Path(chosen).expanduser()
+    """``--workspace`` wins, then ``LOUPE_WORKSPACE``, then the platform default.
+
+    Resolved once, here at the edge: a relative path means relative to the current folder and is made
+    absolute, so every later step (the training child runs in another folder) opens the same file.
+    A server URL (``postgresql://…``) is passed on as written.
+    """
+    chosen = str(option or os.environ.get(WORKSPACE_ENV) or default_workspace_path())
+    if "://" in chosen:
+        return chosen  # type: ignore[return-value]  # a URL, not a file path
+    return Path(chosen).expanduser().absolute()
 
 
 def open_workspace(args):
