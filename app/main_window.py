@@ -186,6 +186,9 @@ class MainWindow(QMainWindow):
         act(model, "Evaluate on test split", lambda: (self.metrics_dock.show(), self.metrics.evaluate_active("test")))
         help_menu = self.menuBar().addMenu("&Help")
         act(help_menu, "Keyboard shortcuts", lambda: show_shortcuts(self), "F1")
+        from app.workstation.menus import install as install_workstation
+
+        install_workstation(self)  # workspaces, findings, import/export, new model, settings, audit, tags
 
     # --- data ---------------------------------------------------------------------------------------
 
@@ -276,7 +279,7 @@ class MainWindow(QMainWindow):
         """Open the next case of the active-learning queue."""
         image_id = self.queue.next_id()
         if image_id is None:
-            self.notify("the queue is empty: refresh it (Ctrl+R) after predicting")
+            self.notify("the queue is empty: refresh it (F5) after predicting")
             return
         self._open_from_queue(image_id)
 
