@@ -89,7 +89,7 @@ class ExportDialog(QDialog):
         layout.addWidget(self.buttons)
         self.format.currentIndexChanged.connect(lambda _i: self._suggest())
         self._suggest()
-        self.resize(640, 240)
+        self.resize(680, self.sizeHint().height())
 
     def _suggest(self) -> None:
         fmt = self.format.currentData()
