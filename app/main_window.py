@@ -232,7 +232,8 @@ class MainWindow(QMainWindow):
                                on_done=self.prediction.show_similar, on_error=lambda _m: self.prediction.show_similar([]))
 
     def _refresh_row(self, image_id: str) -> None:
-        self.runner.submit("row", jobs.one_row, self.workspace, image_id, on_done=self._on_row)
+        # one slot per image: fast keyboard labelling must not cancel the refresh of the row labelled just before
+        self.runner.submit(f"row:{image_id}", jobs.one_row, self.workspace, image_id, on_done=self._on_row)
 
     def _on_row(self, row: WorklistRow) -> None:
         self.rows[row.ref.id] = row

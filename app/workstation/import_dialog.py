@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QListWidget, QProgressBar, QPushButton, QRadioButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -102,6 +102,7 @@ class ImportDialog(QDialog):
         self.setObjectName("import_dialog")
         self.paths = QListWidget()
         self.paths.setObjectName("import_paths")
+        self.paths.setMaximumHeight(120)
         add_folder = QPushButton("Add &folder…")
         add_files = QPushButton("Add fil&es…")
         remove = QPushButton("&Remove")
@@ -135,7 +136,13 @@ class ImportDialog(QDialog):
         self.rejected = QTableWidget(0, 3)
         self.rejected.setObjectName("import_rejected")
         self.rejected.setHorizontalHeaderLabels(["File", "Reason", "What to do"])
-        self.rejected.horizontalHeader().setStretchLastSection(True)
+        header = self.rejected.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.Interactive)
+        header.setSectionResizeMode(2, QHeaderView.Stretch)
+        self.rejected.setColumnWidth(1, 300)
+        self.rejected.setWordWrap(True)
+        self.rejected.verticalHeader().setVisible(False)
         self.rejected.setEditTriggers(QTableWidget.NoEditTriggers)
         self.rejected.hide()
         self.save_report = QPushButton("&Save report…")
@@ -269,7 +276,7 @@ class ImportDialog(QDialog):
                 item = QTableWidgetItem(text)
                 item.setToolTip(issue.path if c == 0 else text)
                 self.rejected.setItem(r, c, item)
-        self.rejected.resizeColumnsToContents()
+        self.rejected.resizeRowsToContents()
         self.rejected.setVisible(bool(errors))
         self.save_report.setVisible(bool(errors))
         self.imported.emit(report)

@@ -178,6 +178,8 @@ def test_a_new_reader_runs_the_whole_loop_from_the_window(qtbot, tmp_path, monke
         if len(labelled) == 10:
             _shot(window, "07_labelling", qtbot)
     assert len(set(labelled)) == 20
+    # every labelled row shows its new status in the worklist (fast labelling loses no row refresh)
+    qtbot.waitUntil(lambda: all(window.rows[i].status != "unlabelled" for i in labelled), timeout=60000)
     assert {window.workspace.current_label(i).annotator for i in labelled} == {"dr acceptance"}
 
     # --- the automatic retrain ran: promoted or kept, with its reason ----------------------------
