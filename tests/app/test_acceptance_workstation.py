@@ -199,6 +199,7 @@ def test_a_new_reader_runs_the_whole_loop_from_the_window(qtbot, tmp_path, monke
     qtbot.waitUntil(lambda: bool(window.queue.items) and window.queue.items[0].version == active
                     and not window.runner.busy("queue"), timeout=300000)
     assert sum(r.status in ("labelled", "disagreement", "flagged") for r in window.rows.values()) == 20
+    window.train_dock.widget().ensureWidgetVisible(window.training.decision_label)
     _shot(window, "08_retrained", qtbot)
 
     # --- the queue says why each case was picked ---------------------------------------------------

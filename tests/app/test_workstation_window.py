@@ -275,3 +275,27 @@ def test_preflight_names_missing_x11_libraries_and_the_install_commands():
     assert "sudo apt-get install libxcb-cursor0 libxcb-icccm4" in text
     assert "sudo dnf install xcb-util-cursor xcb-util-wm" in text
     assert qt_platform_problem("\tlibxcb.so.1 => /lib/libxcb.so.1 (0x2)\n") is None
+
+
+def test_adding_a_finding_offers_a_model_version_with_a_wider_head(qtbot, labelled_workspace, settings, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.workstation.menus import open_findings
+
+    win = MainWindow(labelled_workspace, settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: len(win.rows) == 24, timeout=30000)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.Yes)
+    dialog = open_findings(win)
+    assert dialog.classes.text() == "neg, pos"  # editing later starts from what is stored
+    dialog.classes.setText("neg, pos, artefact")
+    with qtbot.waitSignal(dialog.widened, timeout=60000) as widened:
+        dialog.save()
+    assert asked and "does not know artefact" in asked[0]
+    active = labelled_workspace.active_model()
+    assert widened.args[0] == active.version == "v2" and active.classes == ("neg", "pos", "artefact")
+    win.runner.cancel_all()
+    win.runner.wait(30000)
+    win.training_controller.shutdown(5)
