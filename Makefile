@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.loupe-installed
 DEMO_WS ?= .demo/workspace.sqlite
 
 
-.PHONY: run test bench clean-demo package soak
+.PHONY: run test bench clean-demo package soak tour
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ run: $(STAMP)
 ## make test: install and run the whole suite (core tests without Qt, app tests offscreen)
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider
+
+## make tour: the acceptance flow in a real X11 window under Xvfb, one screenshot per step in docs/screenshots/tour/
+tour: $(STAMP)
+	LOUPE_TOUR_DIR=docs/screenshots/tour QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/app/test_acceptance_workstation.py
 
 ## make soak: thousands of fuzzed imports and ~8 minutes of random SIGKILLs; writes docs/reliability.md
 soak: $(STAMP)

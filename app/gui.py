@@ -12,9 +12,12 @@ logger = logging.getLogger(__name__)
 DEMO_DIR = Path(__file__).resolve().parents[1] / "resources" / "demo"
 
 
-def run_gui(workspace_path: Path, demo: bool = False, screenshot: Optional[Path] = None,
-            timeout_s: float = 240.0) -> int:
+def run_gui(workspace_path: Optional[Path], demo: bool = False, screenshot: Optional[Path] = None,
+            timeout_s: float = 240.0, default_path: Optional[Path] = None) -> int:
     """Open the main window on ``workspace_path``; returns the exit code.
+
+    ``workspace_path`` None: the last workspace opened, else a start dialog offers to create one, open one or
+    use ``default_path``.
 
     With ``demo`` the bundled demo is prepared in the background after the
     window appears. With ``screenshot`` the window is rendered to that PNG once
@@ -25,25 +28,31 @@ def run_gui(workspace_path: Path, demo: bool = False, screenshot: Optional[Path]
     from PySide6.QtWidgets import QApplication
 
     from app.logging_setup import setup_logging
-    from app.main_window import MainWindow
+    from app.settings import Settings
     from app.theme import apply_dark_theme
-    from core.workspace import Workspace
+    from app.workstation import workspaces
 
     log_file = setup_logging()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Loupe")
     app.setOrganizationName("Loupe")
     apply_dark_theme(app)
-    workspace = Workspace.open(workspace_path)
-    window = MainWindow(workspace)
-    window.show()
+    settings = Settings()
+    if workspace_path is None:
+        workspace_path = workspaces.last_workspace(settings)
+    if workspace_path is None:
+        start = workspaces.StartDialog(settings, default_path or Path("workspace.sqlite").absolute())
+        if not start.exec() or start.chosen is None:
+            return 0
+        workspace_path = start.chosen
+    window = workspaces.open_window(workspace_path, settings, first_run=not demo and screenshot is None)
     logger.info("Loupe window open on %s; log file %s", workspace_path, log_file)
     if demo:
         QTimer.singleShot(100, lambda: start_demo(window))
     if screenshot is not None:
         schedule_screenshot(window, Path(screenshot), timeout_s)
     code = app.exec()
-    workspace.close()
+    workspaces.close_all()
     return code
 
 

@@ -189,6 +189,9 @@ class MainWindow(QMainWindow):
         act(model, "Evaluate on test split", lambda: (self.metrics_dock.show(), self.metrics.evaluate_active("test")))
         help_menu = self.menuBar().addMenu("&Help")
         act(help_menu, "Keyboard shortcuts", lambda: show_shortcuts(self), "F1")
+        from app.workstation.menus import install as install_workstation
+
+        install_workstation(self)  # workspaces, findings, import/export, new model, settings, audit, tags
 
     # --- data ---------------------------------------------------------------------------------------
 
@@ -232,7 +235,8 @@ class MainWindow(QMainWindow):
                                on_done=self.prediction.show_similar, on_error=lambda _m: self.prediction.show_similar([]))
 
     def _refresh_row(self, image_id: str) -> None:
-        self.runner.submit("row", jobs.one_row, self.workspace, image_id, on_done=self._on_row)
+        # one slot per image: fast keyboard labelling must not cancel the refresh of the row labelled just before
+        self.runner.submit(f"row:{image_id}", jobs.one_row, self.workspace, image_id, on_done=self._on_row)
 
     def _on_row(self, row: WorklistRow) -> None:
         self.rows[row.ref.id] = row
@@ -279,7 +283,7 @@ class MainWindow(QMainWindow):
         """Open the next case of the active-learning queue."""
         image_id = self.queue.next_id()
         if image_id is None:
-            self.notify("the queue is empty: refresh it (Ctrl+R) after predicting")
+            self.notify("the queue is empty: refresh it (F5) after predicting")
             return
         self._open_from_queue(image_id)
 

@@ -52,6 +52,16 @@ class WorklistRow:
             return f"Study {rec.study_date}"
         return f"Study …{rec.study_uid[-8:]}" if rec.study_uid else "(no study)"
 
+    @property
+    def series_key(self) -> Optional[str]:
+        """Series description (or number/UID tail) with the modality, readable; None for an image without a series
+        (photographs), which the worklist shows directly under its study."""
+        rec = self.ref.record
+        if not rec.series_uid:
+            return None
+        name = rec.series_description or f"Series …{rec.series_uid[-8:]}"
+        return f"{name}  [{rec.modality}]"
+
 
 def status_of(label: Optional[Label], prediction: Optional[Prediction], queued: bool) -> str:
     """The worklist status for one image (see the module docstring for precedence)."""

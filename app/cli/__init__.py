@@ -17,7 +17,7 @@ from core.errors import LoupeError
 logger = logging.getLogger("loupe")
 
 #: Modules under app/cli that register commands (each has ``add_parsers(sub, common)``).
-COMMAND_MODULES = ("studies", "models", "gui", "active", "explain", "export", "team", "pacs")
+COMMAND_MODULES = ("studies", "models", "gui", "active", "explain", "export", "team", "pacs", "workstation")
 
 
 def build_parser() -> argparse.ArgumentParser:

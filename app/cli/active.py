@@ -24,8 +24,8 @@ def add_parsers(sub, common) -> None:
     qsub = q.add_subparsers(dest="queue_command", metavar="ACTION")
     qsub.required = True
     r = qsub.add_parser("refresh", parents=[common], help="predict the pool and rebuild the queue")
-    r.add_argument("--strategy", choices=STRATEGIES, default="default")
-    r.add_argument("--n", type=int, default=50)
+    r.add_argument("--strategy", choices=STRATEGIES, default=None, help="default: `loupe settings` strategy")
+    r.add_argument("--n", type=int, default=None, help="default: `loupe settings` batch")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     r.set_defaults(func=cmd_queue_refresh)
@@ -88,10 +88,15 @@ def _human(items) -> str:
 def cmd_queue_refresh(args) -> int:
     from core.active.loop import refresh_queue
 
-    if args.n < 1:
+    if args.n is not None and args.n < 1:
         print("loupe queue refresh: --n must be at least 1", file=sys.stderr)
         return 2
     with open_workspace(args) as ws:
+        from core.active.settings import read_settings
+
+        stored = read_settings(ws)  # the same values the window's queue uses
+        args.strategy = args.strategy or stored["strategy"]
+        args.n = args.n or stored["batch"]
         items = refresh_queue(ws, args.strategy, args.n, device=args.device, seed=args.seed)
     doc = {"strategy": args.strategy, "n": len(items), "version": items[0].version if items else None,
            "items": _rows(items)}

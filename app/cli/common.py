@@ -21,17 +21,19 @@ def default_workspace_path() -> Path:
 def resolve_workspace_path(option: str | None) -> Path:
     """``--workspace`` wins, then ``LOUPE_WORKSPACE``, then the platform default.
 
+    Resolved once, here at the edge: a relative path means relative to the current folder and is made
+    absolute, so every later step (the training child runs in another folder) opens the same file.
     A ``postgresql://`` URL is opened once (created and migrated) and stands for
     the small local ``.pgref`` file that names the server: every process given
     that path (training, the window) opens the same shared workspace.
     """
-    chosen = option or os.environ.get(WORKSPACE_ENV) or default_workspace_path()
-    if isinstance(chosen, str) and chosen.startswith(("postgresql://", "postgres://")):
+    chosen = str(option or os.environ.get(WORKSPACE_ENV) or default_workspace_path())
+    if chosen.startswith(("postgresql://", "postgres://")):
         from core.workspace import Workspace
 
         with Workspace.open(chosen) as ws:
             return ws.path
-    return Path(chosen).expanduser()
+    return Path(chosen).expanduser().absolute()
 
 
 def open_workspace(args):

@@ -25,6 +25,7 @@ def has_display() -> bool:
 
 
 def cmd_gui(args) -> int:
+    named = bool(args.workspace or os.environ.get("LOUPE_WORKSPACE"))
     path = resolve_workspace_path(args.workspace)
     if args.demo and not args.workspace:
         path = path.parent / "demo.sqlite"
@@ -35,9 +36,17 @@ def cmd_gui(args) -> int:
         info("no display found (DISPLAY/WAYLAND_DISPLAY unset): preparing the workspace without a window; "
              "run this on a workstation, or pass --screenshot PNG to render the window offscreen")
         return _headless(args, path)
+    from app.preflight import qt_platform_problem
+
+    problem = qt_platform_problem()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     from app.gui import run_gui
 
-    return run_gui(path, demo=args.demo, screenshot=screenshot)
+    # no workspace named (and not the demo or a screenshot): the last one opened, else the start dialog offers one
+    chosen = path if (named or args.demo or screenshot is not None) else None
+    return run_gui(chosen, demo=args.demo, screenshot=screenshot, default_path=path)
 
 
 def _headless(args, path: Path) -> int:

@@ -14,10 +14,11 @@ def add_parsers(sub, common) -> None:
     msub = p.add_subparsers(dest="model_command", metavar="ACTION")
     msub.required = True
     c = msub.add_parser("create", parents=[common], help="build a new model and make it active")
-    c.add_argument("--arch", default="resnet50")
+    c.add_argument("--arch", default=None,
+                   help="backbone (default: the strongest whose pretrained weights are on this machine)")
     c.add_argument("--classes", help="comma-separated class names (default: the workspace's classes)")
     c.add_argument("--pretrained", default="default", help="default | none | PATH to a .pth state dict")
-    c.add_argument("--input-size", type=int, default=224)
+    c.add_argument("--input-size", type=int, default=None, help="pixels (default: the backbone's native size)")
     c.add_argument("--head", choices=["multiclass", "multilabel"], default="multiclass")
     c.add_argument("--severity-levels", type=int, default=0)
     c.set_defaults(func=cmd_model_create)
@@ -66,20 +67,48 @@ def add_parsers(sub, common) -> None:
 
 
 def cmd_model_create(args) -> int:
+    from core.models.architectures import arch_spec, strongest_available_arch
     from core.models.versions import create_version
     from core.models.weights import default_torch_cache_dir
 
+    cache = default_torch_cache_dir()
+    arch = args.arch
+    if arch is None:
+        arch, choice = strongest_available_arch(cache)
+        info(f"backbone: {arch} (the strongest with pretrained weights on this machine: {choice['text']})"
+             if choice["available"] else f"backbone: {arch} (no pretrained weights on this machine)")
+        if not choice["available"] and args.pretrained == "default":
+            args.pretrained = "none"
+    input_size = args.input_size or arch_spec(arch).native_size
     with open_workspace(args) as ws:
-        classes = [c for c in (args.classes.split(",") if args.classes else ws.classes()) if c.strip()]
+        findings = _workspace_findings(ws)
+        head, severity_levels = args.head, args.severity_levels
+        if args.classes:
+            classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        elif findings is not None and findings.classes:
+            classes = list(findings.classes)
+            if findings.multilabel and head == "multiclass":
+                head = "multilabel"
+            if findings.severity and not severity_levels:
+                severity_levels = len(findings.severity)
+        else:
+            classes = [c for c in ws.classes() if c.strip()]
         if not classes:
-            raise ModelError("no classes given and the workspace has none yet: pass --classes A,B")
-        version = create_version(ws, args.arch, classes, pretrained=args.pretrained, input_size=args.input_size,
-                                 torch_cache_dir=default_torch_cache_dir(), head=args.head,
-                                 severity_levels=args.severity_levels, actor="cli")
+            raise ModelError("no classes given and the workspace has none yet: pass --classes A,B "
+                             "or set the findings with `loupe findings set --classes A,B`")
+        version = create_version(ws, arch, classes, pretrained=args.pretrained, input_size=input_size,
+                                 torch_cache_dir=cache, head=head,
+                                 severity_levels=severity_levels, actor="cli")
     emit(args, {"version": version.version, "arch": version.arch, "weights": version.weights,
                 "classes": list(version.classes)},
          f"created {version.version}: {version.arch} for {', '.join(version.classes)}; weights: {version.weights}")
     return 0
+
+
+def _workspace_findings(ws):
+    """The workspace's findings when they have been set (None on a workspace without findings support)."""
+    getter = getattr(ws, "findings", None)
+    return getter() if getter is not None else None
 
 
 def cmd_train(args) -> int:

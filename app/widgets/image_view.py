@@ -68,6 +68,7 @@ class ImageView(ViewNavigationMixin, QWidget):
     pixel_info = Signal(str)  # readout under the cursor ("" outside the image)
     window_changed = Signal(float, float)  # center, width
     view_changed = Signal()  # zoom/pan/orientation/invert changed
+    frame_shown = Signal(str, int, int)  # path, 0-based frame, number of frames: every loaded frame once on screen
 
     def __init__(self, runner: Runner, parent: Optional[QWidget] = None, kind: str = "render"):
         super().__init__(parent)
@@ -140,6 +141,7 @@ class ImageView(ViewNavigationMixin, QWidget):
         if fresh:
             self.fit()
             self.image_loaded.emit(frame.path)
+        self.frame_shown.emit(frame.path, frame.frame, frame.frames)
         logger.debug("shown %s frame %d (render %.1f ms)", frame.path, frame.frame, frame.render_ms)
 
     def _failed(self, gen: int, path: str, message: str) -> None:

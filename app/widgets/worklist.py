@@ -90,6 +90,7 @@ class WorklistWidget(QWidget):
         self._order = [r.ref.id for r in rows]
         patients: dict[str, QStandardItem] = {}
         studies: dict[tuple[str, str], QStandardItem] = {}
+        series: dict[tuple, QStandardItem] = {}
         counts = {s: 0 for s in STATUSES}
         for row in rows:
             counts[row.status] += 1
@@ -104,8 +105,16 @@ class WorklistWidget(QWidget):
                 study = self._group_item(f"{row.study_key}  [{row.ref.record.modality}]")
                 patient.appendRow([study] + [self._group_item("") for _ in COLUMNS[1:]])
                 studies[key] = study
+            parent = study
+            if row.series_key is not None:  # patient → study → series → image
+                series_key = key + (row.ref.record.series_uid,)
+                parent = series.get(series_key)
+                if parent is None:
+                    parent = self._group_item(row.series_key)
+                    study.appendRow([parent] + [self._group_item("") for _ in COLUMNS[1:]])
+                    series[series_key] = parent
             items = self._image_items(row)
-            study.appendRow(items)
+            parent.appendRow(items)
             self._items[row.ref.id] = items[0]
         self.view.expandAll() if len(rows) <= 200 else self.view.expandToDepth(0)
         for col, width in enumerate((230, 90, 90, 50)):

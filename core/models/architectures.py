@@ -53,6 +53,24 @@ def _efficientnet_lite0() -> nn.Module:
     return _to_lite(tvm.efficientnet_b0(weights=None))
 
 
+def _efficientnet_lite(width: float, depth: float) -> Callable[[], nn.Module]:
+    """EfficientNet-Lite1/2 as the TF reference builds them: B-series widths and depths, but the stem (32),
+    the head (1280) and the repeats of the first and last stages are not scaled; no SE, ReLU6."""
+    from functools import partial
+
+    from torchvision.models.efficientnet import EfficientNet, MBConvConfig
+
+    def factory() -> nn.Module:
+        conf = partial(MBConvConfig, width_mult=width, depth_mult=depth)
+        setting = [conf(1, 3, 1, 32, 16, 1), conf(6, 3, 2, 16, 24, 2), conf(6, 5, 2, 24, 40, 2),
+                   conf(6, 3, 2, 40, 80, 3), conf(6, 5, 1, 80, 112, 3), conf(6, 5, 2, 112, 192, 4),
+                   conf(6, 3, 1, 192, 320, 1)]
+        setting[0].num_layers = setting[-1].num_layers = 1
+        return _to_lite(EfficientNet(setting, dropout=0.2, last_channel=1280))
+
+    return factory
+
+
 def _strip_classifier(full: nn.Module, family: str) -> nn.Module:
     """Turn a full torchvision model into a backbone whose forward returns the pooled embedding."""
     if family == "resnet":
@@ -95,6 +113,9 @@ class ArchSpec:
         target_layer: backbone submodule for Grad-CAM (4-D activations).
         mean, std: input normalisation the pretrained weights expect.
         offline_weights: True when ImageNet weights ship with an installed package.
+        native_size: the input size the pretrained weights were trained at.
+        lite_top1: ImageNet top-1 (%) the bundled weights' authors report (torchvision archs read theirs
+            from the weights' metadata instead).
     """
 
     name: str
@@ -106,6 +127,8 @@ class ArchSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     offline_weights: bool = False
+    native_size: int = 224
+    lite_top1: float | None = None
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -125,7 +148,13 @@ ARCHITECTURES: dict[str, ArchSpec] = {
                  _MOBILENET_V3_STAGES, "features.16"),
         # The TF EfficientNet-Lite weights were trained on (x - 0.5) / 0.5 inputs.
         ArchSpec("efficientnet_lite0", "efficientnet", _efficientnet_lite0, 1280, _EFFICIENTNET_STAGES,
-                 "features.8", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), offline_weights=True),
+                 "features.8", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), offline_weights=True, lite_top1=75.1),
+        ArchSpec("efficientnet_lite1", "efficientnet", _efficientnet_lite(1.0, 1.1), 1280, _EFFICIENTNET_STAGES,
+                 "features.8", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), offline_weights=True, native_size=240,
+                 lite_top1=76.7),
+        ArchSpec("efficientnet_lite2", "efficientnet", _efficientnet_lite(1.1, 1.2), 1280, _EFFICIENTNET_STAGES,
+                 "features.8", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), offline_weights=True, native_size=260,
+                 lite_top1=77.6),
     )
 }
 
@@ -136,6 +165,50 @@ def arch_spec(arch: str) -> ArchSpec:
         return ARCHITECTURES[arch]
     except KeyError:
         raise ModelError(f"Unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}.") from None
+
+
+def imagenet_top1(arch: str, weights_file: str | Path | None = None) -> float | None:
+    """ImageNet top-1 accuracy (%) of ``arch``'s pretrained weights: torchvision's metadata for the exact
+    cached file (or its DEFAULT weights), the authors' figure for the EfficientNet-Lite packages."""
+    spec = arch_spec(arch)
+    if spec.lite_top1 is not None:
+        return spec.lite_top1
+    enum_name = _weights.TORCHVISION_WEIGHTS.get(arch)
+    if enum_name is None:
+        return None
+    enum = getattr(tvm, enum_name)
+    chosen = enum.DEFAULT
+    if weights_file is not None:
+        name = Path(weights_file).name
+        chosen = next((w for w in enum if w.url.rsplit("/", 1)[-1] == name), enum.DEFAULT)
+    return float(chosen.meta["_metrics"]["ImageNet-1K"]["acc@1"])
+
+
+def backbone_choices(torch_cache_dir: str | Path | None) -> list[dict]:
+    """Every backbone with where its weights would come from on this machine, strongest available first.
+
+    Each entry: ``{"arch", "kind", "detail", "text", "top1", "native_size", "available"}`` (see
+    :func:`core.models.weights.weights_source`); ``available`` is True when ImageNet weights are on this
+    machine. Sorted by (available, ImageNet top-1) descending, so the first entry is the default.
+    """
+    rows = []
+    for name, spec in ARCHITECTURES.items():
+        source = _weights.weights_source(name, torch_cache_dir)
+        available = source["kind"] != "none"
+        top1 = imagenet_top1(name, source["detail"] if source["kind"] == "torch cache" else None)
+        rows.append(dict(source, top1=top1, native_size=spec.native_size, available=available))
+    rows.sort(key=lambda r: (r["available"], r["top1"] or 0.0), reverse=True)
+    return rows
+
+
+def strongest_available_arch(torch_cache_dir: str | Path | None) -> tuple[str, dict]:
+    """The backbone with the best ImageNet top-1 among those whose pretrained weights are on this machine.
+
+    Returns ``(arch, choice)`` with ``choice`` as in :func:`backbone_choices`. When no weights at all are
+    present the first entry is still returned (its ``available`` is False: it would start from random init).
+    """
+    first = backbone_choices(torch_cache_dir)[0]
+    return first["arch"], first
 
 
 def default_input_spec(arch: str, size: int = 224) -> InputSpec:

@@ -29,7 +29,8 @@ class TrainingJob:
 
     def __init__(self, workspace_path: str | Path, config, log_path: Optional[str | Path] = None,
                  python: str = sys.executable, nice: int = 10):
-        self.workspace_path = str(workspace_path)
+        # the child runs in the project folder: a relative workspace path would name another file there
+        self.workspace_path = str(workspace_path) if "://" in str(workspace_path) else str(Path(workspace_path).absolute())
         self.config = config
         self.last_event: Optional[dict] = None
         cmd = [python, "-m", "core.models.train_process", "--workspace", self.workspace_path,

