@@ -203,10 +203,10 @@ def share_quota(need: int, rare: Sequence[int], counts: Optional[Sequence[int]],
     if need <= 0 or not rare:
         return {}
     if counts is not None and len(counts):
-        short = [r for r in rare if r < len(counts) and int(counts[r]) < target] or rare
+        short = [r for r in rare if r < len(counts) and int(counts[r]) < target] or list(rare)
         short.sort(key=lambda r: (int(counts[r]) if r < len(counts) else 0, rare.index(r)))
     else:
-        short = rare
+        short = list(rare)
     quota = {r: need // len(short) for r in short}
     for r in short[: need % len(short)]:
         quota[r] += 1

@@ -86,23 +86,51 @@ def _fit_predict(x_lab, y_lab, x_eval: Sequence[np.ndarray], k: int, c: float, s
     return model, outs
 
 
+def average_precision(t: np.ndarray, score: np.ndarray) -> float:
+    """Average precision, as scikit-learn's ``average_precision_score`` (ties share a threshold), in NumPy.
+
+    Σ over distinct thresholds of (recall step) × precision; 0 when there is no positive.
+    """
+    t = np.asarray(t, dtype=bool)
+    n_pos = int(t.sum())
+    if n_pos == 0:
+        return 0.0
+    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="mergesort")
+    s, tt = np.asarray(score, dtype=np.float64)[order], t[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
+    tp = np.cumsum(tt)[last]
+    precision = tp / (last + 1)
+    recall_step = np.diff(np.r_[0, tp]) / n_pos
+    return float((recall_step * precision).sum())
+
+
+def roc_auc(t: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the rank statistic (ties count one half), as ``roc_auc_score``; 0.5 without both classes."""
+    from scipy.stats import rankdata
+
+    t = np.asarray(t, dtype=bool)
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    if not n_pos or not n_neg:
+        return 0.5
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def _metrics(y, probs, rares: Sequence[int], names: Sequence[str]) -> dict:
     """Macro ROC-AUC, AP of every class, and the rare classes' mean AP and mean recall at the model's decision."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     k = probs.shape[1]
     aucs, per_class = [], {}
     pred = probs.argmax(axis=1)
     recalls, aps = [], []
     for j in range(k):
-        t = (y == j).astype(int)
+        t = y == j
         if 0 < t.sum() < len(t):
-            aucs.append(roc_auc_score(t, probs[:, j]) if np.ptp(probs[:, j]) > 0 else 0.5)
-        ap = float(average_precision_score(t, probs[:, j])) if t.sum() else 0.0
+            aucs.append(roc_auc(t, probs[:, j]))
+        ap = average_precision(t, probs[:, j])
         per_class[names[j]] = round(ap, 4)
         if j in rares:
             aps.append(ap)
-            recalls.append(float((pred[t == 1] == j).mean()) if t.sum() else 0.0)
+            recalls.append(float((pred[t] == j).mean()) if t.sum() else 0.0)
     return {"macro_auc": round(float(np.mean(aucs)) if aucs else 0.5, 4),
             "rare_ap": round(float(np.mean(aps)) if aps else 0.0, 4),
             "rare_recall": round(float(np.mean(recalls)) if recalls else 0.0, 4),
