@@ -12,7 +12,7 @@ frozen EfficientNet-Lite0 embeddings (the app's default backbone; computed once,
 
 ``modal`` = modAL's ``ActiveLearner`` + ``uncertainty_sampling`` driving the same head (the reference tool, in
 the same run). Writes the "Active learning (HAM10000)" and "Active learning (PneumoniaMNIST)" sections of
-docs/benchmarks.md, docs/al_curves.png and a JSON of every curve.
+docs/benchmarks.md, docs/al_curves_{ham,pneumonia}.png and a JSON of every curve.
 
     .venv/bin/python bench/al_bench.py [--seeds 10] [--val-seeds 5] [--domains ham,pneumonia]
 """
@@ -35,7 +35,7 @@ from bench.common import BENCH_MD, ROOT, SHARED_DATA, machine_facts, median_time
 logger = logging.getLogger("bench.al")
 
 CACHE = Path("/tmp/loupe-cache-al")
-PLOT = ROOT / "docs" / "al_curves.png"
+PLOT = ROOT / "docs" / "al_curves_{key}.png"
 PNEUMONIA = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist_imbalanced.npz"
 
 
@@ -60,9 +60,9 @@ def domains(cache: Path) -> dict:
 #: Settings of the app's ``default`` strategy tried on the validation split (first = the app's defaults).
 CANDIDATES = {
     "app defaults": {},
-    "share 0.35": {"min_rare_share": 0.35},
-    "share 0.5": {"min_rare_share": 0.5},
-    "share 0.5, no audit": {"min_rare_share": 0.5, "audit_share": 0.0},
+    "cold start k=1, share 0.35": {"cold_start_k": 1, "min_rare_share": 0.35},
+    "cold start k=1, share 0.5": {"cold_start_k": 1, "min_rare_share": 0.5},
+    "cold start k=1, share 0.5, no audit": {"cold_start_k": 1, "min_rare_share": 0.5, "audit_share": 0.0},
 }
 
 
@@ -317,7 +317,7 @@ def scoring_speed(n_pool: int = 10_000, dim: int = 1280, n_labelled: int = 300, 
 
 
 def main(argv=None) -> int:
-    """Run the benchmark; writes docs/al_curves.png, the sections of docs/benchmarks.md and a JSON of all curves."""
+    """Run the benchmark; writes docs/al_curves_<domain>.png, the sections of docs/benchmarks.md and a JSON of all curves."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--val-seeds", type=int, default=5)
@@ -325,7 +325,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--domains", default="ham,pneumonia")
-    parser.add_argument("--rows", default="random,entropy,modal,default,default+typiclust")
+    parser.add_argument("--rows", default="random,modal,default,default+typiclust")
     parser.add_argument("--cache-dir", default=str(CACHE))
     parser.add_argument("--json-out", default=str(CACHE / "al-bench.json"))
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
@@ -364,9 +364,10 @@ def main(argv=None) -> int:
                  f"2 rare), one 50-case batch, median of 3: `default` {speed['default']:.3f} s, `entropy` "
                  f"{speed['entropy']:.3f} s.")
     if not args.no_write:
-        plot(all_res, doms, PLOT)
         for key, text in texts.items():
-            write_section(BENCH_MD, doms[key]["title"], f"![learning curves](al_curves.png)\n\n{text}{speed_txt}")
+            png = Path(str(PLOT).format(key=key))
+            plot({key: all_res[key]}, doms, png)
+            write_section(BENCH_MD, doms[key]["title"], f"![learning curves]({png.name})\n\n{text}{speed_txt}")
     for text in texts.values():
         print(text)
     return 0

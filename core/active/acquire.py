@@ -49,6 +49,7 @@ class AcquisitionConfig:
     rare_classes: Sequence[int] = ()  # several rare classes, most important first
     class_costs: Optional[Mapping[int, float]] = None  # {class index: cost of missing it}; others 1 (rare: miss_cost)
     rare_target: int = 50  # a rare class is "short" of labels below this many: the rare-share floor serves it
+    risk_weight: float = 0.5  # combined score = (1 − w) × normalised entropy + w × normalised cost-sensitive risk
     min_rare_share: float = 0.2
     rare_threshold: float = 0.5
     audit_share: float = 0.05
@@ -209,7 +210,7 @@ def _default(p, emb, labelled, config, counts, comp, n, boosts=None) -> list[Pic
     rares = [r for r in config.rares() if 0 <= r < k]
     cost = config.cost_matrix(k)
     costly = [c for c in config.costly(k) if 0 <= c < k]
-    combined = 0.5 * comp["entropy"] + 0.5 * comp["risk_norm"]
+    combined = (1.0 - config.risk_weight) * comp["entropy"] + config.risk_weight * comp["risk_norm"]
     extra = {str(name): np.asarray(v, dtype=np.float64) for name, v in (boosts or {}).items()}
     for name, v in extra.items():
         if v.shape != combined.shape:

@@ -70,6 +70,9 @@ def cold_start_batch(emb, probs, candidates: Sequence[int], n: int, counts: Sequ
             short.insert(0, r)
     p = None if probs is None else np.asarray(probs, dtype=np.float64)
     if short and p is not None and p.shape[1] == len(counts):
+        # A class the model gives no probability anywhere (no label yet) cannot be targeted: coverage finds it.
+        short = [c for c in short if float(p[cand, c].max(initial=0.0)) > 1e-9] if cand else []
+    if short and p is not None and p.shape[1] == len(counts):
         budget = max(1, int(round(n * share_per_class)))
         per_class = max(1, budget // len(short))
         for c in short:

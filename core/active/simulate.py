@@ -210,6 +210,7 @@ def run_simulation(train_emb: np.ndarray, train_y: np.ndarray, test_emb: np.ndar
         pca = PCA(n_components=config.pca, random_state=0).fit(x_pool)
         x_pool, x_test = pca.transform(x_pool), pca.transform(x_test)
         sd = x_pool.std(axis=0)
+        sd = np.where(sd > 1e-8, sd, 1.0)  # a component without variance (tiny pools) stays as it is
         x_pool, x_test = x_pool / sd, x_test / sd
     rng = np.random.default_rng([config.seed, 1])
     n = len(train_y)
