@@ -234,7 +234,7 @@ def section(key: str, dom: dict, best: str, val: dict, res: dict, args) -> tuple
     per_seed = sum(1 for s in range(args.seeds)
                    if labels_to_reach(x, curve(res["default"], "rare_ap")[1][s], final["random"][s]) is not None
                    and labels_to_reach(x, curve(res["default"], "rare_ap")[1][s], final["random"][s]) <= half)
-    verdicts["labels"] = ok1
+    verdicts["labels"] = bool(ok1)
     lines += ["", f"- **Target 1** — `default` reaches random's final rare AP ({target:.3f} at {int(x[-1])} labels) "
               f"with ≤ half the labels ({int(half)}): mean curve reaches it at **{reach if reach else 'never'}** "
               f"labels → **{'met' if ok1 else 'not met'}**; seed by seed (each seed against its own random run) "
@@ -245,13 +245,13 @@ def section(key: str, dom: dict, best: str, val: dict, res: dict, args) -> tuple
             lines.append(f"  (`{n}` reaches it at {r if r else 'never'} labels.)")
     pm = paired(area["default"], area["modal"])
     ok2 = pm["lo"] > 0
-    verdicts["area"] = ok2
+    verdicts["area"] = bool(ok2)
     lines.append(f"- **Target 2** — `default`'s area under the rare-AP curve beats modAL uncertainty sampling with "
                  f"the 95 % interval above zero: Δ {pm['mean']:+.4f} [{pm['lo']:+.4f}, {pm['hi']:+.4f}], ahead in "
                  f"{pm['wins']}/{pm['n']} seeds → **{'met' if ok2 else 'not met'}**.")
     r, lo, hi = ratio_ci(f200["default"], f200["random"])
     ok3 = r >= 3.0
-    verdicts["found"] = ok3
+    verdicts["found"] = bool(ok3)
     lines.append(f"- **Target 3** — rare cases surfaced per label in the first 200 labels (the shared random seed set "
                  f"included): `default` {f200['default'].mean():.3f}, `random` {f200['random'].mean():.3f}, "
                  f"`modal` {f200['modal'].mean():.3f} → ratio default/random **{r:.2f}×** "
@@ -355,8 +355,8 @@ def main(argv=None) -> int:
         texts[key], verdicts = section(key, dom, best, val, res, args)
         dump[key] = {"chosen": best, "validation": val, "verdicts": verdicts, "runs": res}
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(dump))
         print(texts[key], file=sys.stderr)
+        Path(args.json_out).write_text(json.dumps(dump, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     if not all_res:
         return 0
     speed = scoring_speed()
