@@ -57,9 +57,17 @@ def add_parsers(sub, common) -> None:
     sm.add_argument("--batch", type=int, default=20)
     sm.add_argument("--rounds", type=int, default=15)
     sm.add_argument("--seed", type=int, default=0)
-    sm.add_argument("--rare-class", help="class name or index (default: the rarest in the training split)")
-    sm.add_argument("--classes", help="comma-separated class names for the label indices")
-    sm.add_argument("--miss-cost", type=float, default=5.0)
+    sm.add_argument("--rare", "--rare-class", dest="rare",
+                    help="rare class name(s) or index(es), comma-separated (default: the rarest in the training split)")
+    sm.add_argument("--classes", help="comma-separated class names for the label indices (default: the npz's "
+                                      "'classes' array when it has one)")
+    sm.add_argument("--miss-cost", type=float, default=5.0, help="miss cost of a rare class without its own --cost")
+    sm.add_argument("--cost", default="", help="miss cost per class, e.g. mel=10,df=5 (others: 1, rare: --miss-cost)")
+    sm.add_argument("--start", choices=("random", "kmeans", "typiclust"), default="random",
+                    help="how the seed set is chosen (default: a random draw, the same for every strategy)")
+    sm.add_argument("--eval-split", choices=("test", "val"), default="test",
+                    help="split the curve is measured on (val: for choosing settings; held out of train by "
+                         "train_groups when the npz has no val split)")
     sm.add_argument("--arch", default="efficientnet_lite0")
     sm.add_argument("--pretrained", default="default")
     sm.add_argument("--min-rare-share", type=float, default=None,
@@ -173,7 +181,27 @@ def _class_names(args, npz: Path):
     for prefix, names in KNOWN_CLASSES.items():
         if npz.name.lower().startswith(prefix):
             return list(names)
+    try:
+        import numpy as np
+
+        with np.load(npz) as data:
+            if "classes" in data.files:
+                return [str(c) for c in data["classes"].tolist()]
+    except (OSError, ValueError):
+        return None  # the simulation itself reports an unreadable file
     return None
+
+
+def _class_index(text: str, names, what: str) -> int:
+    from core.errors import LoupeError
+
+    text = text.strip()
+    if names and text in names:
+        return names.index(text)
+    if text.isdigit() and (not names or int(text) < len(names)):
+        return int(text)
+    known = f" (classes: {', '.join(names)})" if names else ""
+    raise LoupeError(f"unknown {what} '{text}'{known}")
 
 
 def cmd_simulate(args) -> int:
@@ -186,25 +214,42 @@ def cmd_simulate(args) -> int:
             print(f"loupe simulate: --{name.replace('_', '-')} is too small", file=sys.stderr)
             return 2
     npz = Path(args.npz)
+    if not npz.exists():
+        raise LoupeError(f"no such file: {npz}")
     names = _class_names(args, npz)
-    rare = None
-    if args.rare_class is not None:
-        if names and args.rare_class in names:
-            rare = names.index(args.rare_class)
-        elif args.rare_class.isdigit():
-            rare = int(args.rare_class)
-        else:
-            raise LoupeError(f"unknown rare class '{args.rare_class}'")
+    rares: list[int] = []
+    for part in (args.rare or "").split(","):
+        if part.strip():
+            idx = _class_index(part, names, "rare class")
+            if idx not in rares:
+                rares.append(idx)
+    costs: dict[int, float] = {}
+    for part in (p.strip() for p in args.cost.split(",")):
+        if not part:
+            continue
+        cname, sep, value = part.partition("=")
+        try:
+            cost = float(value)
+        except ValueError:
+            cost = -1.0
+        if not sep or cost < 0:
+            raise LoupeError(f"--cost takes CLASS=NUMBER pairs (a number ≥ 0), got '{part}'")
+        costs[_class_index(cname, names, "class in --cost")] = cost
+    if args.miss_cost < 0:
+        raise LoupeError(f"--miss-cost must not be negative, got {args.miss_cost}")
     cache = Path(args.cache_dir) if args.cache_dir else Path(tempfile.gettempdir()) / "loupe-sim-cache"
     shares = {k: getattr(args, k) for k in ("min_rare_share", "audit_share") if getattr(args, k) is not None}
     for key, value in shares.items():
         if not 0.0 <= value < 1.0:
             raise LoupeError(f"--{key.replace('_', '-')} must be at least 0 and below 1, got {value}")
     config = SimConfig(strategy=args.strategy, seed_size=args.seed_size, batch=args.batch, rounds=args.rounds,
-                       seed=args.seed, rare_class=rare, miss_cost=args.miss_cost, **shares)
+                       seed=args.seed, rare_class=rares[0] if rares else None, rare_classes=tuple(rares),
+                       class_costs=costs or None, miss_cost=args.miss_cost, start=args.start, **shares)
     result = simulate(npz, config, cache, names, arch=args.arch, pretrained=args.pretrained,
-                      size=args.input_size, torch_cache_dir=str(default_torch_cache_dir()))
-    human = "\n".join(f"{p['labels']:>5} labels: macro AUC {p['macro_auc']:.3f}, {result['rare_class']} AP "
-                      f"{p['rare_ap']:.3f}, recall {p['rare_recall']:.3f}" for p in result["curve"])
+                      size=args.input_size, torch_cache_dir=str(default_torch_cache_dir()), eval_split=args.eval_split)
+    rare_txt = "+".join(result["rare_classes"])
+    human = "\n".join(f"{p['labels']:>5} labels: macro AUC {p['macro_auc']:.3f}, {rare_txt} AP "
+                      f"{p['rare_ap']:.3f}, recall {p['rare_recall']:.3f}, {p['rare_found']} rare found"
+                      for p in result["curve"])
     emit(args, result, human)
     return 0

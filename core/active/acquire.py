@@ -7,26 +7,32 @@ mask of the labelled ones and an :class:`AcquisitionConfig`, and returns
 
 1. cold start (``cold_start.py``) while a class has fewer than ``cold_start_k`` labels;
 2. a score = mean of normalised entropy and normalised cost-sensitive risk
-   (``rare.bayes_risk``: missing the rare class costs ``miss_cost``);
+   (``rare.bayes_risk`` with one miss cost per class: ``AcquisitionConfig.cost_matrix``),
+   plus any named *boost* terms the caller passes (``select_batch(boosts=...)``);
 3. k-center greedy on the embeddings over a shortlist of the best-scored cases,
    weighted by the score, so the batch is diverse;
-4. a minimum share of likely-rare cases (P(rare) ≥ ``rare_threshold``);
-5. an audit slice: a small random share of confident negatives, so the miss rate
-   among cases the model would wave through can be estimated honestly.
+4. a minimum share of likely-rare cases, spread across the rare classes still short
+   of labels (``rare.enforce_rare_shares``);
+5. an audit slice: a small random share of confident negatives of each rare class in turn,
+   so the miss rate among cases the model would wave through can be estimated honestly.
+
+Several rare classes: ``rare_classes`` (indices) with ``class_costs`` ({index: miss cost});
+the older single ``rare_index`` / ``miss_cost`` still work and mean one rare class.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from core.active import strategies as st
 from core.active.cold_start import cold_start_batch, needs_cold_start
 from core.active.diversity import diverse_subset, l2_normalise
-from core.active.rare import bayes_risk, default_cost_matrix, enforce_rare_share, miss_cost_score
+from core.active.rare import (bayes_risk, class_cost_matrix, enforce_rare_shares, miss_costs_for, rare_miss_costs,
+                              risk_driver)
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +43,13 @@ class AcquisitionConfig:
 
     strategy: str = "default"
     n: int = 20
-    rare_index: Optional[int] = None
-    cost: Optional[np.ndarray] = None  # (K, K) C[true, decided]; default from miss_cost
-    miss_cost: float = 5.0
+    rare_index: Optional[int] = None  # one rare class (older form); ``rare_classes`` wins when given
+    cost: Optional[np.ndarray] = None  # (K, K) C[true, decided]; default from the per-class miss costs
+    miss_cost: float = 5.0  # the miss cost of a rare class without its own entry in ``class_costs``
+    rare_classes: Sequence[int] = ()  # several rare classes, most important first
+    class_costs: Optional[Mapping[int, float]] = None  # {class index: cost of missing it}; others 1 (rare: miss_cost)
+    rare_target: int = 50  # a rare class is "short" of labels below this many: the rare-share floor serves it
+    risk_weight: float = 0.5  # combined score = (1 − w) × normalised entropy + w × normalised cost-sensitive risk
     min_rare_share: float = 0.2
     rare_threshold: float = 0.5
     audit_share: float = 0.05
@@ -49,6 +59,27 @@ class AcquisitionConfig:
     cold_start_k: int = 5
     seed: int = 0
     class_names: Sequence[str] = field(default_factory=tuple)
+
+    def rares(self) -> tuple[int, ...]:
+        """The rare classes' indices (``rare_classes``, else ``rare_index``, else none)."""
+        if self.rare_classes:
+            return tuple(int(r) for r in self.rare_classes)
+        return () if self.rare_index is None else (int(self.rare_index),)
+
+    def cost_matrix(self, k: int) -> np.ndarray:
+        """``C[true, decided]`` for ``k`` classes: ``cost`` when set, else one miss cost per class."""
+        if self.cost is not None:
+            return np.asarray(self.cost, dtype=np.float64)
+        return class_cost_matrix(k, miss_costs_for(k, self.rares(), self.miss_cost, self.class_costs))
+
+    def costly(self, k: int) -> list[int]:
+        """Classes whose miss costs more than the cheapest mistake: the rare ones and any with a higher cost."""
+        c = self.cost_matrix(k)
+        row = np.array([c[i, [j for j in range(k) if j != i]].mean() if k > 1 else 0.0 for i in range(k)])
+        base = row.min() if k else 0.0
+        out = list(self.rares())
+        out += [i for i in range(k) if row[i] > base + 1e-12 and i not in out]
+        return out
 
 
 @dataclass(frozen=True)
@@ -71,18 +102,27 @@ def _name(config: AcquisitionConfig, i: Optional[int]) -> str:
 
 
 def component_scores(probs, config: AcquisitionConfig) -> dict[str, np.ndarray]:
-    """Every single-matrix score of the ``default`` strategy: entropy, margin, risk, P(rare), miss cost."""
+    """Every single-matrix score of the ``default`` strategy: entropy, margin, risk, P(rare), miss cost.
+
+    ``p_rare`` / ``miss_cost`` are those of the first rare class (the single-rare-class form);
+    ``p_rares`` / ``miss_costs`` hold one column per rare class (``config.rares()``), and
+    ``risk_class`` the class whose miss drives each case's risk (``rare.risk_driver``).
+    """
     p = np.asarray(probs, dtype=np.float64)
     k = p.shape[1]
-    cost = config.cost if config.cost is not None else default_cost_matrix(k, config.rare_index, config.miss_cost)
+    cost = config.cost_matrix(k)
     out = {"entropy": st.entropy(p, normalise=True), "margin": st.margin(p),
            "least_confidence": st.least_confidence(p), "risk": bayes_risk(p, cost)}
     # The largest risk any probability vector can have: the risk at the cost-indifference point.
     worst = bayes_risk(np.eye(k), cost).max()
     out["risk_norm"] = out["risk"] / max(_max_risk(cost), worst, 1e-12)
-    if config.rare_index is not None:
-        out["p_rare"] = p[:, config.rare_index]
-        out["miss_cost"] = miss_cost_score(p, config.rare_index, cost)
+    out["risk_class"] = risk_driver(p, cost)
+    rares = [r for r in config.rares() if 0 <= r < k]
+    if rares:
+        out["p_rares"] = p[:, rares]
+        out["miss_costs"] = rare_miss_costs(p, rares, cost)
+        out["p_rare"] = out["p_rares"][:, 0]
+        out["miss_cost"] = out["miss_costs"][:, 0]
     return out
 
 
@@ -99,7 +139,8 @@ def _max_risk(cost: np.ndarray) -> float:
 
 
 def select_batch(probs, emb, labelled: np.ndarray, config: AcquisitionConfig,
-                 counts: Optional[Sequence[int]] = None, stochastic: Optional[np.ndarray] = None) -> list[Pick]:
+                 counts: Optional[Sequence[int]] = None, stochastic: Optional[np.ndarray] = None,
+                 boosts: Optional[Mapping[str, np.ndarray]] = None) -> list[Pick]:
     """Choose ``config.n`` unlabelled cases for labelling.
 
     Args:
@@ -109,6 +150,11 @@ def select_batch(probs, emb, labelled: np.ndarray, config: AcquisitionConfig,
         config: the strategy and its options.
         counts: confirmed labels per class (length K) for the cold start; None skips it.
         stochastic: (T, N, K) stochastic passes for ``bald`` (MC dropout) and ``tta``.
+        boosts: extra score terms of the ``default`` strategy, ``{name: (N,) array}`` (each
+            best kept in [0, 1]); they are added to the combined score before the
+            shortlist, and every pick's why carries each non-zero term under its name.
+            This is the hook for signals outside the model's probabilities (e.g. a case
+            near one flagged "model was wrong").
 
     Returns:
         picks in rank order (best first); fewer than ``n`` when the pool is smaller.
@@ -139,50 +185,79 @@ def select_batch(probs, emb, labelled: np.ndarray, config: AcquisitionConfig,
         picks = []
         for i in st.top_k(scores, n, labelled):
             why = {name: _r(scores[i])}
-            if name == "cost" and "p_rare" in comp:
-                why.update(p_rare=_r(comp["p_rare"][i]), expected_miss_cost=_r(comp["miss_cost"][i]))
+            if name == "cost" and "p_rares" in comp:
+                j = int(np.argmax(comp["miss_costs"][i]))
+                why.update(rare_class=_name(config, config.rares()[j]), p_rare=_r(comp["p_rares"][i, j]),
+                           expected_miss_cost=_r(comp["miss_costs"][i, j]))
             picks.append(Pick(int(i), _r(scores[i]), why))
         return picks
-    return _default(p, emb, labelled, config, counts, comp, n)
+    return _default(p, emb, labelled, config, counts, comp, n, boosts)
 
 
-def _default(p, emb, labelled, config, counts, comp, n) -> list[Pick]:
+def _focus(p: np.ndarray, i: int, costly: Sequence[int], cost: np.ndarray) -> Optional[int]:
+    """The costly class a case is most about: the highest P(class) × cost of missing it."""
+    if not costly:
+        return None
+    k = p.shape[1]
+    miss = [float(np.mean(cost[c, [j for j in range(k) if j != c]])) if k > 1 else 0.0 for c in costly]
+    return int(costly[int(np.argmax([p[i, c] * m for c, m in zip(costly, miss)]))])
+
+
+def _default(p, emb, labelled, config, counts, comp, n, boosts=None) -> list[Pick]:
     rng = np.random.default_rng(config.seed)
+    k = p.shape[1]
     pool_idx = np.flatnonzero(~labelled)
-    rare = config.rare_index
-    rare_name = _name(config, rare)
-    combined = 0.5 * comp["entropy"] + 0.5 * comp["risk_norm"]
-    cost = config.cost if config.cost is not None else default_cost_matrix(p.shape[1], rare, config.miss_cost)
+    rares = [r for r in config.rares() if 0 <= r < k]
+    cost = config.cost_matrix(k)
+    costly = [c for c in config.costly(k) if 0 <= c < k]
+    combined = (1.0 - config.risk_weight) * comp["entropy"] + config.risk_weight * comp["risk_norm"]
+    extra = {str(name): np.asarray(v, dtype=np.float64) for name, v in (boosts or {}).items()}
+    for name, v in extra.items():
+        if v.shape != combined.shape:
+            raise ValueError(f"boost '{name}' has shape {v.shape}, expected {combined.shape}")
+        combined = combined + v
 
-    def breakdown(i: int) -> dict:
+    def breakdown(i: int, focus: Optional[int] = None) -> dict:
         why = {"entropy": _r(comp["entropy"][i]), "risk": _r(comp["risk"][i]), "combined": _r(combined[i])}
-        if rare is not None:
-            others = [j for j in range(p.shape[1]) if j != rare]
-            why.update(rare_class=rare_name, p_rare=_r(comp["p_rare"][i]),
-                       miss_cost=_r(np.mean(cost[rare, others]) if others else 0.0),
-                       expected_miss_cost=_r(comp["miss_cost"][i]))
+        driver = int(comp["risk_class"][i])
+        if driver in costly:
+            why["risk_class"] = _name(config, driver)
+        c = focus if focus is not None else _focus(p, i, costly, cost)
+        if c is not None:
+            others = [j for j in range(k) if j != c]
+            miss = float(np.mean(cost[c, others])) if others else 0.0
+            why.update(rare_class=_name(config, c), p_rare=_r(p[i, c]), miss_cost=_r(miss),
+                       expected_miss_cost=_r(p[i, c] * miss))
+        for name, v in extra.items():
+            if v[i]:
+                why[name] = _r(v[i])
         return why
 
-    # Audit slice: confident negatives (the model would not flag them), drawn at random.
+    # Audit slice: confident negatives (the model would not flag them) of each rare class in turn, at random.
     n_audit = int(np.floor(config.audit_share * n + 1e-9)) if n > 1 else 0
     if config.audit_share > 0 and n >= 10:
         n_audit = max(n_audit, 1)
-    audit: list[int] = []
-    if n_audit and rare is not None:
-        confident_neg = pool_idx[(comp["p_rare"][pool_idx] <= 1 - config.audit_confidence)]
-        if len(confident_neg):
-            audit = rng.choice(confident_neg, size=min(n_audit, len(confident_neg)), replace=False).tolist()
+    audit: list[tuple[int, int]] = []
+    if n_audit and rares:
+        taken: set[int] = set()
+        for slot in range(n_audit):
+            r = rares[slot % len(rares)]
+            neg = [int(i) for i in pool_idx[p[pool_idx, r] <= 1 - config.audit_confidence] if int(i) not in taken]
+            if neg:
+                i = int(rng.choice(neg))
+                taken.add(i)
+                audit.append((i, r))
     n_main = n - len(audit)
     candidates = np.zeros(len(p), dtype=bool)
     candidates[pool_idx] = True
-    candidates[audit] = False
+    candidates[[i for i, _ in audit]] = False
     labelled_idx = np.flatnonzero(labelled)
     emb_n = l2_normalise(emb) if emb is not None else None
 
     picks: list[Pick] = []
     if counts is not None and needs_cold_start(counts, config.cold_start_k) and emb_n is not None:
         seed = cold_start_batch(emb_n, p, np.flatnonzero(candidates), n_main, counts, labelled_idx,
-                                config.cold_start_k, rare, class_names=config.class_names)
+                                config.cold_start_k, rare_classes=rares, class_names=config.class_names)
         for i, why in seed:
             picks.append(Pick(int(i), _r(combined[i]), {**breakdown(i), **why}))
     else:
@@ -194,20 +269,21 @@ def _default(p, emb, labelled, config, counts, comp, n) -> list[Pick]:
             order = ranked[:n_main].tolist()
         rank_of = {int(i): r + 1 for r, i in enumerate(ranked)}
         selected = [int(i) for i in order]
-        shared: set[int] = set()
-        if rare is not None and config.min_rare_share > 0:
-            selected, shared = enforce_rare_share(selected, comp["p_rare"], candidates, config.min_rare_share,
-                                                  config.rare_threshold, scores=combined)
+        shared: dict[int, int] = {}
+        if rares and config.min_rare_share > 0:
+            selected, shared = enforce_rare_shares(selected, p, rares, candidates, config.min_rare_share,
+                                                   config.rare_threshold, scores=combined, counts=counts,
+                                                   target=config.rare_target)
         for d_rank, i in enumerate(selected):
-            why = breakdown(i)
+            why = breakdown(i, shared.get(i))
             why["score_rank"] = rank_of.get(i, 0)
             if config.diversity and emb_n is not None:
                 why["diversity_rank"] = d_rank + 1
             why["reason"] = "rare share" if i in shared else "uncertain / costly"
             picks.append(Pick(i, _r(combined[i]), why))
         picks.sort(key=lambda pk: -pk.score)
-    for i in audit:
-        why = breakdown(int(i))
+    for i, r in audit:
+        why = breakdown(int(i), r)
         why.update(reason="audit", audit="confident negative")
         picks.append(Pick(int(i), _r(combined[i]), why))
     return picks

@@ -23,7 +23,7 @@ import numpy as np
 
 from core.active.acquire import AcquisitionConfig, select_batch
 from core.active.cache import ModelOutputs, load_outputs, merge, save_outputs
-from core.active.rare import cost_matrix_from, rare_index_of
+from core.active.rare import cost_matrix_from, rare_indices_of
 from core.progress import CancelToken, ProgressCallback
 from core.types import QueueItem
 
@@ -159,15 +159,18 @@ def redecide_predictions(ws, loaded=None) -> int:
 
 def acquisition_config(ws, classes: Sequence[str], counts: Sequence[int], strategy: str, n: int,
                        seed: int = 0) -> AcquisitionConfig:
-    """An :class:`AcquisitionConfig` from the workspace settings (``rare_class``, ``miss_cost``,
-    ``cost_matrix``, ``min_rare_share``, ``audit_share``, ``cold_start_k``) and the label counts."""
-    rare = rare_index_of(classes, counts, ws.get_setting("rare_class"))
+    """An :class:`AcquisitionConfig` from the workspace settings (``rare_classes`` — several, from the
+    findings — or the older single ``rare_class``; ``miss_cost``, ``cost_matrix``, ``min_rare_share``,
+    ``audit_share``, ``cold_start_k``, ``rare_target``) and the label counts."""
+    rares = rare_indices_of(classes, counts, ws.get_setting("rare_classes") or ws.get_setting("rare_class"))
     miss = float(ws.get_setting("miss_cost", 5.0))
-    cost = cost_matrix_from(ws.get_setting("cost_matrix"), classes, classes[rare] if rare is not None else None, miss)
-    return AcquisitionConfig(strategy=strategy, n=n, rare_index=rare, cost=cost, miss_cost=miss,
+    cost = cost_matrix_from(ws.get_setting("cost_matrix"), classes, [classes[r] for r in rares], miss)
+    return AcquisitionConfig(strategy=strategy, n=n, rare_index=rares[0] if rares else None,
+                             rare_classes=tuple(rares), cost=cost, miss_cost=miss,
                              min_rare_share=float(ws.get_setting("min_rare_share", AcquisitionConfig.min_rare_share)),
                              audit_share=float(ws.get_setting("audit_share", AcquisitionConfig.audit_share)),
                              cold_start_k=int(ws.get_setting("cold_start_k", AcquisitionConfig.cold_start_k)),
+                             rare_target=int(ws.get_setting("rare_target", AcquisitionConfig.rare_target)),
                              seed=seed,
                              class_names=tuple(classes))
 

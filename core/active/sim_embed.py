@@ -86,18 +86,21 @@ def embed_arrays(images: np.ndarray, arch: str = "efficientnet_lite0", pretraine
 def npz_embeddings(npz_path: str | Path, cache_dir: str | Path, arch: str = "efficientnet_lite0",
                    pretrained: str = "default", size: int = 224, torch_cache_dir: Optional[str] = None,
                    progress: Optional[ProgressCallback] = None) -> dict[str, np.ndarray]:
-    """``{split}_emb`` and ``{split}_labels`` for the train and test (and val) splits, cached.
+    """``{split}_emb`` and ``{split}_labels`` (and ``{split}_groups`` when the npz has them) for the train and
+    test (and val) splits, cached.
 
     The cache file name carries the npz digest, arch, weights choice and size, so
     a changed file never reuses stale embeddings.
     """
-    data = load_npz(npz_path)
+    if not Path(npz_path).exists():
+        raise LoupeError(f"no such file: {npz_path}")
     key = f"{file_digest(npz_path)}-{arch}-{Path(str(pretrained)).name}-{size}"
     cache = Path(cache_dir) / f"sim-emb-{key}.npz"
     if cache.exists():
         with np.load(cache) as cached:
             logger.info("simulation embeddings from cache %s", cache)
             return {k: cached[k] for k in cached.files}
+    data = load_npz(npz_path)
     out: dict[str, np.ndarray] = {}
     for split in SPLITS:
         if f"{split}_images" not in data:
@@ -105,6 +108,8 @@ def npz_embeddings(npz_path: str | Path, cache_dir: str | Path, arch: str = "eff
         out[f"{split}_emb"] = embed_arrays(data[f"{split}_images"], arch, pretrained, size,
                                            torch_cache_dir=torch_cache_dir, progress=progress)
         out[f"{split}_labels"] = data[f"{split}_labels"]
+        if f"{split}_groups" in data:  # lesion or patient ids: a split keeps each group on one side
+            out[f"{split}_groups"] = np.asarray(data[f"{split}_groups"]).astype(str)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, **out)

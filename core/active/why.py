@@ -4,7 +4,10 @@ The acquisition code (``acquire.py``, ``cold_start.py``) stores a breakdown dict
 with every queued case; :func:`describe_pick` turns it into one or two
 sentences, leading with the reason and then the figures behind it, e.g.
 "Uncertain or costly to miss. Entropy 0.88 (1 = coin toss); P(normal) 0.30 ×
-miss cost 5 = expected miss cost 1.51. Score rank 1, diversity rank 1."
+miss cost 5 = expected miss cost 1.51. Score rank 1, diversity rank 1." With several
+rare (or costly) classes the breakdown names the one the case is most about
+(``rare_class``: the highest P × miss cost, or the class a rare-share or audit pick
+serves) and ``risk_class``, the class whose miss drives the cost-weighted risk.
 Unknown keys (other strategies, future fields) are listed plainly at the end,
 so nothing the breakdown holds is hidden.
 """
@@ -20,7 +23,8 @@ _SCORE_NAMES = {"bald": "BALD (MC-dropout disagreement)", "tta": "test-time-augm
                 "entropy": "entropy", "cost": "expected cost", "random": "random draw"}
 
 _DESCRIBED = {"reason", "entropy", "risk", "combined", "rare_class", "p_rare", "miss_cost", "expected_miss_cost",
-              "score_rank", "diversity_rank", "audit", "target_class", "labels_of_class", "coverage_rank"}
+              "score_rank", "diversity_rank", "audit", "target_class", "labels_of_class", "coverage_rank",
+              "risk_class"}
 
 
 def _num(value: Any) -> str:
@@ -83,6 +87,8 @@ def describe_pick(why: dict) -> str:
         figures.append(f"entropy {_num(why['entropy'])} (1 = coin toss)")
     if reason in ("uncertain / costly", "") and _rare_part(why):
         figures.append(_rare_part(why))
+    if why.get("risk_class") and reason in ("uncertain / costly", "rare share", ""):
+        figures.append(f"the cost-weighted risk comes mostly from missing {why['risk_class']}")
     if figures:
         sentences.append(_cap("; ".join(figures)) + ".")
     ranks = _ranks(why)

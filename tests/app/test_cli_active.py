@@ -75,3 +75,42 @@ def test_simulate_json_contract(tmp_path, capsys):
     assert all(set(p) >= {"labels", "macro_auc", "rare_ap", "rare_recall"} for p in doc["curve"])
     code, _, err = run(capsys, "simulate", "--npz", str(tmp_path / "missing.npz"), "--json")
     assert code == 1 and "no such file" in err
+
+
+def test_simulate_several_rare_classes(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+
+    def split(n):
+        y = rng.choice(3, size=n, p=[0.7, 0.15, 0.15]).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        x[y == 1, 4:12, 4:12] = 230
+        x[y == 2, 16:26, 16:26] = 230
+        return x, y.reshape(-1, 1)
+
+    tr, ytr = split(90)
+    te, yte = split(40)
+    npz = tmp_path / "three.npz"
+    np.savez(npz, train_images=tr, train_labels=ytr, test_images=te, test_labels=yte,
+             train_groups=np.array([f"L{i // 2}" for i in range(90)]))
+    common = ["simulate", "--npz", str(npz), "--seed-size", "10", "--batch", "10", "--rounds", "2", "--arch",
+              "resnet18", "--pretrained", "none", "--input-size", "32", "--cache-dir", str(tmp_path / "cache"),
+              "--classes", "nv,df,vasc", "--rare", "df,vasc", "--cost", "df=5,vasc=3", "--seed", "2", "--json"]
+    docs = {}
+    for strategy in ("random", "default"):
+        code, out, err = run(capsys, *common, "--strategy", strategy)
+        assert code == 0, err
+        docs[strategy] = json.loads(out)
+    doc = docs["default"]
+    assert doc["rare_classes"] == ["df", "vasc"] and doc["rare_class"] == "df"
+    for p in doc["curve"]:
+        assert set(p["per_class_ap"]) == {"nv", "df", "vasc"} and isinstance(p["rare_found"], int)
+        assert p["rare_ap"] == pytest.approx((p["per_class_ap"]["df"] + p["per_class_ap"]["vasc"]) / 2, abs=1e-3)
+    assert docs["random"]["curve"][0] == doc["curve"][0]  # the same seed set for both strategies
+    # validation held out of train by lesion (train_groups), since the npz has no val split
+    code, out, err = run(capsys, *common, "--strategy", "default", "--eval-split", "val")
+    assert code == 0, err
+    assert json.loads(out)["eval_split"] == "val"
+    code, _, err = run(capsys, *common[:-1], "--rare", "melanoma", "--json")
+    assert code == 1 and "unknown rare class 'melanoma'" in err
+    code, _, err = run(capsys, *common[:-1], "--cost", "df=lots", "--json")
+    assert code == 1 and "--cost" in err

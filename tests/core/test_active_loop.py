@@ -103,7 +103,8 @@ def test_simulation_curves_on_synthetic_embeddings():
                              ["rare", "common"])
         assert res["strategy"] == name and res["rare_class"] == "rare"
         assert [p["labels"] for p in res["curve"]] == [10, 20, 30]
-        assert all(set(p) == {"labels", "macro_auc", "rare_ap", "rare_recall"} for p in res["curve"])
+        assert all(set(p) == {"labels", "macro_auc", "rare_ap", "rare_recall", "rare_found", "per_class_ap"}
+                   for p in res["curve"])
         assert res["curve"][-1]["macro_auc"] > 0.8
 
 
