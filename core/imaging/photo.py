@@ -16,7 +16,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageReadError
-from core.types import PHOTO_MODALITY, ImageRecord
+from dataclasses import replace
+
+from core.types import PHOTO_MODALITY, RADIOGRAPH_MODALITIES, ImageRecord, WindowPreset
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +137,25 @@ def read_photo_header(path: PathLike) -> ImageRecord:
         study_description=os.path.basename(folder) or folder,
         series_description=fmt,
     )
+
+
+def picture_as(record: ImageRecord, modality: str) -> ImageRecord:
+    """A photograph record re-labelled as ``modality`` (CR/DX radiograph or XC photograph).
+
+    A radiograph is stored grayscale (MONOCHROME2, one sample) with a "Full range" window preset over
+    its nominal bit depth, so it is windowed, shown and augmented like a radiograph. DICOM records and
+    ``XC`` are returned unchanged. Raises ValueError for a modality other than CR, DX or XC.
+    """
+    modality = modality.upper()
+    if modality not in RADIOGRAPH_MODALITIES + (PHOTO_MODALITY,):
+        raise ValueError(f"a picture is CR or DX (radiograph) or XC (photograph), not {modality!r}")
+    if record.kind != "photo" or modality == record.modality:
+        return record
+    if modality == PHOTO_MODALITY:
+        return replace(record, modality=modality, window_presets=())
+    bits = int(record.bits_stored or 8)
+    return replace(record, modality=modality, photometric="MONOCHROME2", samples_per_pixel=1,
+                   window_presets=(WindowPreset(float(2 ** (bits - 1)), float(2 ** bits), "Full range"),))
 
 
 def photo_frame_count(path: PathLike) -> int:

@@ -155,8 +155,13 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _v2_image_groups(db: sqlite_utils.Database) -> None:
+    """Version 2: ``images.group_id``, the group (e.g. a lesion id) a split keeps on one side."""
+    db.execute("ALTER TABLE images ADD COLUMN group_id TEXT")
+
+
 #: Forward migrations; ``len(MIGRATIONS)`` is the schema version this code writes.
-MIGRATIONS: list[Migration] = [_v1_initial]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_image_groups]
 
 
 def user_version(db: sqlite_utils.Database) -> int:
