@@ -263,8 +263,9 @@ class ImagesMixin:
                 new_mod = d.get("modality")
                 if new_mod and kind == "photo" and new_mod != modality:
                     radiograph = new_mod in RADIOGRAPH_MODALITIES
-                    presets = ([{"center": float(2 ** (int(bits) - 1)), "width": float(2 ** int(bits)),
-                                 "name": "Full range"}] if radiograph else [])
+                    # as core.imaging.photo.picture_as: 8-bit radiographs get a full-range preset
+                    presets = ([{"center": 128.0, "width": 256.0, "name": "Full range"}]
+                               if radiograph and int(bits) <= 8 else [])
                     sets = "modality = ?, window_presets = ?"
                     values: list = [new_mod, dumps(presets)]
                     if radiograph:

@@ -105,3 +105,23 @@ def test_cli_import_as_modality_lists_cr(tmp_path):
     assert json.loads(done.stdout)["imported"] == 2
     listed = run("list")
     assert [r["modality"] for r in json.loads(listed.stdout)] == ["CR", "CR"]
+
+
+def test_a_png_radiograph_renders_through_the_window_pipeline(ws, tmp_path):
+    from core.imaging import loader
+    from core.imaging.display import render_array
+    from core.imaging.photo import radiograph_frame
+
+    folder = tmp_path / "cxr"
+    folder.mkdir()
+    arr = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (8, 1))
+    Image.fromarray(np.stack([arr] * 3, axis=-1)).save(folder / "rgb.png")
+    import_paths(ws, [folder], as_modality="CR")
+    ref = ws.images()[0]
+    _, raw, _ = loader.decoded_frame(ref.path)
+    gray, params = radiograph_frame(raw, ref.record)
+    assert gray.shape == (8, 64) and gray.dtype == np.uint8 and np.array_equal(gray, arr)
+    assert not params.is_color and params.windows == ref.record.window_presets
+    assert np.array_equal(render_array(gray, params), arr)  # the full-range preset shows it as stored
+    narrow = render_array(gray, params, window=(128, 64))  # a narrow window raises the contrast
+    assert narrow[0, 0] == 0 and narrow[0, -1] == 255 and 120 <= narrow[0, 32] <= 136

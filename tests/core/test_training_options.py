@@ -224,3 +224,47 @@ def test_strength_zero_turns_augmentation_off():
     x = torch.rand(4, 3, 32, 32)
     out = aug.augmentation_for(strength=0.0, size=32)(x, torch.tensor([0, 1, 0, 1]))
     assert torch.equal(out, x)
+
+
+# --- splits by patient and group ------------------------------------------------------------------------
+
+def test_linked_groups_join_images_sharing_a_patient_or_a_group():
+    from core.models.splits import linked_groups
+
+    ids = ["a", "b", "c", "d", "e", "f"]
+    patients = ["P1", None, "P2", None, "P1", None]
+    groups = [None, "L1", "L1", "L2", None, None]
+    # a,e share P1; b,c share lesion L1 and c is P2; d is alone with L2; f has nothing
+    assert linked_groups(ids, patients, groups) == ["P1", "P2", "P2", "group:L2", "P1", "f"]
+    # a lesion seen at two patients' records joins them
+    assert len(set(linked_groups(["x", "y", "z"], ["P1", "P2", "P3"], ["L", "L", None]))) == 2
+
+
+def test_split_keeps_every_lesion_and_patient_on_one_side(workspace, tmp_path):
+    import csv as _csv
+
+    from core.models.data import labelled_set, train_val_split
+
+    folder = tmp_path / "lesions"
+    write_dataset(folder, n=48)
+    rows = list(_csv.reader(open(folder / "labels.csv")))
+    with open(folder / "labels.csv", "w", newline="") as fh:
+        writer = _csv.writer(fh)
+        writer.writerow(rows[0] + ["group", "patient"])
+        for i, row in enumerate(rows[1:]):
+            # 3 images per lesion (same class), lesions 0..15; every 4th lesion's patient also owns lesion+1
+            lesion = i // 6 * 2 + (i % 2)
+            writer.writerow(row + [f"L{lesion}", f"P{lesion // 4}" if lesion % 4 == 0 else ""])
+    import_paths(workspace, [folder], labels_csv=folder / "labels.csv")
+    data = labelled_set(workspace, ["neg", "pos"])
+    by_id = {r.id: r for r in workspace.images()}
+    for seed in range(6):
+        train_set, val_set = train_val_split(workspace, data, 0.25, seed)
+        assert len(val_set) > 0 and len(train_set) + len(val_set) == 48
+        for attr in ("group", "patient"):
+            def key(i):
+                r = by_id[i]
+                return r.group if attr == "group" else r.record.patient_id
+            left = {key(i) for i in train_set.image_ids} - {None}
+            right = {key(i) for i in val_set.image_ids} - {None}
+            assert left.isdisjoint(right), (attr, seed, left & right)
