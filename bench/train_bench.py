@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -190,6 +191,8 @@ def main() -> None:
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--work", help="cache folder (PNG files, workspace)")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse seeds already measured in --work with the same settings")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if not NPZ.exists():
@@ -204,10 +207,23 @@ def main() -> None:
     csv_path = export_subset(data_dir, args.n_train)
     rows = read_rows(csv_path)
     results = []
+    tag = f"n{args.n_train}-s{args.size}-e{args.epochs}-{json.dumps(overrides, sort_keys=True)}"
+    cache = work / "results"
+    cache.mkdir(exist_ok=True)
     for seed in range(args.first_seed, args.first_seed + args.seeds):
+        stored = cache / f"{hashlib.sha1(tag.encode()).hexdigest()[:10]}-seed{seed}.json"
+        if args.resume and stored.exists() and not args.skip_reference:
+            # a seed measured earlier (Loupe and reference back to back in one process), e.g. by a parallel run
+            loupe, ref = json.loads(stored.read_text())
+            results.append((seed, loupe, ref))
+            print(f"seed {seed}: from {stored}")
+            continue
         loupe = loupe_run(work, data_dir, csv_path, args.size, args.epochs, seed, overrides)
         ref = None if args.skip_reference else reference_run(data_dir, rows, args.size, args.epochs, seed)
         results.append((seed, loupe, ref))
+        if ref is not None:
+            keep = {k: loupe[k] for k in ("auc", "seconds", "val_auc")}
+            stored.write_text(json.dumps([keep, ref]))
         print(f"seed {seed}: Loupe test AUC {loupe['auc']:.4f} (val {loupe['val_auc']:.4f}) in "
               f"{loupe['seconds']:.1f} s" + (f"; reference {ref['auc']:.4f} in {ref['seconds']:.1f} s" if ref else ""),
               flush=True)

@@ -4,15 +4,16 @@
 transfer mode (frozen feature extractor / full fine-tune / gradual unfreezing),
 imbalance handling, early stopping, temperature scaling, operating thresholds,
 evaluation against the active version on the same validation images, the
-promotion gate, and the atomic save.
-
-The recipe (chosen on PneumoniaMNIST validation AUC, see bench/train_bench.py): images are decoded once to
-[0, 1] tensors; each batch is augmented on the training device by each image's own modality
-(:mod:`core.models.augment`); AdamW with the mode's learning rate (``finetune``: the whole network at one
-rate), decoupled weight decay on weights only, a cosine schedule (optional linear warm-up); the best epoch
-by validation loss is kept. On CUDA the batch is channels-last and the forward pass runs in bfloat16. It runs in its own process (see
+promotion gate, and the atomic save. It runs in its own process (see
 :mod:`core.models.train_process`), reports progress as plain dict events
 through ``emit`` and stops cooperatively when ``cancel`` is set.
+
+The recipe (measured against a plain PyTorch loop in bench/train_bench.py): images are decoded once to
+[0, 1] tensors; each batch is augmented on the training device by each image's own modality
+(:mod:`core.models.augment`); AdamW at the mode's learning rate (``finetune``: the whole network at one
+rate), decoupled weight decay on weights only (not biases or BatchNorm), a cosine schedule (optional linear
+warm-up); the epoch with the lowest validation loss is kept. On CUDA batches are channels-last and the
+forward pass runs in bfloat16.
 """
 
 from __future__ import annotations
