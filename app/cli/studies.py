@@ -74,7 +74,7 @@ def cmd_list(args) -> int:
     with open_workspace(args) as ws:
         refs = ws.images(split=args.split)
     rows = [{"id": r.id, "path": r.path, "modality": r.record.modality, "patient_id": r.record.patient_id,
-             "study_uid": r.record.study_uid, "label": r.label, "split": r.split,
+             "study_uid": r.record.study_uid, "label": r.label, "split": r.split, "group": r.group,
              "frames": r.record.frames, "rows": r.record.rows, "columns": r.record.columns} for r in refs]
     human = "\n".join(f"{r['id']}  {r['modality']:<3} {r['label'] or '-':<12} {r['split'] or '-':<5} {r['path']}"
                       for r in rows) or "no images imported yet"
