@@ -126,7 +126,8 @@ def reference_run(data_dir: Path, rows: list[dict], size: int, epochs: int, seed
     net.eval()
     with torch.inference_mode():
         probs = torch.cat([torch.softmax(net(x_te[i:i + 128]), 1) for i in range(0, len(x_te), 128)])
-    return {"auc": auc(y_te.numpy(), probs[:, 0].numpy()), "seconds": seconds}
+    # pneumonia (class 1) is the positive class, as in the macro AUC of two classes that Loupe reports
+    return {"auc": auc(y_te.numpy(), probs[:, 1].numpy()), "seconds": seconds}
 
 
 # ------------------------------------------------------------------------------------------- Loupe
