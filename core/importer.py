@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from core.imaging import scan_paths
+from core.imaging.photo import picture_as
 from core.labels_csv import LabelRow, read_labels_csv
 from core.progress import CancelToken, ProgressCallback
-from core.types import ImageRef, ImportIssue, ImportReport
+from core.types import PICTURE_MODALITIES, ImageRef, ImportIssue, ImportReport
 from core.workspace import image_id_for_key
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def import_paths(
     actor: str = "import",
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    as_modality: Optional[str] = None,
 ) -> ImportReport:
     """Import files and folders (recursively) into ``workspace``.
 
@@ -39,7 +41,18 @@ def import_paths(
     already in the workspace, ``errors`` one entry per rejected file or CSV row.
     Raises LabelsFileError only when the CSV as a whole is unusable (checked
     before any image is stored), and Cancelled if ``cancel`` is set.
+
+    ``as_modality`` says what the non-DICOM pictures are: ``"CR"``/``"DX"``
+    (radiographs: stored grayscale with a window, augmented as radiographs) or
+    ``"XC"`` (photographs, what None means for new pictures). DICOM files keep
+    their own Modality. Given explicitly, it also re-labels pictures imported
+    before; a labels CSV ``modality`` column overrides it per row. Raises
+    ValueError for another code.
     """
+    if as_modality is not None:
+        as_modality = as_modality.strip().upper()
+        if as_modality not in PICTURE_MODALITIES:
+            raise ValueError(f"--as-modality must be CR or DX (radiograph) or XC (photograph), not {as_modality!r}")
     label_rows: list[LabelRow] = []
     errors: list[ImportIssue] = []
     if labels_csv is not None:
@@ -47,7 +60,13 @@ def import_paths(
         errors.extend(csv_issues)
     scan = scan_paths([Path(p) for p in paths], progress=progress, cancel=cancel)
     errors[:0] = scan.errors
-    new_ids, existing_ids = workspace.add_images(scan.records, actor=actor)
+    row_modality = {_norm(r.path): r.modality for r in label_rows if r.path is not None and r.modality}
+    records = [picture_as(r, row_modality.get(_norm(r.path)) or as_modality) if r.kind == "photo"
+               and (as_modality or _norm(r.path) in row_modality) else r for r in scan.records]
+    new_ids, existing_ids = workspace.add_images(records, actor=actor)
+    if as_modality is not None and existing_ids:
+        # an explicit --as-modality also corrects pictures imported before (DICOM is left alone)
+        workspace.set_image_details({i: {"modality": as_modality} for i in existing_ids}, actor=actor)
     labels_added = 0
     if label_rows:
         aliases = {_norm(r.path): image_id_for_key(r.key) for r in scan.records}
@@ -83,17 +102,24 @@ def apply_labels(workspace, rows: list[LabelRow], aliases: Optional[dict[str, st
     current = workspace.current_labels()
     issues: list[ImportIssue] = []
     batch = []
+    details: dict[str, dict] = {}
     for row in rows:
         ref = _match(row, by_path, by_name, issues, aliases or {}, images)
         if ref is None:
             continue
         if row.split is not None and row.split != ref.split:
             workspace.set_split(ref.id, row.split)
+        wanted = {"modality": row.modality if ref.record.kind == "photo" else None,
+                  "patient": row.patient, "group": row.group}
+        if any(wanted.values()):
+            details[ref.id] = wanted
         label = current.get(ref.id)
         if label is not None and tuple(label.classes) == row.classes and label.severity == row.severity:
             continue
         batch.append({"image_id": ref.id, "classes": row.classes, "annotator": IMPORT_ANNOTATOR,
                       "source": "import", "severity": row.severity})
+    if details:
+        workspace.set_image_details(details, actor=IMPORT_ANNOTATOR)
     if batch:
         workspace.add_labels(batch)
     return len(batch), issues

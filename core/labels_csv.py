@@ -2,7 +2,10 @@
 
 Columns: ``path`` (relative to the CSV's folder, or absolute) or ``file`` (a file
 name), ``label`` (class name; ``;`` separates several), optional ``severity``
-(integer) and ``split`` (train/val/test). A malformed file raises
+(integer), ``split`` (train/val/test), ``patient`` and ``group`` (a lesion id is
+a group: training splits keep a group and a patient on one side) and
+``modality`` (what a non-DICOM picture is: CR/DX radiograph or XC photograph).
+A malformed file raises
 :class:`~core.errors.LabelsFileError`; a malformed row becomes one
 :class:`~core.types.ImportIssue` and the other rows still count.
 """
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from core.errors import LabelsFileError
-from core.types import ImportIssue
+from core.types import PICTURE_MODALITIES, ImportIssue
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,9 @@ class LabelRow:
     classes: tuple[str, ...]
     severity: Optional[int] = None
     split: Optional[str] = None
+    patient: Optional[str] = None
+    group: Optional[str] = None
+    modality: Optional[str] = None  # CR | DX | XC, for non-DICOM pictures
 
     @property
     def where(self) -> str:
@@ -94,8 +100,12 @@ def _parse_row(row: dict, line: int, base: Path) -> LabelRow | str:
     split = row.get("split", "").lower() or None
     if split is not None and split not in SPLITS:
         return f"split must be one of {', '.join(SPLITS)}, got {row['split']!r}"
+    modality = row.get("modality", "").upper() or None
+    if modality is not None and modality not in PICTURE_MODALITIES:
+        return (f"modality must be CR or DX (radiograph) or XC (photograph), got {row['modality']!r}")
     path = None
     if path_text:
         path = Path(path_text).expanduser()
         path = (path if path.is_absolute() else base / path).resolve()
-    return LabelRow(line, path, None if path else file_text, classes, severity, split)
+    return LabelRow(line, path, None if path else file_text, classes, severity, split,
+                    patient=row.get("patient") or None, group=row.get("group") or None, modality=modality)

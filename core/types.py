@@ -11,6 +11,10 @@ from typing import Any, Optional
 
 #: Modality code used for photographs (DICOM "XC": external-camera photography).
 PHOTO_MODALITY = "XC"
+#: Modality codes of projection radiographs; PNG/JPEG pictures may be imported as these (``--as-modality``).
+RADIOGRAPH_MODALITIES = ("CR", "DX")
+#: What a non-DICOM picture may be imported as: a radiograph (CR/DX) or a photograph (XC).
+PICTURE_MODALITIES = RADIOGRAPH_MODALITIES + (PHOTO_MODALITY,)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class ImageRef:
     record: ImageRecord
     split: Optional[str] = None
     label: Optional[str] = None
+    group: Optional[str] = None  # a lesion id or other group a split keeps on one side (labels CSV ``group``)
 
     @property
     def path(self) -> str:

@@ -30,7 +30,8 @@ def add_parsers(sub, common) -> None:
     t.add_argument("--sampler", choices=["none", "balanced"], default="none")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=None,
+                   help="head learning rate (default per mode: frozen 3e-3, finetune and gradual 1e-3)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine")
     t.add_argument("--target-sensitivity", type=float, default=0.9)

@@ -15,7 +15,10 @@ def add_parsers(sub, common) -> None:
     """Register the study commands on the subparsers object ``sub``."""
     p = sub.add_parser("import", parents=[common], help="import DICOM/PNG/JPEG/TIFF files and folders")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--labels", metavar="CSV", help="labels CSV (path|file, label, [severity], [split])")
+    p.add_argument("--labels", metavar="CSV",
+                   help="labels CSV (path|file, label, [severity], [split], [patient], [group], [modality])")
+    p.add_argument("--as-modality", type=str.upper, choices=["CR", "DX", "XC"],
+                   help="what non-DICOM pictures are: CR/DX radiographs or XC photographs (default XC)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("list", parents=[common], help="list imported images")
@@ -49,7 +52,8 @@ def cmd_import(args) -> int:
     if missing and len(missing) == len(args.paths):
         raise LoupeError(f"nothing to import: {', '.join(missing)} does not exist")
     with open_workspace(args) as ws:
-        report = import_paths(ws, args.paths, labels_csv=args.labels, progress=_stderr_progress(args))
+        report = import_paths(ws, args.paths, labels_csv=args.labels, progress=_stderr_progress(args),
+                              as_modality=args.as_modality)
     emit(args, report.to_json(), _report_text(report))
     return 0
 
@@ -70,7 +74,7 @@ def cmd_list(args) -> int:
     with open_workspace(args) as ws:
         refs = ws.images(split=args.split)
     rows = [{"id": r.id, "path": r.path, "modality": r.record.modality, "patient_id": r.record.patient_id,
-             "study_uid": r.record.study_uid, "label": r.label, "split": r.split,
+             "study_uid": r.record.study_uid, "label": r.label, "split": r.split, "group": r.group,
              "frames": r.record.frames, "rows": r.record.rows, "columns": r.record.columns} for r in refs]
     human = "\n".join(f"{r['id']}  {r['modality']:<3} {r['label'] or '-':<12} {r['split'] or '-':<5} {r['path']}"
                       for r in rows) or "no images imported yet"

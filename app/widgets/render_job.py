@@ -21,7 +21,8 @@ import numpy as np
 
 from core.imaging import loader
 from core.imaging.display import DisplayParams, apply_modality_lut, render_array
-from core.types import ImageRecord
+from core.imaging.photo import radiograph_frame
+from core.types import RADIOGRAPH_MODALITIES, ImageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class LoadedFrame:
     @property
     def grayscale_dicom(self) -> bool:
         """True when window/level applies."""
-        return self.kind == "dicom" and self.params is not None and not self.params.is_color and self.raw.ndim == 2
+        return self.params is not None and not self.params.is_color and self.raw.ndim == 2
 
 
 def _decoded(path: str, frame: int):
@@ -56,7 +57,9 @@ def _decoded(path: str, frame: int):
 def load_frame(path: str, frame: int, window, voi_index: int, record: Optional[ImageRecord]) -> LoadedFrame:
     """Worker job: decode (cached), render and measure one frame. Raises what core.imaging raises."""
     kind, raw, params = _decoded(path, frame)
-    if kind == "photo":
+    if kind == "photo" and record is not None and record.modality in RADIOGRAPH_MODALITIES:
+        raw, params = radiograph_frame(raw, record)  # a PNG/JPEG radiograph: windowed like a DICOM one
+    elif kind == "photo":
         image = loader.render(path, frame)
         return LoadedFrame(path, frame, loader.frame_count(path), kind, "XC", image, raw, None)
     t0 = time.perf_counter()

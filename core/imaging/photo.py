@@ -16,7 +16,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageReadError
-from core.types import PHOTO_MODALITY, ImageRecord
+from dataclasses import replace
+
+from core.types import PHOTO_MODALITY, RADIOGRAPH_MODALITIES, ImageRecord, WindowPreset
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +137,46 @@ def read_photo_header(path: PathLike) -> ImageRecord:
         study_description=os.path.basename(folder) or folder,
         series_description=fmt,
     )
+
+
+def picture_as(record: ImageRecord, modality: str) -> ImageRecord:
+    """A photograph record re-labelled as ``modality`` (CR/DX radiograph or XC photograph).
+
+    A radiograph is stored grayscale (MONOCHROME2, one sample), 8-bit ones with a "Full range" window
+    preset (center 128, width 256), so it is windowed, shown and augmented like a radiograph. DICOM records and
+    ``XC`` are returned unchanged. Raises ValueError for a modality other than CR, DX or XC.
+    """
+    modality = modality.upper()
+    if modality not in RADIOGRAPH_MODALITIES + (PHOTO_MODALITY,):
+        raise ValueError(f"a picture is CR or DX (radiograph) or XC (photograph), not {modality!r}")
+    if record.kind != "photo" or modality == record.modality:
+        return record
+    if modality == PHOTO_MODALITY:
+        return replace(record, modality=modality, window_presets=())
+    bits = int(record.bits_stored or 8)
+    # 8-bit pictures use their whole range; deeper ones rarely do, so they keep the min..max fallback
+    presets = (WindowPreset(128.0, 256.0, "Full range"),) if bits <= 8 else ()
+    return replace(record, modality=modality, photometric="MONOCHROME2", samples_per_pixel=1,
+                   window_presets=presets)
+
+
+def radiograph_frame(raw: np.ndarray, record: ImageRecord) -> tuple[np.ndarray, "DisplayParams"]:
+    """A decoded picture imported as a radiograph (CR/DX), ready for the DICOM display pipeline.
+
+    Takes the decoded pixels (2-D, or (H, W, 3) when the file was saved in colour) and the image's
+    record. Returns (2-D grayscale stored values, DisplayParams with MONOCHROME2, the pixel depth and the
+    record's window presets), so window/level, presets and the pixel readout work as for a DICOM radiograph.
+    """
+    from core.imaging.display import DisplayParams
+
+    gray = raw
+    if raw.ndim == 3:
+        gray = np.rint(raw[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+        gray = gray.astype(raw.dtype if raw.dtype in (np.uint8, np.uint16) else np.float32)
+    bits = 16 if gray.dtype == np.uint16 else (8 if gray.dtype == np.uint8 else int(record.bits_stored or 8))
+    params = DisplayParams(photometric="MONOCHROME2", samples_per_pixel=1, bits_stored=bits,
+                           windows=tuple(record.window_presets))
+    return np.ascontiguousarray(gray), params
 
 
 def photo_frame_count(path: PathLike) -> int:

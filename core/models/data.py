@@ -3,7 +3,8 @@
 Only confirmed labels train a model: those a person gave (``human``, ``undo``)
 or imported as ground truth (``import``); model-made labels never do. Images
 split ``test`` are held out; ``train``/``val`` splits given by the user are
-respected; otherwise a stratified split grouped by patient is drawn.
+respected; otherwise a stratified split is drawn that keeps every patient and
+every group (a lesion id from the labels CSV) on one side.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from core.errors import LoupeError, ModelError
-from core.models.splits import stratified_group_split
+from core.models.splits import linked_groups, stratified_group_split
 from core.progress import CancelToken, ProgressCallback, report
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class LabelledSet:
     paths: list[str]
     targets: np.ndarray  # (N,) int64 or (N, K) float32
     severities: np.ndarray  # (N,) int64, -1 where no severity was given
-    groups: list[str]
+    groups: list[str]  # split unit: images sharing a patient or a group share it (see splits.linked_groups)
     modalities: list[str]
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
 
@@ -65,7 +66,7 @@ def labelled_set(workspace, classes: Sequence[str], multilabel: bool = False,
     """
     index = {c: i for i, c in enumerate(classes)}
     labels = workspace.current_labels()
-    ids, paths, targets, sev, groups, modalities = [], [], [], [], [], []
+    ids, paths, targets, sev, patients, groups, modalities = [], [], [], [], [], [], []
     skipped: Counter = Counter()
     for ref in workspace.images():
         label = labels.get(ref.id)
@@ -90,16 +91,18 @@ def labelled_set(workspace, classes: Sequence[str], multilabel: bool = False,
         ids.append(ref.id)
         paths.append(ref.path)
         sev.append(-1 if label.severity is None else int(label.severity))
-        groups.append(ref.record.patient_id or ref.id)
+        patients.append(ref.record.patient_id)
+        groups.append(ref.group)
         modalities.append(ref.record.modality)
     target_arr = (np.stack(targets).astype(np.float32) if multilabel and targets
                   else np.asarray(targets, dtype=np.int64))
-    return LabelledSet(ids, paths, target_arr, np.asarray(sev, dtype=np.int64), groups, modalities, dict(skipped))
+    return LabelledSet(ids, paths, target_arr, np.asarray(sev, dtype=np.int64), linked_groups(ids, patients, groups),
+                       modalities, dict(skipped))
 
 
 def train_val_split(workspace, data: LabelledSet, val_fraction: float, seed: int) -> tuple[LabelledSet, LabelledSet]:
     """Train and validation sets: the user's ``train``/``val`` splits when any image is marked ``val``,
-    otherwise a stratified split with each patient on one side only."""
+    otherwise a stratified split with each patient and each group on one side only."""
     split_of = {ref.id: ref.split for ref in workspace.images()}
     marked_val = [i for i, image_id in enumerate(data.image_ids) if split_of.get(image_id) == "val"]
     if marked_val:

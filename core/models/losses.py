@@ -2,6 +2,10 @@
 
 Multi-class heads use softmax losses; multi-label heads the sigmoid variants.
 The ordinal severity head uses a cumulative-link (CORAL) binary loss.
+
+Every finding loss takes an optional ``sample_weight`` (N,) tensor that is
+multiplied into the per-sample loss (for example a larger weight for cases a
+reader flagged "model was wrong"); without it each loss equals its usual form.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ class FocalLoss(nn.Module):
         self.multilabel = multilabel
         self.register_buffer("alpha", alpha if alpha is not None else None, persistent=False)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                sample_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.multilabel:
             target = target.float()
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -54,14 +59,46 @@ class FocalLoss(nn.Module):
             loss = (1 - p_t) ** self.gamma * bce
             if self.alpha is not None:
                 loss = loss * (target * self.alpha + (1 - target))
-            return loss.mean()
+            return _weighted_mean(loss.mean(dim=1), None, sample_weight)
         log_p = F.log_softmax(logits, dim=1)
         log_p_t = log_p.gather(1, target.view(-1, 1)).squeeze(1)
         loss = -((1 - log_p_t.exp()) ** self.gamma) * log_p_t
-        if self.alpha is not None:
-            weight = self.alpha[target]
-            return (loss * weight).sum() / weight.sum()
-        return loss.mean()
+        return _weighted_mean(loss, self.alpha[target] if self.alpha is not None else None, sample_weight)
+
+
+def _weighted_mean(per_sample: torch.Tensor, class_weight: Optional[torch.Tensor],
+                   sample_weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """Σ w·l / Σ w with w = class weight × sample weight (plain mean when both are None)."""
+    w = class_weight
+    if sample_weight is not None:
+        sw = sample_weight.to(per_sample.dtype)
+        w = sw if w is None else w * sw
+    if w is None:
+        return per_sample.mean()
+    return (per_sample * w).sum() / w.sum().clamp_min(1e-12)
+
+
+class ClassWeightedCE(nn.CrossEntropyLoss):
+    """:class:`torch.nn.CrossEntropyLoss` (optionally class-weighted) that also takes ``sample_weight``."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor,  # noqa: A002 - torch's argument name
+                sample_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if sample_weight is None:
+            return super().forward(input, target)
+        per = F.cross_entropy(input, target, reduction="none")
+        return _weighted_mean(per, self.weight[target] if self.weight is not None else None, sample_weight)
+
+
+class PosWeightedBCE(nn.BCEWithLogitsLoss):
+    """:class:`torch.nn.BCEWithLogitsLoss` (optionally ``pos_weight``-ed) that also takes ``sample_weight``."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor,  # noqa: A002 - torch's argument name
+                sample_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if sample_weight is None:
+            return super().forward(input, target)
+        per = F.binary_cross_entropy_with_logits(input, target.float(), pos_weight=self.pos_weight,
+                                                 reduction="none").mean(dim=1)
+        return _weighted_mean(per, None, sample_weight)
 
 
 def make_loss(kind: str, counts: Sequence[int], multilabel: bool = False, gamma: float = 2.0) -> nn.Module:
@@ -72,8 +109,8 @@ def make_loss(kind: str, counts: Sequence[int], multilabel: bool = False, gamma:
     if kind == "focal":
         return FocalLoss(gamma=gamma, alpha=weights, multilabel=multilabel)
     if multilabel:
-        return nn.BCEWithLogitsLoss(pos_weight=weights)
-    return nn.CrossEntropyLoss(weight=weights)
+        return PosWeightedBCE(pos_weight=weights)
+    return ClassWeightedCE(weight=weights)
 
 
 def coral_loss(severity_logits: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

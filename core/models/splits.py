@@ -1,10 +1,10 @@
-"""Train/validation splits that never leak a patient across the boundary."""
+"""Train/validation splits that never leak a patient or a group (e.g. a lesion) across the boundary."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from typing import Hashable, Sequence
+from typing import Hashable, Optional, Sequence
 
 import numpy as np
 
@@ -59,3 +59,37 @@ def stratified_group_split(labels: Sequence[int], groups: Sequence[Hashable], va
             train_idx.extend(idx)
             train_count.update(labels[idx].tolist())
     return np.array(sorted(train_idx), dtype=int), np.array(sorted(val_idx), dtype=int)
+
+
+def linked_groups(ids: Sequence[str], patients: Sequence[Optional[str]], groups: Sequence[Optional[str]]
+                  ) -> list[str]:
+    """One split unit per image: images that share a patient or a group (e.g. a lesion id) are linked, and
+    linked images (transitively: a lesion photographed at two visits joins both visits' patients) get the
+    same unit. An image with neither is its own unit. Takes parallel sequences; returns the unit of each
+    image, named after its first patient id (else ``group:<first group>``, else the image id), so a split
+    by unit keeps every patient and every group on one side."""
+    parent = list(range(len(ids)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for i, (patient, group) in enumerate(zip(patients, groups)):
+        for key in (("patient", patient), ("group", group)):
+            if key[1] is None or key[1] == "":
+                continue
+            j = first.setdefault(key, i)
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    name: dict[int, str] = {}
+    for i, (patient, group) in enumerate(zip(patients, groups)):
+        if patient:
+            name.setdefault(find(i), str(patient))
+    for i, group in enumerate(groups):
+        if group:
+            name.setdefault(find(i), f"group:{group}")
+    return [name.get(find(i), str(ids[i])) for i in range(len(ids))]

@@ -7,6 +7,13 @@ evaluation against the active version on the same validation images, the
 promotion gate, and the atomic save. It runs in its own process (see
 :mod:`core.models.train_process`), reports progress as plain dict events
 through ``emit`` and stops cooperatively when ``cancel`` is set.
+
+The recipe (measured against a plain PyTorch loop in bench/train_bench.py): images are decoded once to
+[0, 1] tensors; each batch is augmented on the training device by each image's own modality
+(:mod:`core.models.augment`); AdamW at the mode's learning rate (``finetune``: the whole network at one
+rate), decoupled weight decay on weights only (not biases or BatchNorm), a cosine schedule (optional linear
+warm-up); the epoch with the lowest validation loss is kept. On CUDA batches are channels-last and the
+forward pass runs in bfloat16.
 """
 
 from __future__ import annotations
@@ -151,10 +158,12 @@ def _train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: 
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     heads_only = config.mode == "frozen"
-    groups = param_groups(net, config.lr, config.mode)
+    lr = config.head_lr
+    groups = param_groups(net, lr, config.mode)
     for g in groups:
         if g.get("name") != "head" and config.mode != "gradual":
-            g["lr"] = config.lr * config.backbone_lr_factor
+            g["lr"] = lr * config.backbone_factor
+    groups = _decay_groups(groups, config.weight_decay)
     if heads_only:
         freeze_backbone(net, True)
         emit({"event": "embed", "message": "computing frozen-backbone embeddings"})
@@ -166,18 +175,25 @@ def _train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: 
     ddp_model = model
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    optimiser = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW([g for g in groups if g["params"]])
     finding_loss = make_loss(config.loss, counts, multilabel).to(device)
-    transform = aug.augmentation_for(_majority(train_set.modalities), config.augment, config.allow_flip)
+    # Chosen per image from its own modality when applied: a photograph never gets radiograph augmentation.
+    augmentation = aug.augmentation_for(strength=config.augment, allow_flip=config.allow_flip, size=spec.size)
+    kinds = aug.kinds_of(train_set.modalities)
     batch_size = config.batch_size
     steps_per_epoch = math.ceil(len(train_set) / max(world, 1) / batch_size)
     if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs * steps_per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, warmup_cosine(config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch)))
     else:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.3, patience=1)
     gen = torch.Generator().manual_seed(config.seed)
+    aug_gen = torch.Generator().manual_seed(config.seed + 1)
     targets_t = torch.as_tensor(train_set.targets)
     sev_t = torch.as_tensor(train_set.severities)
+    # Per-sample loss weights (N,), e.g. for cases flagged "model was wrong"; None: every case counts once.
+    weights = getattr(train_set, "sample_weights", None)
+    weights_t = torch.as_tensor(weights, dtype=torch.float32) if weights is not None else None
     best = (math.inf, None, 0)
     history = []
     amp = device.type == "cuda"
@@ -200,13 +216,16 @@ def _train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: 
                 if heads_only:
                     xb = feats_train[idx].to(device)
                 else:
-                    xb = normalise(aug.apply(transform, x_train[idx].float()), spec).to(device)
+                    # augmented as a batch on the training device (the GPU when there is one)
+                    xb = normalise(augmentation(x_train[idx].to(device, non_blocking=True), kinds[idx], aug_gen),
+                                   spec)
                     if device.type == "cuda":
                         xb = xb.contiguous(memory_format=torch.channels_last)
                 yb, sb = targets_t[idx].to(device), sev_t[idx].to(device)
+                wb = weights_t[idx].to(device) if weights_t is not None else None
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     logits, sev_logits = ddp_model(xb)
-                    loss = config.finding_weight * finding_loss(logits.float(), yb)
+                    loss = config.finding_weight * finding_loss(logits.float(), yb, sample_weight=wb)
                     if sev_logits is not None:
                         loss = loss + config.severity_weight * coral_loss(sev_logits.float(), sb)
                 optimiser.zero_grad(set_to_none=True)
@@ -294,7 +313,8 @@ def _finish(workspace, parent, net, spec, classes, multilabel, config, val_set, 
     promoted, reason = (promotion_decision(metrics, active_metrics, rare) if metrics
                         else (False, "no validation images: kept as candidate"))
     seconds = time.monotonic() - started
-    params = {"train": asdict(config), "label_counts": dict(zip(classes, counts)), "n_val": len(val_set),
+    params = {"train": {**asdict(config), "lr": config.head_lr, "backbone_lr_factor": config.backbone_factor},
+              "label_counts": dict(zip(classes, counts)), "n_val": len(val_set),
               "history": history, "best_epoch": best_epoch, "seconds": round(seconds, 1), "device": choice.name,
               "device_reason": choice.reason, "rare_class": rare,
               "active_metrics": _summary(active_metrics, rare) if active_metrics else None}
@@ -338,8 +358,31 @@ def _summary(metrics: dict, rare: Optional[str] = None) -> dict:
     return out
 
 
-def _majority(values) -> str:
-    return max(set(values), key=values.count) if values else ""
+def warmup_cosine(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
+    """The learning-rate factor at optimiser step ``k``: linear warm-up over ``warmup_steps``, then a cosine
+    decay to 0 at ``total_steps`` (without warm-up this is ``CosineAnnealingLR``)."""
+    total = max(1, int(total_steps))
+    warm = max(0, min(int(warmup_steps), total - 1))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor
+
+
+def _decay_groups(groups: list[dict], weight_decay: float) -> list[dict]:
+    """Each optimiser group split in two: weights with ``weight_decay``, biases and norm parameters without."""
+    out = []
+    for g in groups:
+        decay = [p for p in g["params"] if p.ndim > 1]
+        plain = [p for p in g["params"] if p.ndim <= 1]
+        for params, wd in ((decay, weight_decay), (plain, 0.0)):
+            if params:
+                out.append({**g, "params": params, "weight_decay": wd})
+    return out
 
 
 def _embed(net, x01: torch.Tensor, spec, device, batch_size: int, cancel: CancelToken) -> torch.Tensor:

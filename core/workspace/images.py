@@ -82,7 +82,7 @@ def _row_to_ref(row: Mapping[str, Any]) -> ImageRef:
     )
     classes = loads(row["current_classes"], None)
     label = ";".join(classes) if classes else None
-    return ImageRef(id=row["id"], record=record, split=row["split"], label=label)
+    return ImageRef(id=row["id"], record=record, split=row["split"], label=label, group=row["group_id"])
 
 
 class ImagesMixin:
@@ -239,6 +239,55 @@ class ImagesMixin:
                 cursor = db.execute("UPDATE images SET split = ? WHERE id = ?", (split, image_id))
                 if cursor.rowcount == 0:
                     raise NotFound(f"no image with id '{image_id}' in this workspace; run `loupe list`")
+
+    def set_image_details(self, details: Mapping[str, Mapping[str, Optional[str]]], actor: str = "import") -> int:
+        """Set what a labels CSV or ``--as-modality`` says about images, in one transaction.
+
+        ``details`` maps an image id to any of ``modality`` (only photographs' is changed: a DICOM file keeps
+        its own Modality; a radiograph modality also makes the record grayscale with a full-range window),
+        ``patient`` (stored as the image's patient id) and ``group`` (e.g. a lesion id). A value of None
+        leaves that field as it is. Returns how many images changed; one audit entry lists the counts.
+        Raises :class:`NotFound` for an unknown image (nothing is changed then).
+        """
+        from core.types import RADIOGRAPH_MODALITIES
+
+        changed = {"modality": 0, "patient": 0, "group": 0}
+        touched: set[str] = set()
+        with self._pool.write() as db:
+            for image_id, d in details.items():
+                row = db.execute("SELECT kind, modality, patient_id, group_id, bits_stored FROM images WHERE id = ?",
+                                 (image_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no image with id '{image_id}' in this workspace; run `loupe list`")
+                kind, modality, patient, group, bits = row
+                new_mod = d.get("modality")
+                if new_mod and kind == "photo" and new_mod != modality:
+                    radiograph = new_mod in RADIOGRAPH_MODALITIES
+                    # as core.imaging.photo.picture_as: 8-bit radiographs get a full-range preset
+                    presets = ([{"center": 128.0, "width": 256.0, "name": "Full range"}]
+                               if radiograph and int(bits) <= 8 else [])
+                    sets = "modality = ?, window_presets = ?"
+                    values: list = [new_mod, dumps(presets)]
+                    if radiograph:
+                        sets += ", photometric = 'MONOCHROME2', samples_per_pixel = 1"
+                    db.execute(f"UPDATE images SET {sets} WHERE id = ?", (*values, image_id))
+                    changed["modality"] += 1
+                    touched.add(image_id)
+                new_patient = d.get("patient")
+                if new_patient and new_patient != patient:
+                    db.execute("INSERT INTO patients (patient_id, name) VALUES (?, NULL) "
+                               "ON CONFLICT(patient_id) DO NOTHING", (new_patient,))
+                    db.execute("UPDATE images SET patient_id = ? WHERE id = ?", (new_patient, image_id))
+                    changed["patient"] += 1
+                    touched.add(image_id)
+                new_group = d.get("group")
+                if new_group and new_group != group:
+                    db.execute("UPDATE images SET group_id = ? WHERE id = ?", (new_group, image_id))
+                    changed["group"] += 1
+                    touched.add(image_id)
+            if touched:
+                self._append_audit(db, actor, "images.details", "", {"images": len(touched), **changed})
+        return len(touched)
 
     def studies(self) -> list[dict]:
         """The worklist tree: patients → studies → series → images, as plain dicts.

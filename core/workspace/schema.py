@@ -181,8 +181,13 @@ def _v2_readers(db: sqlite_utils.Database) -> None:
        BEGIN SELECT RAISE(ABORT, 'adjudications are append-only'); END""")
 
 
+def _v3_image_groups(db: sqlite_utils.Database) -> None:
+    """Version 3: ``images.group_id``, the group (e.g. a lesion id) a split keeps on one side."""
+    db.execute("ALTER TABLE images ADD COLUMN group_id TEXT")
+
+
 #: Forward migrations; ``len(MIGRATIONS)`` is the schema version this code writes.
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_readers]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_readers, _v3_image_groups]
 
 
 def user_version(db: sqlite_utils.Database) -> int:
