@@ -128,6 +128,8 @@ def explain(model_version, image: ImageLike, method: str, target: Union[str, int
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"{m.title} failed on this model: {exc}") from exc
         target_index = ctx.target if ctx.target is not None else ctx.resolved_target
+        if score is None and ctx.score is not None:  # the method scored the target in its own forward
+            score = ctx.score
         model_map, signed = normalise(raw.detach().float().cpu().numpy(), m.signed)
         faith = {}
         if faithfulness:
