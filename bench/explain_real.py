@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -87,6 +88,13 @@ def lesion_split(rows: list[dict], test_per_class: int, n_nv_train: int, seed: i
             rest = [rest[i] for i in sorted(keep)]
         train += rest
     return train, test
+
+
+def interleave(test_rows: list[dict]) -> list[dict]:
+    """Test rows alternating melanoma / naevus, so any prefix is balanced."""
+    mel = [r for r in test_rows if r["dx"] == "mel"]
+    nv = [r for r in test_rows if r["dx"] == "nv"]
+    return [r for pair in zip(mel, nv) for r in pair]
 
 
 def lesion_masks() -> dict[str, np.ndarray]:
@@ -236,13 +244,19 @@ class References:
         return lut[exp.segments]
 
 
-def method_params(lime_samples: int) -> dict:
+def method_params(lime_samples: int, full: bool = True) -> dict:
     """Loupe's methods and their parameters in this benchmark (defaults except where named)."""
+    if not full:
+        return {"gradcam": {}}
     return {"gradcam": {}, "lime": {"n_samples": lime_samples}, "ig": {}, "gradshap": {}, "occlusion": {}}
 
 
-def evaluate(loaded, rows: list[dict], masks: dict, lime_samples: int, steps: int, log=None) -> list[dict]:
-    """One record per (image, method): energy ratio, pointing hit, deletion / insertion AUC, seconds."""
+def evaluate(loaded, rows: list[dict], masks: dict, lime_samples: int, steps: int, log=None,
+             full: Optional[set] = None) -> list[dict]:
+    """One record per (image, method): energy ratio, pointing hit, deletion / insertion AUC, seconds.
+
+    Images whose id is not in ``full`` (when given) get only the two Grad-CAMs and no deletion / insertion
+    (the perturbation methods cost hundreds of forward passes each)."""
     import torch
 
     from core.explain import explain
@@ -268,18 +282,21 @@ def evaluate(loaded, rows: list[dict], masks: dict, lime_samples: int, steps: in
         pred = int(probs.argmax())
         truth = CLASSES.index(r["dx"])
         maps = {}
-        for name, params in method_params(lime_samples).items():
+        everything = full is None or r["image_id"] in full
+        for name, params in method_params(lime_samples, everything).items():
             t0 = time.perf_counter()
             e = explain(loaded, arr, name, pred, device="cpu", **params)
             maps[f"Loupe {name}"] = (e.map, time.perf_counter() - t0)
         t0 = time.perf_counter()
         m = refs.gradcam(x, pred)
         maps["pytorch-grad-cam GradCAM"] = (undo_geometry(m, geo), time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        m = refs.lime(x, pred, lime_samples, seed=0)
-        maps["lime package"] = (undo_geometry(m, geo), time.perf_counter() - t0)
+        if everything:
+            t0 = time.perf_counter()
+            m = refs.lime(x, pred, lime_samples, seed=0)
+            maps["lime package"] = (undo_geometry(m, geo), time.perf_counter() - t0)
         for name, (image_map, seconds) in maps.items():
-            f = deletion_insertion(clone, x[None], to_model_space(np.maximum(image_map, 0), geo), pred, steps=steps)
+            f = (deletion_insertion(clone, x[None], to_model_space(np.maximum(image_map, 0), geo), pred, steps=steps)
+                 if everything else {"deletion_auc": float("nan"), "insertion_auc": float("nan")})
             out.append({"image": r["image_id"], "dx": r["dx"], "correct": pred == truth, "prob": float(probs[pred]),
                         "method": name, "energy": energy_ratio(image_map, mask),
                         "pointing": pointing_hit(image_map, mask_tol), "deletion": f["deletion_auc"],
@@ -315,10 +332,12 @@ def main_shard(args) -> None:
     """Evaluate one shard of the test photographs into a JSON file (run by :func:`main` in parallel)."""
     rows = read_metadata()
     train_rows, test_rows = lesion_split(rows, RECIPE["test_per_class"], RECIPE["n_nv_train"], RECIPE["seed"])
-    test_rows = test_rows[:args.n_test][args.shard::args.shards]
+    test_rows = interleave(test_rows)[:args.n_test]
     loaded, _ = trained_model(train_rows)
+    full = {r["image_id"] for r in test_rows[:args.full]} if args.full is not None else None
+    test_rows = test_rows[args.shard::args.shards]
     records = evaluate(loaded, test_rows, lesion_masks(), args.lime_samples, args.steps,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+                       log=lambda m: print(m, file=sys.stderr, flush=True), full=full)
     Path(args.out).write_text(json.dumps(records))
 
 
@@ -364,8 +383,8 @@ def section(records: list[dict], report: dict, args, wall: float) -> str:
              f"deletion (lower better) / insertion (higher better) AUC with the blurred reference, {args.steps} "
              f"steps, the same code for every map. Means with 95 % bootstrap intervals; targets on correctly "
              f"classified lesions: energy ratio ≥ 1.5, pointing ≥ 0.8.", "",
-             "| method (correctly classified lesions) | energy ratio | pointing | deletion AUC | insertion AUC | "
-             "s / image | targets |", "|---|---:|---:|---:|---:|---:|---|"]
+             "| method (correctly classified lesions) | n | energy ratio | pointing | deletion AUC | insertion AUC | "
+             "s / image | targets |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     by = {}
     for r in records:
         by.setdefault(r["method"], []).append(r)
@@ -380,18 +399,18 @@ def section(records: list[dict], report: dict, args, wall: float) -> str:
         summary[name] = (mean, vals)
         ci = {k: _ci(v) for k, v in vals.items()}
         met = mean["energy"] >= 1.5 and mean["pointing"] >= 0.8
-        lines.append(f"| {LABEL[name]} | {mean['energy']:.2f} ({ci['energy'][0]:.2f}–{ci['energy'][1]:.2f}) | "
+        lines.append(f"| {LABEL[name]} | {len(rs)} | {mean['energy']:.2f} ({ci['energy'][0]:.2f}–{ci['energy'][1]:.2f}) | "
                      f"{mean['pointing']:.2f} ({ci['pointing'][0]:.2f}–{ci['pointing'][1]:.2f}) | "
                      f"{mean['deletion']:.3f} | {mean['insertion']:.3f} | {np.median(vals['seconds']):.2f} | "
                      f"{'met' if met else '**missed**'} |")
     lines += ["", "All test photographs (correct or not):", "",
-              "| method | energy ratio | pointing | deletion AUC | insertion AUC |", "|---|---:|---:|---:|---:|"]
+              "| method | n | energy ratio | pointing | deletion AUC | insertion AUC |", "|---|---:|---:|---:|---:|---:|"]
     for name in ORDER:
         rs = by.get(name, [])
         if rs:
-            lines.append(f"| {LABEL[name]} | {np.nanmean([r['energy'] for r in rs]):.2f} | "
-                         f"{np.nanmean([r['pointing'] for r in rs]):.2f} | {np.mean([r['deletion'] for r in rs]):.3f} | "
-                         f"{np.mean([r['insertion'] for r in rs]):.3f} |")
+            lines.append(f"| {LABEL[name]} | {len(rs)} | {np.nanmean([r['energy'] for r in rs]):.2f} | "
+                         f"{np.nanmean([r['pointing'] for r in rs]):.2f} | "
+                         f"{np.nanmean([r['deletion'] for r in rs]):.3f} | {np.nanmean([r['insertion'] for r in rs]):.3f} |")
     if "Loupe gradcam" in summary and "pytorch-grad-cam GradCAM" in summary:
         a, b = summary["Loupe gradcam"][1], summary["pytorch-grad-cam GradCAM"][1]
         lines += [""]
@@ -418,6 +437,9 @@ def main(argv=None) -> int:
     parser.add_argument("--lime-samples", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20, help="deletion / insertion steps")
     parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--full", type=int, default=None,
+                        help="run every method (and deletion / insertion) on only the first N test photographs; "
+                             "the rest get the two Grad-CAMs")
     parser.add_argument("--shard", type=int, default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--train-only", action="store_true")
@@ -441,7 +463,8 @@ def main(argv=None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, __file__, "--shard", str(i), "--shards", str(args.shards),
                                "--n-test", str(args.n_test), "--lime-samples", str(args.lime_samples),
-                               "--steps", str(args.steps), "--out", str(o)], env=env, cwd=ROOT)
+                               "--steps", str(args.steps), "--out", str(o)]
+                              + (["--full", str(args.full)] if args.full is not None else []), env=env, cwd=ROOT)
              for i, o in enumerate(outs)]
     if any(p.wait() for p in procs):
         raise SystemExit("a shard failed")
