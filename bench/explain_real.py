@@ -248,7 +248,8 @@ def method_params(lime_samples: int, full: bool = True) -> dict:
     """Loupe's methods and their parameters in this benchmark (defaults except where named)."""
     if not full:
         return {"gradcam": {}}
-    return {"gradcam": {}, "lime": {"n_samples": lime_samples}, "ig": {}, "gradshap": {}, "occlusion": {}}
+    return {"gradcam": {}, "lime": {"n_samples": lime_samples}, "ig": {"n_steps": 16}, "gradshap": {},
+            "occlusion": {"window": 20, "stride": 20}}
 
 
 def evaluate(loaded, rows: list[dict], masks: dict, lime_samples: int, steps: int, log=None,
@@ -382,7 +383,12 @@ def section(records: list[dict], report: dict, args, wall: float) -> str:
              f"lesion's area share (1 = uniform); pointing = the map's maximum inside the mask dilated by 6 px; "
              f"deletion (lower better) / insertion (higher better) AUC with the blurred reference, {args.steps} "
              f"steps, the same code for every map. Means with 95 % bootstrap intervals; targets on correctly "
-             f"classified lesions: energy ratio ≥ 1.5, pointing ≥ 0.8.", "",
+             f"classified lesions: energy ratio ≥ 1.5, pointing ≥ 0.8. Parameters (defaults except): "
+             + "; ".join(f"{k} {v}" for k, v in method_params(args.lime_samples).items() if v)
+             + f"; the `lime` package with its defaults (quickshift segments, {args.lime_samples} samples, the same "
+             f"as Loupe's LIME). " + (f"Only the first {args.full} test photographs (balanced) ran every method and "
+             f"deletion / insertion; the rest ran the two Grad-CAMs (the machine is shared by 8 jobs on 2 cores)."
+             if args.full is not None else ""), "",
              "| method (correctly classified lesions) | n | energy ratio | pointing | deletion AUC | insertion AUC | "
              "s / image | targets |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     by = {}
