@@ -90,12 +90,12 @@ def run(side: int, size: int) -> tuple[list[dict], tuple]:
             B.METHODS[name] = dataclasses.replace(method, run=spying)
             undo_time[0] = 0.0
             try:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 e = explain(loaded, img, name, 1, device="cpu", **params)
-                secs = time.perf_counter() - t0
+                secs, cpu = time.perf_counter() - t0, time.process_time() - c0
             finally:
                 B.METHODS[name] = method
-            rows.append({"method": name, "seconds": secs, "upsample_s": undo_time[0], "largest": largest[0],
+            rows.append({"method": name, "seconds": secs, "cpu_s": cpu, "upsample_s": undo_time[0], "largest": largest[0],
                          "shape": e.map.shape, "params": {k: v for k, v in e.params.items() if k != "segments"}})
             print(rows[-1], file=sys.stderr, flush=True)
     finally:
@@ -125,11 +125,14 @@ def main(argv=None) -> int:
              f"{args.size} = {c * args.size ** 2:,} values per image; the largest tensor any forward pass saw per "
              "image is listed); the image is reduced once on the way in and the map is brought to the image's own "
              "geometry once, at the output (bilinear, padding cut away).", "",
-             "| method | parameters | seconds | of which: map to full size | largest forward input per image | "
-             "output map |", "|---|---|---:|---:|---:|---|"]
+             "Seconds are wall-clock on a machine shared with other jobs, CPU seconds are this process's own "
+             "(1 thread).", "",
+             "| method | parameters | seconds | CPU seconds | of which: map to full size | largest forward input "
+             "per image | output map |", "|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         p = ", ".join(f"{k}={v}" for k, v in r["params"].items() if v is not None) or "defaults"
-        lines.append(f"| {r['method']} | {p} | {r['seconds']:.2f} | {r['upsample_s']:.3f} | {r['largest']:,} | "
+        lines.append(f"| {r['method']} | {p} | {r['seconds']:.2f} | {r['cpu_s']:.2f} | {r['upsample_s']:.3f} | "
+                     f"{r['largest']:,} | "
                      f"{r['shape'][1]} × {r['shape'][0]} |")
     text = "\n".join(lines) + "\n"
     print(text)

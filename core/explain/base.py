@@ -203,9 +203,10 @@ def _scrub(net: nn.Module) -> None:
     """
     cached = _modules_of.get(net)
     if cached is None:
-        cached = (tuple(net.modules()), tuple(net.parameters()))
+        # Without the root: a value that referred to its weak key would keep the copy alive for ever.
+        cached = (tuple(m for m in net.modules() if m is not net), tuple(net.parameters()))
         _modules_of[net] = cached
-    modules, params = cached
+    modules, params = (net,) + cached[0], cached[1]
     if any(getattr(m, a, None) for m in modules for a in _HOOK_ATTRS):
         logger.warning("an explanation left %d hook(s) on the model copy; removing them", hook_count(net))
         for m in modules:
@@ -244,5 +245,5 @@ def using_copy(net: nn.Module, device: str) -> Iterator[nn.Module]:
             yield clone
         finally:
             _scrub(clone)
-            if any(m.training for m in _modules_of[clone][0]):
+            if clone.training or any(m.training for m in _modules_of[clone][0]):
                 clone.eval()

@@ -57,8 +57,18 @@ class GradCam:
             self.layer = net.get_submodule(name)
         except AttributeError:
             raise ModelError(f"the model has no layer {name!r} for Grad-CAM") from None
-        self.net, self.layer_name = net, name
+        # A weak reference: :func:`prepared` keys its cache by the network, and a value that held the
+        # network strongly would keep it (a whole model copy) alive after its version is dropped.
+        self._net, self.layer_name = weakref.ref(net), name
         self.multilabel = getattr(net, "head_type", "multiclass") == "multilabel"
+
+    @property
+    def net(self) -> nn.Module:
+        """The network this explainer was prepared for."""
+        net = self._net()
+        if net is None:
+            raise ModelError("the model this Grad-CAM was prepared for is gone; prepare a new one")
+        return net
 
     def _hook(self, store: dict):
         def hook(_module, _inputs, output):

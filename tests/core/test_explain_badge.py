@@ -176,3 +176,21 @@ def test_gradcam_hook_removed_when_forward_fails(tiny):
     assert hook_count(clone) == 0
     with pytest.raises(ModelError, match="no layer"):
         GradCam(clone, "features.99")
+
+
+def test_prepared_explainer_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+
+    from tests.core.test_explain_synth import TinyCNN
+
+    net = TinyCNN().eval()
+    net.target_layer_name = "features"
+    prepared(net)
+    from core.explain.base import _scrub
+
+    _scrub(net)
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None
