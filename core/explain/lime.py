@@ -7,7 +7,9 @@ balances every feature's on/off counts and lowers the variance of the fitted
 weights: the same fidelity needs fewer forward passes. Samples are weighted by
 the lime package's kernel (exp(-d² / w²) on the cosine distance between the
 on/off vector and the all-on vector, w = 0.25) and fitted with ridge regression.
-Hidden superpixels take the ``baseline`` (the mean image by default).
+Hidden superpixels take the ``baseline``: ``segment_mean`` (each superpixel's own mean colour, as the
+lime package fills them) or any :meth:`ExplainContext.baseline` kind (``mean``, ``black``, ``blur``,
+``pad``).
 """
 
 from __future__ import annotations
@@ -74,6 +76,16 @@ def _kernel(width: float):
     return similarity
 
 
+def segment_means(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """(1, C, S, S): every pixel replaced by its superpixel's mean colour (the lime package's
+    ``hide_color=None`` fill): a hidden region keeps its average colour and loses its texture."""
+    c = x.shape[1]
+    flat = labels.reshape(-1)
+    sums = torch.zeros(c, k, dtype=x.dtype, device=x.device).index_add_(1, flat, x[0].reshape(c, -1))
+    counts = torch.bincount(flat, minlength=k).clamp_min(1).to(x.dtype)
+    return (sums / counts)[:, flat].reshape(1, c, *labels.shape)
+
+
 def run(ctx: ExplainContext) -> torch.Tensor:
     """(S, S) signed map: each superpixel's ridge weight for the target logit."""
     p = ctx.params
@@ -86,7 +98,11 @@ def run(ctx: ExplainContext) -> torch.Tensor:
     lime = Lime(ctx.forward, interpretable_model=SkLearnRidge(alpha=float(p["alpha"])),
                 similarity_func=_kernel(float(p["kernel_width"])),
                 perturb_func=_Antithetic(k, gen, ctx.x.device))
-    attr = lime.attribute(ctx.x, target=ctx.target, baselines=ctx.baseline(p["baseline"]),
+    if p["baseline"] == "segment_mean":
+        baseline = segment_means(ctx.x, mask[0, 0], k)
+    else:
+        baseline = ctx.baseline(p["baseline"])
+    attr = lime.attribute(ctx.x, target=ctx.target, baselines=baseline,
                           feature_mask=mask.expand(1, ctx.x.shape[1], -1, -1), n_samples=n,
                           perturbations_per_eval=ctx.batch_size, return_input_shape=True)
     p["segments"] = k
