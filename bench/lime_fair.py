@@ -89,8 +89,9 @@ def run(loaded, photos, seeds: int, loupe_ns: list[int], lime_ns: list[int], ste
                                 "segments": segments, "prob": prob})
             for n, fill in [(n, fill) for fill in fills for n in loupe_ns]:
                 t0 = time.perf_counter()
+                base, _, sampling = fill.partition("+")
                 e = explain(loaded, arr, "lime", target, device="cpu", batch_size=16, n_samples=n, seed=seed,
-                            baseline=fill)
+                            baseline=base, sampling=sampling or "half")
                 secs = time.perf_counter() - t0
                 from core.explain.faithfulness import to_model_space
 
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("--loupe", default="32,64,128")
     parser.add_argument("--lime", default="64,128")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--fills", default="mean,segment_mean", help="Loupe LIME fills (baseline) to compare")
+    parser.add_argument("--fills", default="mean,segment_mean", help="Loupe LIME variants: fill[+sampling], e.g. mean, segment_mean, mean+uniform_count")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     args.loupe_ns = [int(v) for v in args.loupe.split(",")]

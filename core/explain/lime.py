@@ -22,6 +22,7 @@ import torch
 from captum._utils.models.linear_model import SkLearnRidge
 from captum.attr import Lime
 
+from core.errors import ModelError
 from core.explain.base import ExplainContext, Method, register
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 def _defaults(size: int) -> dict:
     return {"n_samples": 256, "n_segments": 50, "compactness": 0.3, "slic_sigma": 1.0, "kernel_width": 0.25, "alpha": 1.0,
-            "baseline": "mean", "seed": 0}
+            "baseline": "mean", "seed": 0, "sampling": "half"}
 
 
 def superpixels(x01: np.ndarray, n_segments: int, compactness: float, sigma: float = 1.0) -> np.ndarray:
@@ -53,14 +54,29 @@ def to_unit(ctx: ExplainContext) -> np.ndarray:
 
 
 class _Antithetic:
-    """Perturbation sampler: random on/off vectors, each followed by its complement."""
+    """Perturbation sampler: random on/off vectors, each followed by its complement.
 
-    def __init__(self, num_features: int, generator: torch.Generator, device) -> None:
+    ``uniform_count`` draws the number of hidden features uniformly from 1..K−1 and then which ones
+    (the lime package's scheme: many samples close to the image and many far from it, which its
+    kernel weights); otherwise every feature is hidden with probability ½. The complement of a
+    uniform-count draw is again a uniform-count draw, so pairing keeps the distribution.
+    """
+
+    def __init__(self, num_features: int, generator: torch.Generator, device, uniform_count: bool = False) -> None:
         self.n, self.gen, self.device, self.last = num_features, generator, device, None
+        self.uniform_count = uniform_count
+
+    def _draw(self) -> torch.Tensor:
+        if not self.uniform_count or self.n < 2:
+            return torch.rand(1, self.n, generator=self.gen) < 0.5
+        k = int(torch.randint(1, self.n, (1,), generator=self.gen))
+        on = torch.ones(1, self.n, dtype=torch.bool)
+        on[0, torch.randperm(self.n, generator=self.gen)[:k]] = False
+        return on
 
     def __call__(self, original_input, **kwargs) -> torch.Tensor:
         if self.last is None:
-            self.last = torch.rand(1, self.n, generator=self.gen) < 0.5
+            self.last = self._draw()
             out = self.last
         else:
             out, self.last = ~self.last, None
@@ -89,6 +105,8 @@ def segment_means(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor
 def run(ctx: ExplainContext) -> torch.Tensor:
     """(S, S) signed map: each superpixel's ridge weight for the target logit."""
     p = ctx.params
+    if p["sampling"] not in ("half", "uniform_count"):
+        raise ModelError(f"LIME sampling must be half or uniform_count, not {p['sampling']!r}")
     labels = superpixels(to_unit(ctx), p["n_segments"], p["compactness"], p["slic_sigma"])
     mask = torch.from_numpy(labels).to(ctx.x.device)[None, None]
     k = int(labels.max()) + 1
@@ -97,7 +115,7 @@ def run(ctx: ExplainContext) -> torch.Tensor:
     gen = torch.Generator().manual_seed(int(p["seed"]))
     lime = Lime(ctx.forward, interpretable_model=SkLearnRidge(alpha=float(p["alpha"])),
                 similarity_func=_kernel(float(p["kernel_width"])),
-                perturb_func=_Antithetic(k, gen, ctx.x.device))
+                perturb_func=_Antithetic(k, gen, ctx.x.device, p["sampling"] == "uniform_count"))
     if p["baseline"] == "segment_mean":
         baseline = segment_means(ctx.x, mask[0, 0], k)
     else:
