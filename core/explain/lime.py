@@ -4,7 +4,12 @@ Features are SLIC superpixels (scikit-image) of the model input, so a
 perturbation hides whole regions rather than pixels. Perturbations are drawn
 in antithetic pairs (a random on/off vector, then its complement), which
 balances every feature's on/off counts and lowers the variance of the fitted
-weights: the same fidelity needs fewer forward passes. Samples are weighted by
+weights: the same fidelity needs fewer forward passes. By default
+(``sampling="uniform_count"``) the number of hidden superpixels is drawn
+uniformly, as the lime package does; with the same superpixels this raised
+insertion AUC on HAM10000 photographs from 0.660 to 0.826 at 32 samples (lime
+at 64: 0.838; docs/benchmarks.md, "LIME measured fairly"). ``"half"`` hides
+each superpixel with probability ½ (the former default). Samples are weighted by
 the lime package's kernel (exp(-d² / w²) on the cosine distance between the
 on/off vector and the all-on vector, w = 0.25) and fitted with ridge regression.
 Hidden superpixels take the ``baseline``: ``segment_mean`` (each superpixel's own mean colour, as the
@@ -30,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def _defaults(size: int) -> dict:
     return {"n_samples": 256, "n_segments": 50, "compactness": 0.3, "slic_sigma": 1.0, "kernel_width": 0.25, "alpha": 1.0,
-            "baseline": "mean", "seed": 0, "sampling": "half"}
+            "baseline": "mean", "seed": 0, "sampling": "uniform_count"}
 
 
 def superpixels(x01: np.ndarray, n_segments: int, compactness: float, sigma: float = 1.0) -> np.ndarray:
