@@ -2,8 +2,9 @@
 
 Usage: python bench/explain_real.py [--n-test 240] [--lime-samples 256] [--no-write]
 
-1. A Loupe model is trained with Loupe's own API (``loupe import --labels``, ``loupe model create``,
-   ``loupe train``) on a lesion-grouped split of ``../shared/data/ham10000_dev``: melanoma vs naevus,
+1. A Loupe model is trained with Loupe's own API (``loupe import --labels`` with the lesion id as the group,
+   ``loupe model create``, then ``core.models.training.train`` — the engine of ``loupe train`` — in this
+   process, because the CLI's niced training child starves on a shared machine) on a lesion-grouped split of ``../shared/data/ham10000_dev``: melanoma vs naevus,
    EfficientNet-Lite0 with its offline ImageNet weights at 160 px, frozen backbone (heads trained on the
    cached embeddings), class-balanced batches. Lesions in the test set never appear in training or
    validation. The trained workspace is cached under ``/tmp/loupe-cache-explain`` (keyed by the recipe).
