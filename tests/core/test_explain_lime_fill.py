@@ -28,9 +28,22 @@ def test_segment_mean_fill_cannot_hide_a_flat_object():
     top, left, bottom, right = boxes[0]
     inside = np.zeros(imgs[0].shape, bool)
     inside[top:bottom, left:right] = True
-    seg = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="segment_mean")
-    dflt = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64)
+    # The same sampler for both (independent halves), so only the fill differs.
+    seg = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="segment_mean", sampling="half")
+    dflt = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, sampling="half")
     assert seg.params["baseline"] == "segment_mean" and seg.map.shape == imgs[0].shape
     assert np.isfinite(seg.map).all() and 0.0 <= seg.map.min() and seg.map.max() <= 1.0
     assert dflt.map[inside].mean() > dflt.map[~inside].mean()
     assert dflt.map[inside].mean() > seg.map[inside].mean()
+
+
+def test_uniform_count_sampler_pairs_complements_and_spreads_the_count():
+    from core.explain.lime import _Antithetic
+
+    sampler = _Antithetic(10, torch.Generator().manual_seed(0), "cpu", uniform_count=True)
+    draws = [sampler(None) for _ in range(400)]
+    for a, b in zip(draws[::2], draws[1::2]):
+        assert torch.equal(a, 1 - b)  # each vector is followed by its complement
+    hidden = np.array([int((d == 0).sum()) for d in draws])
+    assert hidden.min() >= 1 and hidden.max() <= 9
+    assert len(set(hidden[::2].tolist())) == 9  # every count 1..9 is drawn, not only counts near 5
