@@ -142,9 +142,25 @@ FAITH_LEVELS = {"faithful": "ok", "weak": "warn", "unfaithful": "bad"}
 
 
 def faithfulness_verdict(explanation) -> Optional[tuple[str, str]]:
-    """Badge text and colour level from a map's deletion/insertion AUC (None before it was measured)."""
+    """Badge label and colour level from a map's faithfulness checks (None before they were measured).
+
+    The label names what failed (flat map, deletion ≈ insertion, a randomised model giving the same
+    map); :func:`faithfulness_summary` gives the sentence behind it.
+    """
     faith = explanation.faithfulness or {}
     if "badge" not in faith:
         return None
-    text = (f"{faith['badge']}: insertion AUC {faith['insertion_auc']:.2f} vs deletion {faith['deletion_auc']:.2f}")
-    return text, FAITH_LEVELS.get(faith["badge"], "warn")
+    from core.explain.faithfulness import verdict
+
+    v = verdict(faith)  # re-decided from the measurements, so an entry cached by an older Loupe is judged alike
+    return v["label"], FAITH_LEVELS.get(v["badge"], "warn")
+
+
+def faithfulness_summary(explanation) -> str:
+    """The one-sentence reason for the badge ('' before the checks ran)."""
+    faith = explanation.faithfulness or {}
+    if "badge" not in faith:
+        return ""
+    from core.explain.faithfulness import verdict
+
+    return verdict(faith)["summary"]

@@ -98,8 +98,11 @@ def cmd_explain(args) -> int:
     if sanity is not None:
         doc["sanity"] = {k: v for k, v in sanity.items() if k != "randomised_map"}
         if not sanity["passed"]:
-            info(f"sanity check failed: the map barely changes when the model is randomised "
-                 f"(rank correlation {sanity['spearman']:.2f})")
+            if sanity.get("spearman") is None:
+                info("sanity check failed: the map is flat, so it cannot show what the model learned")
+            else:
+                info(f"sanity check failed: the map barely changes when the model is randomised "
+                     f"(rank correlation {sanity['spearman']:.2f})")
     human = (f"{e.method} for {e.target} ({e.version}) on {e.image_id}: {e.shape[1]}×{e.shape[0]} map in "
              f"{e.seconds:.2f} s" + (" (cached)" if e.cached else ""))
     emit(args, doc, human)

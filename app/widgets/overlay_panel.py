@@ -46,8 +46,9 @@ class OverlayPanel(QWidget):
         self.colormap.addItems(COLORMAPS)
         self.side_by_side = QCheckBox("Side by side (original | overlay)")
         self.faith_button = QPushButton("Check faithfulness")
-        self.faith_button.setToolTip("Deletion/insertion test: does removing the highlighted pixels change the "
-                                     "model's output more than removing others?")
+        self.faith_button.setToolTip("Three checks: is the map flat? Does hiding the highlighted pixels change "
+                                     "the model's output more than hiding others (deletion/insertion)? Does a "
+                                     "model with random weights give a different map (randomisation)?")
         self.state = QLabel("", objectName="muted")
         self.state.setWordWrap(True)
         form = QFormLayout()
@@ -121,7 +122,8 @@ class OverlayPanel(QWidget):
         self.state.setText(f"no map: {message}")
 
     def check_faithfulness(self) -> None:
-        """Deletion/insertion AUC of the map on screen, stored with it; shown as a badge."""
+        """Flat-map, deletion/insertion and model-randomisation checks of the map on screen, stored with it;
+        shown as a badge naming what failed, the sentence behind it below the panel's state line."""
         if self.last is None:
             self.state.setText("choose a method first")
             return
@@ -142,4 +144,4 @@ class OverlayPanel(QWidget):
             return
         text, level = verdict
         self.viewer.set_badge(text, COLORS[level])
-        self.state.setText(self.state.text() + f"\n{text}")
+        self.state.setText(self.state.text().split("\n")[0] + f"\n{jobs.faithfulness_summary(explanation)}")

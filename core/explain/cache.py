@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from core.explain.base import RUNTIME_PARAMS, get_method
-from core.explain.protocol import explain, resolve_params, resolve_target
+from core.explain.protocol import add_randomisation, explain, resolve_params, resolve_target
 from core.types import Explanation
 
 logger = logging.getLogger(__name__)
@@ -85,8 +85,8 @@ def explain_image(workspace, image: str, method: str, target: Optional[str] = No
                         target_index=int(meta["target_index"]), version=rec.version, seconds=float(meta["seconds"]),
                         params=hit["params"], faithfulness=meta.get("faithfulness", {}), cached=True,
                         score=meta.get("score"), image_id=ref.id)
-        if faithfulness and not e.faithfulness:
-            e = replace(e, faithfulness=_faith_for(loaded, model_input(ref.path), e, runtime))
+        if faithfulness and "randomisation" not in (e.faithfulness or {}):
+            e = replace(e, faithfulness=_faith_for(loaded, model_input(ref.path), e, runtime, params))
             _store(workspace, key, ref.id, e)
         logger.info("explanation cache hit %s", key[:12])
         return e
@@ -96,7 +96,7 @@ def explain_image(workspace, image: str, method: str, target: Optional[str] = No
     return e
 
 
-def _faith_for(loaded, arr: np.ndarray, e: Explanation, runtime: dict) -> dict:
+def _faith_for(loaded, arr: np.ndarray, e: Explanation, runtime: dict, params: dict) -> dict:
     from core.explain.base import using_copy
     from core.explain.faithfulness import deletion_insertion, to_model_space
     from core.explain.protocol import _device, default_batch_size
@@ -104,11 +104,12 @@ def _faith_for(loaded, arr: np.ndarray, e: Explanation, runtime: dict) -> dict:
 
     dev = _device(runtime.get("device"))
     x, geo = to_tensor_with_geometry(arr, loaded.spec)
+    bs = runtime.get("batch_size") or default_batch_size(dev)
     with using_copy(loaded.net, dev) as net:
-        return deletion_insertion(net, x[None].to(dev), to_model_space(e.map, geo), e.target_index,
-                                  multilabel=loaded.multilabel,
-                                  batch_size=runtime.get("batch_size") or default_batch_size(dev),
-                                  cancel=runtime.get("cancel"))
+        faith = deletion_insertion(net, x[None].to(dev), to_model_space(e.map, geo), e.target_index,
+                                   multilabel=loaded.multilabel, batch_size=bs, cancel=runtime.get("cancel"))
+    return add_randomisation(faith, loaded, arr, e.method, e.target_index, e.map, device=runtime.get("device"),
+                             batch_size=bs, cancel=runtime.get("cancel"), **params)
 
 
 def _store(workspace, key: str, image_id: str, e: Explanation) -> None:

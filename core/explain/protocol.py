@@ -88,7 +88,9 @@ def explain(model_version, image: ImageLike, method: str, target: Union[str, int
             chunk, LIME's and occlusion's perturbations per pass).
         cancel: checked between batches; raises :class:`~core.errors.Cancelled` when set.
         progress: receives :class:`~core.progress.Progress` events (forward batches done / total).
-        faithfulness: also compute deletion and insertion AUC (:mod:`core.explain.faithfulness`).
+        faithfulness: also compute deletion and insertion AUC, the flat-map check
+            (:mod:`core.explain.faithfulness`) and the model-randomisation check
+            (:mod:`core.explain.sanity`); the badge and its reasons in words go with them.
         net: run this network instead of ``model_version.net`` (the sanity check's randomised copy).
         image_id: workspace id recorded on the result.
         **params: method parameters (see each method's defaults, e.g. ``n_samples``, ``layer``).
@@ -128,6 +130,8 @@ def explain(model_version, image: ImageLike, method: str, target: Union[str, int
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"{m.title} failed on this model: {exc}") from exc
         target_index = ctx.target if ctx.target is not None else ctx.resolved_target
+        if score is None and ctx.score is not None:  # the method scored the target in its own forward
+            score = ctx.score
         model_map, signed = normalise(raw.detach().float().cpu().numpy(), m.signed)
         faith = {}
         if faithfulness:
@@ -141,6 +145,9 @@ def explain(model_version, image: ImageLike, method: str, target: Union[str, int
     seconds = time.perf_counter() - t0
     out_map = np.clip(undo_geometry(model_map, geometry), 0.0, 1.0)
     out_signed = None if signed is None else np.clip(undo_geometry(signed, geometry), -1.0, 1.0)
+    if faith and net is None:
+        faith = add_randomisation(faith, model_version, arr, m.name, int(target_index), out_map, device=device,
+                                  batch_size=bs, cancel=cancel, **params)
     if faith:
         faith["seconds"] = round(faith.get("seconds", 0.0), 4)
     logger.info("%s for %s on %s: %.3f s", m.name, model_version.classes[target_index],
@@ -149,6 +156,28 @@ def explain(model_version, image: ImageLike, method: str, target: Union[str, int
                        method=m.name, target=model_version.classes[target_index], target_index=int(target_index),
                        version=model_version.version.version, seconds=seconds, params=resolved,
                        faithfulness=faith, score=score, image_id=image_id)
+
+
+def add_randomisation(faith: dict, model_version, image: np.ndarray, method: str, target: int, image_map: np.ndarray,
+                      **kwargs: Any) -> dict:
+    """``faith`` with the model-randomisation check added and the badge re-decided.
+
+    ``image_map`` is the trained model's map in the image's geometry; ``kwargs`` are
+    :func:`explain`'s (method parameters, device, batch size, cancel). Returns a new dict.
+    """
+    from core.explain.faithfulness import verdict
+    from core.explain.sanity import model_randomisation
+
+    t0 = time.perf_counter()
+    rnd = model_randomisation(model_version, image, method, target, trained_map=image_map, **kwargs)
+    from core.explain.faithfulness import flatness
+
+    out = dict(faith)
+    out["flat"] = flatness(image_map)  # in the image's own geometry: the model's padding is not part of the map
+    out["randomisation"] = {k: rnd[k] for k in ("spearman", "passed", "threshold", "reason", "layers")}
+    out.update(verdict(out))
+    out["seconds"] = out.get("seconds", 0.0) + time.perf_counter() - t0
+    return out
 
 
 def _probs(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
