@@ -40,6 +40,9 @@ class TrainConfig:
     workers: int = 2
     n_boot: int = 500
     actor: str = "training"
+    # Loss weight of a case flagged "model was wrong"; None: the workspace's flagged_weight setting (default 2),
+    # resolved by the training process's entry point.
+    flagged_weight: Optional[float] = None
 
     def validate(self) -> None:
         """Raise ModelError for an option outside its choices."""

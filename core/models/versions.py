@@ -179,7 +179,8 @@ def load_version(workspace, version: Optional[str] = None) -> LoadedModel:
     return loaded
 
 
-def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Optional[str]) -> tuple[bool, str]:
+def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Optional[str],
+                       audit: Optional[dict] = None) -> tuple[bool, str]:
     """Whether a candidate version may replace the active one, and why, in words.
 
     Both metric dicts come from :func:`core.models.metrics.evaluate` on the same
@@ -188,10 +189,22 @@ def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Opti
     active model's sensitivity at the same specificity when the active metrics
     carry ``sensitivity_at_candidate_specificity`` — and macro ROC-AUC does
     not drop by more than the noise: the larger of :data:`MIN_AUC_TOLERANCE` and
-    half the mean width of the candidate's per-class AUC 95 % CIs.
+    half the mean width of the candidate's per-class AUC 95 % CIs. With
+    ``audit`` (``{"candidate": {...}, "active": {...}}`` miss-rate summaries on the
+    same audited cases, :func:`core.models.audit_slice.audit_comparison`) it is
+    refused when its audited miss rate is significantly worse than the active's.
     """
     if not active:
         return True, "no active model to compare with: promoted"
+    if audit:
+        from core.models.audit_slice import significantly_worse
+
+        cand_a, act_a = audit.get("candidate"), audit.get("active")
+        worse, p_value = significantly_worse(cand_a, act_a)
+        if worse:
+            return False, (f"not promoted: audited miss rate would rise from {act_a['missed']}/{act_a['n']} to "
+                           f"{cand_a['missed']}/{cand_a['n']} confident negatives labelled rare "
+                           f"(one-sided Fisher p = {p_value:.3f})")
     cand_auc, act_auc = candidate.get("macro_auc"), active.get("macro_auc")
     if cand_auc is None:
         return False, "validation set has too few cases of each class to compute ROC-AUC: kept as candidate"
@@ -219,4 +232,7 @@ def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Opti
             return False, (f"not promoted: macro ROC-AUC would drop from {act_auc:.3f} to {cand_auc:.3f} "
                            f"(more than the noise level {tolerance:.3f})")
         reasons.append(f"macro ROC-AUC {act_auc:.3f} → {cand_auc:.3f} (noise ±{tolerance:.3f})")
+    if audit and audit.get("candidate", {}).get("n") and audit.get("active", {}).get("n"):
+        reasons.append(f"audited miss rate {audit['active']['missed']}/{audit['active']['n']} → "
+                       f"{audit['candidate']['missed']}/{audit['candidate']['n']}")
     return True, "promoted: " + "; ".join(reasons)

@@ -11,6 +11,7 @@ from core.errors import WorkspaceError
 
 from . import schema
 from .audit import AuditMixin
+from .audit_picks import AuditPicksMixin
 from .cache import CacheMixin
 from .connection import DEFAULT_TIMEOUT, ConnectionPool
 from .images import ImagesMixin
@@ -47,7 +48,7 @@ def _readonly_uri(path: Path) -> str | None:
     return base + "&immutable=1"
 
 
-class Workspace(ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin):
+class Workspace(ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin, AuditPicksMixin):
     """A Loupe workspace: the only object in Loupe that knows tables and SQL.
 
     Open it with :meth:`open`; it is safe to share between threads (each
