@@ -186,6 +186,8 @@ def test_refresh_queue_records_the_audit_slice(workspace, tmp_path, single_threa
     import_paths(workspace, [folder])
     tiny_model(workspace)
     workspace.set_setting("audit_share", 0.5)
+    workspace.set_setting("cold_start_k", 0)
+    workspace.set_setting("rare_class", "pos")
     # a model that calls everything confidently negative: every non-picked case is audit-eligible
     from core.models.versions import load_version
 
@@ -258,7 +260,7 @@ def test_neighbours_of_a_flagged_case_are_raised_with_their_own_why():
     assert [ids[nb.index] for nb in nbs] == ["near", "near2"]
     picks = [Pick(2, 0.9, {"reason": "uncertain / costly"}), Pick(3, 0.8, {"reason": "uncertain / costly"}),
              Pick(4, 0.1, {"reason": "audit"})]
-    boosted = boost_with_neighbours(picks, nbs, n=3, max_share=0.34)
+    boosted = boost_with_neighbours(picks, nbs, n=3, max_share=0.3)  # ceil(0.9) = one neighbour
     assert [ids[pk.index] for pk in boosted] == ["near", "far1", "opposite"]  # audit kept, lowest pick gives way
     why = boosted[0].why
     assert why["reason"] == "near flagged" and why["flagged_image"] == "flag"
