@@ -21,6 +21,9 @@ def add_parsers(sub, common) -> None:
     c.add_argument("--head", choices=["multiclass", "multilabel"], default="multiclass")
     c.add_argument("--severity-levels", type=int, default=0)
     c.set_defaults(func=cmd_model_create)
+    from app.cli.fast_reading import add_model_actions
+
+    add_model_actions(msub, common)  # quantize, distill
 
     t = sub.add_parser("train", parents=[common], help="fine-tune the active model on confirmed labels")
     t.add_argument("--epochs", type=int, default=10)

@@ -95,8 +95,20 @@ def _pick_backend(backend: Optional[str]) -> str:
                      f"(it has: {', '.join(engines) or 'none'})")
 
 
+def int8_qconfig_mapping(engine: str, keep_float: Sequence[str] = ()):
+    """The FX QConfigMapping of Loupe's INT8 recipe: the engine's default (per-channel INT8 weights,
+    histogram-calibrated activations) with the backbone modules named in ``keep_float`` left in float."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    mapping = get_default_qconfig_mapping(engine)
+    for name in keep_float:
+        mapping = mapping.set_module_name(name, None)
+    return mapping
+
+
 def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Tensor],
-                         backend: Optional[str] = None, quantize_head: bool = True) -> nn.Module:
+                         backend: Optional[str] = None, quantize_head: bool = True,
+                         keep_float: Sequence[str] = ()) -> nn.Module:
     """Post-training static INT8 quantization of a LoupeNet's convolutional backbone (FX graph mode).
 
     The backbone is traced with ``torch.ao.quantization.quantize_fx.prepare_fx``
@@ -112,6 +124,8 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
         backend: ``"x86"`` or ``"fbgemm"``; default: the first available. It becomes
             ``torch.backends.quantized.engine`` (process-wide) so the kernels match.
         quantize_head: also quantize the head's Linear dynamically.
+        keep_float: backbone module names (as in ``net.backbone.named_modules()``) left in float:
+            the layers that do not quantize well.
 
     Returns:
         A copy of ``net`` whose ``backbone`` is an INT8 ``GraphModule``; ``forward``,
@@ -120,7 +134,6 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
     Raises:
         ModelError: no calibration data, no quantized backend, or a backbone FX cannot trace.
     """
-    from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     if not hasattr(net, "backbone"):
@@ -136,7 +149,7 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
         raise ModelError("static quantization needs at least one calibration batch")
     with _quiet_ao():
         try:
-            prepared = prepare_fx(q.backbone, get_default_qconfig_mapping(engine), (first[:1].float(),))
+            prepared = prepare_fx(q.backbone, int8_qconfig_mapping(engine, keep_float), (first[:1].float(),))
         except Exception as exc:  # FX tracing fails on data-dependent control flow
             raise ModelError(f"cannot quantize the {getattr(net, 'arch', 'model')} backbone statically: {exc}") from exc
         n = 0
@@ -199,7 +212,7 @@ def _kd_loss(student_logits, teacher_logits, temperature: float, multilabel: boo
 def distill(teacher_loaded, workspace, student_arch: str = "mobilenet_v3_large", *, epochs: int = 5,
             temperature: float = 4.0, alpha: float = 0.7, lr: float = 2e-3, weight_decay: float = 1e-4,
             batch_size: int = 32, pretrained: str = "none", torch_cache_dir: Optional[str] = None,
-            workers: int = 2, seed: int = 0, device: str = "cpu",
+            workers: int = 2, seed: int = 0, device: str = "cpu", exclude: Sequence[str] = (),
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> nn.Module:
     """Knowledge distillation of a trained teacher into a small student on a workspace's images.
 
@@ -221,6 +234,7 @@ def distill(teacher_loaded, workspace, student_arch: str = "mobilenet_v3_large",
         lr, weight_decay, batch_size: optimiser settings.
         pretrained: the student's starting weights (see :func:`~core.models.architectures.build_model`).
         workers: decode threads; seed: random seed; device: where to train.
+        exclude: image ids left out (the images a quality gate will check the student on).
         progress, cancel: progress callback and cancel token (checked between batches).
 
     Returns:
@@ -241,7 +255,8 @@ def distill(teacher_loaded, workspace, student_arch: str = "mobilenet_v3_large",
     torch.manual_seed(seed)
     classes = list(teacher_loaded.classes)
     multilabel = teacher_loaded.net.head_type == "multilabel"
-    refs = [r for r in workspace.images() if r.split != "test"]
+    excluded = set(exclude)
+    refs = [r for r in workspace.images() if r.split != "test" and r.id not in excluded]
     if not refs:
         raise ModelError("no images outside the test split to distil on")
     labelled = labelled_set(workspace, classes, multilabel, splits=("train", "val", None))

@@ -58,6 +58,8 @@ def run_inference(loaded, items: Sequence[tuple[str, str]], batch_size: int = 16
     listed in ``failed`` with its reason and the rest go on. Raises Cancelled
     between batches when ``cancel`` is set.
     """
+    if (loaded.version.params.get("compression") or {}).get("kind") == "int8":
+        device = "cpu"  # quantized kernels are CPU kernels
     # channels-last is the layout the CPU (oneDNN) and GPU convolution kernels are fastest in: ~1.8× here
     net = loaded.net.to(device, memory_format=torch.channels_last).eval()
     batches = [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]

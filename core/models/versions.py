@@ -11,6 +11,7 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -89,7 +90,7 @@ def next_version_name(workspace) -> str:
 def save_version(workspace, net, spec, classes, *, weights: str, parent: Optional[str] = None,
                  params: Optional[dict] = None, metrics: Optional[dict] = None, status: str = "candidate",
                  reason: str = "", temperature: float = 1.0, thresholds: Optional[dict] = None,
-                 actor: str = "system") -> ModelVersion:
+                 actor: str = "system", payload_extra: Optional[dict] = None) -> ModelVersion:
     """Write ``net`` to a new version file atomically and register it.
 
     The file is complete and hashed before the registry row exists, so a crash
@@ -99,11 +100,15 @@ def save_version(workspace, net, spec, classes, *, weights: str, parent: Optiona
     sweep_orphans(workspace)
     version = next_version_name(workspace)
     path = models_dir(workspace.path) / f"{version}.pt"
+    state = net.state_dict()
+    tensors = OrderedDict((k, v.detach().cpu().contiguous() if hasattr(v, "detach") else v) for k, v in state.items())
+    tensors._metadata = getattr(state, "_metadata", None)  # quantized modules read their layout version from it
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(net.config),
         "input_spec": spec.to_dict(), "classes": list(classes), "temperature": float(temperature),
         "thresholds": {k: (None if v is None else float(v)) for k, v in (thresholds or {}).items()},
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+        "state_dict": tensors,
+        **(payload_extra or {}),  # e.g. an INT8 version's recipe (core.models.fast_reading)
     }
     digest = save_checkpoint(path, payload)
     all_params = {"input_spec": spec.to_dict(), "config": dict(net.config), "temperature": float(temperature),
@@ -165,11 +170,16 @@ def load_version(workspace, version: Optional[str] = None) -> LoadedModel:
     payload = load_checkpoint(record.path, record.file_hash)
     if payload.get("format") != FORMAT:
         raise ModelError(f"{record.path} is not a Loupe model file")
-    net, _ = build_model(pretrained="none", **payload["config"])
-    try:
-        net.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"model file for {record.version} does not match its architecture: {exc}") from exc
+    if (payload.get("compression") or {}).get("kind") == "int8":
+        from core.models.fast_reading import rebuild_int8
+
+        net = rebuild_int8(payload)
+    else:
+        net, _ = build_model(pretrained="none", **payload["config"])
+        try:
+            net.load_state_dict(payload["state_dict"], strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"model file for {record.version} does not match its architecture: {exc}") from exc
     net.eval()
     file_thresholds = dict(payload.get("thresholds", {}))
     loaded = LoadedModel(record, net, InputSpec.from_dict(payload["input_spec"]), tuple(payload["classes"]),
