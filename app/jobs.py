@@ -31,10 +31,13 @@ def model_summary(workspace) -> Optional[dict]:
     active = workspace.active_model()
     if active is None:
         return None
+    from core.models.severity import severity_scale
+
     config = active.params.get("config", {})
     return {"version": active.version, "arch": active.arch, "classes": list(active.classes),
             "multilabel": config.get("head") == "multilabel", "thresholds": active.params.get("thresholds", {}),
-            "metrics": active.metrics, "reason": active.reason}
+            "metrics": active.metrics, "reason": active.reason,
+            "severity_grades": severity_scale(workspace, int(config.get("severity_levels") or 0))}
 
 
 def load_worklist(workspace) -> tuple[list[WorklistRow], Optional[dict]]:

@@ -227,7 +227,8 @@ class MainWindow(QMainWindow):
         self.labels.show_image(image_id)
         model = self.loaded_model
         self.prediction.show_prediction(row.prediction, model["thresholds"] if model else None,
-                                        model["version"] if model else "")
+                                        model["version"] if model else "",
+                                        grade_names=model.get("severity_grades") if model else None)
         self.overlay.show_image(row.ref)
         self.queue.show_reason(image_id)
         if model:

@@ -120,13 +120,19 @@ class Label:
 
 @dataclass(frozen=True)
 class Prediction:
-    """A model version's output for one image."""
+    """A model version's output for one image.
+
+    ``severity`` is the predicted grade (0..K-1) and ``severity_probability``
+    its probability when the model has a severity head, else None.
+    """
 
     image_id: str
     version: str
     probs: dict[str, float] = field(default_factory=dict)
     predicted: str = ""
     created_at: str = ""
+    severity: Optional[int] = None
+    severity_probability: Optional[float] = None
 
 
 @dataclass(frozen=True)

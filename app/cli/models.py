@@ -22,6 +22,9 @@ def add_parsers(sub, common) -> None:
     c.add_argument("--head", choices=["multiclass", "multilabel"], default="multiclass")
     c.add_argument("--severity-levels", type=int, default=0)
     c.set_defaults(func=cmd_model_create)
+    from app.cli.fast_reading import add_model_actions
+
+    add_model_actions(msub, common)  # quantize, distill
 
     t = sub.add_parser("train", parents=[common], help="fine-tune the active model on confirmed labels")
     t.add_argument("--epochs", type=int, default=10)
@@ -39,6 +42,8 @@ def add_parsers(sub, common) -> None:
                    help="the rare-class threshold keeps the target sensitivity as this one-sided lower confidence "
                         "bound on the validation images (0: the point estimate)")
     t.add_argument("--rare-class")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel ranks launched by this command (GPUs with NCCL, or CPU processes with gloo)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", parents=[common], help="metrics of a version on the test or val split")
@@ -123,10 +128,12 @@ def cmd_train(args) -> int:
                          schedule=args.schedule, target_sensitivity=args.target_sensitivity,
                          threshold_confidence=(args.threshold_confidence or None),
                          rare_class=args.rare_class, actor="cli")
+    if args.nproc < 1:
+        raise LoupeError(f"--nproc must be at least 1, got {args.nproc}")
     path = resolve_workspace_path(args.workspace)
     with open_workspace(args):  # creates/migrates before the child opens it
         pass
-    job = TrainingJob(path, config)
+    job = TrainingJob(path, config, nproc=args.nproc)
     done = None
     try:
         for event in job.events():
@@ -165,6 +172,14 @@ def cmd_evaluate(args) -> int:
     for name, pc in result["per_class"].items():
         lines.append(f"  {name:<12} n={pc['n']:<5} sensitivity {_f(pc['sensitivity'])}  "
                      f"specificity {_f(pc['specificity'])}  AUC {_f(pc['auc'])}  AP {_f(pc['ap'])}")
+    if "severity" in result:
+        sev = result["severity"]
+        ci = f" (95 % CI {sev['ci95'][0]:.3f}–{sev['ci95'][1]:.3f})" if sev.get("ci95") else ""
+        lines.append(f"  severity: quadratic-weighted kappa {_f(sev['kappa'])}{ci} on {sev['n']} graded cases")
+    if "audit" in result:
+        a = result["audit"]
+        lines.append(f"  audit slice: {a['missed']}/{a['n']} confident negatives labelled rare, miss rate "
+                     f"{a['miss_rate']:.3f} (95 % CI {a['ci95'][0]:.3f}–{a['ci95'][1]:.3f})")
     emit(args, result, "\n".join(lines))
     return 0
 
@@ -208,11 +223,27 @@ def cmd_predict(args) -> int:
     with open_workspace(args) as ws:
         ids = None if args.all else [ws.find_image(i).id for i in args.images]
         predictions, failed = predict_images(ws, ids, args.version, batch_size=args.batch_size, device=args.device)
+        grade_names = _grade_names(ws, args.version)
     for image_id, reason in failed:
         info(f"could not predict {image_id}: {reason}")
-    rows = [{"id": p.image_id, "version": p.version, "probs": p.probs, "predicted": p.predicted}
-            for p in predictions]
+    rows = []
+    for p in predictions:
+        row = {"id": p.image_id, "version": p.version, "probs": p.probs, "predicted": p.predicted}
+        if p.severity is not None:
+            row.update(severity=grade_names[p.severity] if p.severity < len(grade_names) else str(p.severity),
+                       severity_grade=p.severity, severity_probability=p.severity_probability)
+        rows.append(row)
     human = "\n".join(f"{r['id']}  {r['predicted']:<12} " + "  ".join(f"{c} {v:.3f}" for c, v in r["probs"].items())
+                      + (f"  severity {r['severity']} ({r['severity_probability']:.2f})" if "severity" in r else "")
                       for r in rows)
     emit(args, rows, human)
     return 0
+
+
+def _grade_names(ws, version) -> list[str]:
+    """Names of the severity grades of ``version`` (default: active); empty without a severity head."""
+    from core.models.severity import severity_scale
+
+    record = ws.model(version) if version else ws.active_model()
+    levels = int((record.params.get("config") or {}).get("severity_levels") or 0) if record else 0
+    return severity_scale(ws, levels)

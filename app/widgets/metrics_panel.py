@@ -91,11 +91,15 @@ def _evaluate_active_job(workspace_path: str, split: str, cancel=None) -> dict:
             raise ModelError(f"no confirmed labels on images marked '{split}'; import a labels CSV with a split column")
         result = run_inference(loaded, list(zip(data.image_ids, data.paths)), batch_size=32,
                                device=choose_device("auto").device, with_embeddings=False, cancel=cancel)
-    row = {image_id: i for i, image_id in enumerate(data.image_ids)}
-    y = data.targets[[row[i] for i in result.image_ids]]
+        row = {image_id: i for i, image_id in enumerate(data.image_ids)}
+        rows = [row[i] for i in result.image_ids]
+        from app.widgets.reader_metrics import reader_followup
+
+        reader = reader_followup(ws, loaded, data.severities[rows], result.severity_logits)
+    y = data.targets[rows]
     return {"classes": list(loaded.classes), "y_true": y, "probs": result.probs,
             "thresholds": {c: loaded.thresholds.get(c) for c in loaded.classes},
-            "version": loaded.version.version, "split": split,
+            "version": loaded.version.version, "split": split, "reader": reader,
             "title": f"{loaded.version.version} on '{split}' ({len(y)} images"
                      + (f", {len(result.failed)} unreadable)" if result.failed else ")")}
 
@@ -201,6 +205,10 @@ class MetricsPanel(QWidget):
         body.addWidget(self.rule_label)
         body.addWidget(self.table)
         body.addWidget(self.warning_label)
+        from app.widgets.reader_metrics import ReaderMetricsView
+
+        self.reader_view = ReaderMetricsView()  # severity κ, audit miss rate per version, flagged cases
+        body.addWidget(self.reader_view)
         self.message_label = QLabel("", alignment=Qt.AlignCenter, wordWrap=True, objectName="muted")
         self.stack = QStackedWidget()
         self.stack.addWidget(self.message_label)
@@ -448,6 +456,7 @@ class MetricsPanel(QWidget):
         self.status_label.setText("")
         self.version, self.split_name = data.get("version"), data.get("split")
         self.set_evaluation(data["classes"], data["y_true"], data["probs"], data["thresholds"], data["title"])
+        self.reader_view.set_data(data.get("reader"), self.version)
         self.save_button.setEnabled(self.version is not None and self.evaluation is not None)
 
     def _on_evaluate_failed(self, message: str) -> None:

@@ -38,13 +38,19 @@ class PredictionPanel(QWidget):
         layout.addWidget(QLabel("Similar labelled cases", objectName="muted"))
         layout.addWidget(self.similar)
         self._widgets: list[QWidget] = []
+        self.severity_label: Optional[QLabel] = None
 
     def show_prediction(self, prediction: Optional[Prediction], thresholds: Optional[dict] = None,
-                        version: str = "", note: str = "") -> None:
-        """Show ``prediction`` (or a note why there is none) with the version's thresholds."""
+                        version: str = "", note: str = "", grade_names: Optional[list[str]] = None) -> None:
+        """Show ``prediction`` (or a note why there is none) with the version's thresholds.
+
+        With a severity grade in the prediction, the grade (named by ``grade_names``)
+        and its probability are shown under the class bars.
+        """
         for w in self._widgets:
             w.deleteLater()
         self._widgets = []
+        self.severity_label = None
         if prediction is None:
             self.title.setText(note or ("Not predicted yet by " + version if version else "No model yet"))
             return
@@ -68,6 +74,31 @@ class PredictionPanel(QWidget):
             for w in (label, bar):
                 self.bars_box.addWidget(w)
                 self._widgets.append(w)
+        if prediction.severity is not None:
+            self._show_severity(prediction, grade_names or [])
+
+    def _show_severity(self, prediction: Prediction, names: list[str]) -> None:
+        k = int(prediction.severity)
+        name = names[k] if k < len(names) else f"grade {k}"
+        p = prediction.severity_probability
+        label = QLabel(f"Severity: <b>{name}</b> (grade {k}"
+                       + (f" of {len(names) - 1}" if names else "") + ")"
+                       + (f" — probability {p:.1%}" if p is not None else ""))
+        label.setObjectName("severity")
+        label.setToolTip("From the ordinal severity head: the grade whose thresholds the case passes, "
+                         "and that grade's probability")
+        self.severity_label = label
+        self.bars_box.addWidget(label)
+        self._widgets.append(label)
+        if p is not None:
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setValue(int(round(p * 1000)))
+            bar.setTextVisible(False)
+            bar.setMaximumHeight(8)
+            bar.setStyleSheet(f"QProgressBar::chunk {{ background: {COLORS['accent']}; }}")
+            self.bars_box.addWidget(bar)
+            self._widgets.append(bar)
 
     def show_similar(self, cases: list[tuple[str, str, float]]) -> None:
         """List similar labelled cases as (image id, label, distance)."""

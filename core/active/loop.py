@@ -14,6 +14,7 @@ images the cache lacks go through the network.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from datetime import datetime, timezone
@@ -62,11 +63,18 @@ def should_retrain(ws, n_new: Optional[int] = None) -> bool:
     return n_new >= max(1, threshold)
 
 
-def mc_dropout_passes(loaded, emb: np.ndarray, passes: int = MC_PASSES, seed: int = 0) -> np.ndarray:
+#: Images (or embeddings) per forward pass in the uncertainty passes: peak memory is bounded by this, not the pool.
+UNCERTAINTY_BATCH = 64
+
+
+def mc_dropout_passes(loaded, emb: np.ndarray, passes: int = MC_PASSES, seed: int = 0,
+                      batch_size: int = UNCERTAINTY_BATCH * 16) -> np.ndarray:
     """(T, N, K) calibrated probabilities from the head with its dropout active (MC dropout on cached embeddings).
 
     Loupe's head is ``Dropout → Linear`` on the pooled embedding, so MC dropout
-    needs only the embeddings, not the backbone.
+    needs only the embeddings, not the backbone. The pool goes through in chunks
+    of ``batch_size`` rows, so the working memory does not grow with the pool
+    (only the (T, N, K) result does).
     """
     import copy
 
@@ -80,31 +88,41 @@ def mc_dropout_passes(loaded, emb: np.ndarray, passes: int = MC_PASSES, seed: in
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.2
     gen = torch.manual_seed(seed)
-    x = torch.as_tensor(np.asarray(emb, dtype=np.float32))
-    out = []
+    emb = np.asarray(emb, dtype=np.float32)
+    k = len(loaded.classes)
+    out = np.zeros((passes, len(emb), k), dtype=np.float64)
     with torch.no_grad():
-        for _ in range(passes):
-            out.append(calibrated_probs(head(x), loaded.temperature, loaded.multilabel))
+        for t in range(passes):
+            for i in range(0, len(emb), max(1, batch_size)):
+                x = torch.from_numpy(emb[i:i + batch_size])
+                out[t, i:i + len(x)] = calibrated_probs(head(x), loaded.temperature, loaded.multilabel)
     del gen
-    return np.stack(out) if out else np.zeros((0, len(x), len(loaded.classes)))
+    return out
 
 
-def tta_passes(loaded, items: Sequence[tuple[str, str]], device: str = "cpu") -> np.ndarray:
-    """(T, N, K) probabilities of the model on T = 5 mild augmentations (identity, ±2 px shifts, ±5 % contrast)."""
+def tta_passes(loaded, items: Sequence[tuple[str, str]], device: str = "cpu",
+               batch_size: int = UNCERTAINTY_BATCH) -> np.ndarray:
+    """(T, N, K) probabilities of the model on T = 5 mild augmentations (identity, ±2 px shifts, ±5 % contrast).
+
+    Images are decoded and run ``batch_size`` at a time (all five views of a
+    batch, one after another), so peak memory is set by the batch, not the pool.
+    """
     import torch
 
     from core.models.inference import calibrated_probs, load_input
 
     net = loaded.net.to(device).eval()
-    x = torch.stack([load_input(path, loaded.spec) for _, path in items]).to(device) if items else None
-    if x is None:
-        return np.zeros((5, 0, len(loaded.classes)))
-    views = [x, torch.roll(x, 2, dims=3), torch.roll(x, -2, dims=2), x * 1.05, x * 0.95]
-    out = []
+    k = len(loaded.classes)
+    out = np.zeros((5, len(items), k), dtype=np.float64)
+    batch_size = max(1, int(batch_size))
     with torch.inference_mode():
-        for v in views:
-            out.append(calibrated_probs(net(v).float().cpu(), loaded.temperature, loaded.multilabel))
-    return np.stack(out)
+        for i in range(0, len(items), batch_size):
+            x = torch.stack([load_input(path, loaded.spec) for _, path in items[i:i + batch_size]]).to(device)
+            views = (x, torch.roll(x, 2, dims=3), torch.roll(x, -2, dims=2), x * 1.05, x * 0.95)
+            for t, v in enumerate(views):
+                out[t, i:i + len(x)] = calibrated_probs(net(v).float().cpu(), loaded.temperature, loaded.multilabel)
+            del x, views
+    return out
 
 
 def model_outputs(ws, loaded=None, image_ids: Optional[Sequence[str]] = None, device: str = "auto",
@@ -154,7 +172,13 @@ def redecide_predictions(ws, loaded=None) -> int:
     if cached is None or not len(cached.image_ids):
         return 0
     result = InferenceResult(list(cached.image_ids), np.empty((0, 0)), cached.probs.astype(np.float64), None)
-    return ws.add_predictions(loaded.version.version, to_predictions(loaded, result))
+    fresh = to_predictions(loaded, result)
+    # the cache holds class probabilities only: keep each image's stored severity grade
+    stored = ws.predictions(loaded.version.version)
+    fresh = [dataclasses.replace(p, severity=stored[p.image_id].severity,
+                                 severity_probability=stored[p.image_id].severity_probability)
+             if p.image_id in stored else p for p in fresh]
+    return ws.add_predictions(loaded.version.version, fresh)
 
 
 def acquisition_config(ws, classes: Sequence[str], counts: Sequence[int], strategy: str, n: int,
@@ -212,7 +236,10 @@ def refresh_queue(ws, strategy: str = "default", n: int = 50, device: str = "aut
         paths = {r.id: r.path for r in refs}
         stochastic = tta_passes(loaded, [(i, paths[i]) for i in outputs.image_ids])
     picks = select_batch(probs, outputs.emb, labelled, config, counts=counts, stochastic=stochastic)
+    if strategy == "default":
+        picks = _boost_near_flagged(ws, picks, outputs, labelled, n)
     version = loaded.version.version
+    _record_audit(ws, picks, outputs, config, version)
     items = [QueueItem(image_id=outputs.image_ids[pk.index], score=pk.score, rank=r + 1, strategy=strategy,
                        why=pk.why, version=version) for r, pk in enumerate(picks)]
     ws.replace_queue(items)
@@ -220,3 +247,33 @@ def refresh_queue(ws, strategy: str = "default", n: int = 50, device: str = "aut
         logger.warning("left out of the queue (unreadable): %s: %s", image_id, reason)
     return items
 
+
+
+def _boost_near_flagged(ws, picks, outputs: ModelOutputs, labelled, n: int):
+    """Raise the unlabelled neighbours of cases flagged "model was wrong" (see ``core.active.flagged``)."""
+    from core.active.flagged import boost_with_neighbours, flagged_ids, near_flagged
+
+    flagged = flagged_ids(ws.current_labels())
+    if not flagged or outputs.emb is None:
+        return picks
+    neighbours = near_flagged(outputs.emb, outputs.image_ids, flagged, ~labelled)
+    return boost_with_neighbours(picks, neighbours, n)
+
+
+def _record_audit(ws, picks, outputs: ModelOutputs, config: AcquisitionConfig, version: str) -> None:
+    """Keep the audit slice's picks per version, so readers' labels on them give its miss rate."""
+    default_rare = (config.class_names[config.rare_index]
+                    if config.rare_index is not None and config.rare_index < len(config.class_names) else None)
+    by_rare: dict[str, list[tuple[str, float]]] = {}
+    for pk in picks:
+        if pk.why.get("reason") != "audit":
+            continue
+        rare = pk.why.get("rare_class") or default_rare
+        if rare is None:
+            continue
+        p_rare = pk.why.get("p_rare")
+        if p_rare is None and rare in config.class_names:
+            p_rare = outputs.probs[pk.index, list(config.class_names).index(rare)]
+        by_rare.setdefault(rare, []).append((outputs.image_ids[pk.index], float(p_rare or 0.0)))
+    for rare, items in by_rare.items():
+        ws.record_audit_picks(version, rare, items)

@@ -24,7 +24,7 @@ _SCORE_NAMES = {"bald": "BALD (MC-dropout disagreement)", "tta": "test-time-augm
 
 _DESCRIBED = {"reason", "entropy", "risk", "combined", "rare_class", "p_rare", "miss_cost", "expected_miss_cost",
               "score_rank", "diversity_rank", "audit", "target_class", "labels_of_class", "coverage_rank",
-              "risk_class"}
+              "risk_class", "flagged_image", "similarity"}
 
 
 def _num(value: Any) -> str:
@@ -70,6 +70,10 @@ def describe_pick(why: dict) -> str:
         p = f"P({rare}) {_num(why['p_rare'])}" if "p_rare" in why else "low P(rare)"
         sentences.append(f"Audit: a confident negative ({p}), drawn at random so "
                          f"the rate of missed {rare} among cases the model would pass can be measured.")
+    elif reason == "near flagged":
+        sim = f" (similarity {_num(why['similarity'])})" if "similarity" in why else ""
+        sentences.append(f"Looks like case {why.get('flagged_image', '?')}, which a reader flagged "
+                         f"\"model was wrong\"{sim}: the model may err here too.")
     elif reason == "rare share":
         sentences.append(f"Keeps the batch's share of likely {rare} cases: {_rare_part(why)}.")
     elif reason == "cold start" and "target_class" in why:

@@ -129,7 +129,16 @@ def _model_group(source: Dataset, model: ModelVersion,
                           value=round(float(p), 6), unit=NO_UNITS, algorithm_id=algorithm)
         for c, p in prediction.probs.items()]
     evaluations = ([hd.sr.QualitativeEvaluation(finding_code(prediction.predicted), PRESENT)]
-                   if prediction.predicted else None)
+                   if prediction.predicted else [])
+    if prediction.severity is not None:  # the severity head's grade, coded as the annotator's is
+        k = int(prediction.severity)
+        evaluations.append(hd.sr.QualitativeEvaluation(
+            SEVERITY, CodedConcept(f"SEV{k}", LOCAL_SCHEME, f"Severity grade {k}")))
+        if prediction.severity_probability is not None:
+            measurements.append(hd.sr.Measurement(
+                name=CodedConcept("P-SEV", LOCAL_SCHEME, f"Probability of severity grade {k}"),
+                value=round(float(prediction.severity_probability), 6), unit=NO_UNITS, algorithm_id=algorithm))
+    evaluations = evaluations or None
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="model prediction"),
         algorithm_id=algorithm, measurements=measurements or None, qualitative_evaluations=evaluations,

@@ -2,7 +2,9 @@
 
 Columns: ``image_id, path, study_uid, series_uid, sop_uid, modality, label`` (classes
 joined by ``;``), ``severity, annotator, labelled_at, label_source, flag_wrong, note,
-predicted, model_version`` and ``prob_<class>`` per class of the active model.
+predicted, model_version, predicted_severity, predicted_severity_probability`` (the model's
+grade name and its probability, when it has a severity head) and ``prob_<class>`` per class
+of the active model.
 
 With a :class:`~core.export.deidentify.Deidentifier`, the image id becomes a salted
 pseudonym, UIDs are remapped exactly as in the DICOM objects of the same export, the
@@ -28,7 +30,8 @@ logger = logging.getLogger(__name__)
 SYSTEM_ACTORS = frozenset({"import", "model", "cli", "system", "app", "oracle", "simulate"})
 
 BASE_COLUMNS = ["image_id", "path", "study_uid", "series_uid", "sop_uid", "modality", "label", "severity",
-                "annotator", "labelled_at", "label_source", "flag_wrong", "note", "predicted", "model_version"]
+                "annotator", "labelled_at", "label_source", "flag_wrong", "note", "predicted", "model_version",
+                "predicted_severity", "predicted_severity_probability"]
 
 
 def annotator_name(name: str, deid: Optional[Deidentifier]) -> str:
@@ -39,8 +42,11 @@ def annotator_name(name: str, deid: Optional[Deidentifier]) -> str:
 
 
 def image_row(ref: ImageRef, label: Optional[Label], prediction: Optional[Prediction],
-              version: Optional[str], deid: Optional[Deidentifier]) -> dict[str, Any]:
+              version: Optional[str], deid: Optional[Deidentifier],
+              grade_names: Optional[list[str]] = None) -> dict[str, Any]:
     """One export row (``probs`` kept as a dict; :func:`write_csv` flattens it)."""
+    grade = prediction.severity if prediction else None
+    names = grade_names or []
     rec = ref.record
     uid = (lambda v: deid.uid(v) if v else v) if deid else (lambda v: v)
     patient_key = rec.patient_id or rec.patient_name or ""  # as Deidentifier.deidentify keys a header
@@ -60,6 +66,10 @@ def image_row(ref: ImageRef, label: Optional[Label], prediction: Optional[Predic
         "note": ("" if deid else label.note) if label else None,
         "predicted": prediction.predicted if prediction else None,
         "model_version": version if prediction else None,
+        "predicted_severity": (names[grade] if grade < len(names) else str(grade)) if grade is not None else None,
+        "predicted_severity_probability": (round(float(prediction.severity_probability), 6)
+                                           if grade is not None and prediction.severity_probability is not None
+                                           else None),
         "probs": dict(prediction.probs) if prediction else {},
     }
     if deid:
@@ -77,7 +87,12 @@ def build_rows(ws, deid: Optional[Deidentifier] = None) -> tuple[list[dict], lis
     version = model.version if model else None
     classes = list(model.classes) if model else []
     predictions = ws.predictions(version) if model else {}
-    rows = [image_row(ref, labels.get(ref.id), predictions.get(ref.id), version, deid) for ref in ws.images()]
+    from core.models.severity import severity_scale
+
+    levels = int((model.params.get("config") or {}).get("severity_levels") or 0) if model else 0
+    names = severity_scale(ws, levels)
+    rows = [image_row(ref, labels.get(ref.id), predictions.get(ref.id), version, deid, names)
+            for ref in ws.images()]
     logger.info("export: %d rows, model %s", len(rows), version)
     return rows, classes, version
 

@@ -95,8 +95,89 @@ def _pick_backend(backend: Optional[str]) -> str:
                      f"(it has: {', '.join(engines) or 'none'})")
 
 
+def _up_to_six_observer():
+    from torch.ao.quantization.observer import MinMaxObserver
+
+    class UpToSixObserver(MinMaxObserver):
+        """Min/max observer whose range stops at 6: the output of a fused conv + ReLU standing for a ReLU6.
+
+        The quantized output then saturates at 6 exactly as ReLU6 clamps, and all 256 levels cover 0 … 6.
+        (It also observes that convolution's input when it is the graph input, whose range is below 6.)
+        """
+
+        def calculate_qparams(self):
+            return self._calculate_qparams(self.min_val, torch.clamp(self.max_val, max=6.0))
+
+    return UpToSixObserver
+
+
+class _LazyObserver:
+    """Builds the observer class on first use, so importing this module does not import torch.ao."""
+
+    _cls = None
+
+    def with_args(self, **kwargs):
+        if _LazyObserver._cls is None:
+            _LazyObserver._cls = _up_to_six_observer()
+        return _LazyObserver._cls.with_args(**kwargs)
+
+
+_UpToSixObserver = _LazyObserver()
+
+
+def int8_qconfig_mapping(engine: str, keep_float: Sequence[str] = (), relu6_convs: Sequence[str] = ()):
+    """The FX QConfigMapping of Loupe's INT8 recipe: the engine's default (per-channel INT8 weights,
+    histogram-calibrated activations), the backbone modules named in ``keep_float`` left in float, and an
+    output range that stops at 6 for the convolutions whose ReLU6 was made fusable (:func:`relu6_for_int8`)."""
+    from torch.ao.quantization import QConfig, get_default_qconfig, get_default_qconfig_mapping
+
+    mapping = get_default_qconfig_mapping(engine)
+    if relu6_convs:
+        relu6 = QConfig(activation=_UpToSixObserver.with_args(dtype=torch.quint8),
+                        weight=get_default_qconfig(engine).weight)
+        for name in relu6_convs:
+            mapping = mapping.set_module_name(name, relu6)
+    for name in keep_float:
+        mapping = mapping.set_module_name(name, None)
+    return mapping
+
+
+def relu6_for_int8(backbone: nn.Module, keep_float: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """Make every ``Conv → BatchNorm → ReLU6`` of ``backbone`` fusable, in place.
+
+    ReLU6 does not fuse with a convolution in torch's x86 recipe, so the
+    convolution's output is quantized over its whole pre-activation range (often
+    −80 … +60) and the 0 … 6 the ReLU6 keeps gets a handful of the 256 levels:
+    EfficientNet-Lite0's embedding then lost most of its information (relative error
+    0.8). Swapping the ReLU6 for a ReLU lets conv + BN + ReLU fuse, and the fused
+    output gets a quantization range that stops at 6 (:func:`int8_qconfig_mapping`),
+    so it saturates at 6 exactly as ReLU6 clamps. Convolutions kept in float keep
+    their ReLU6, and it stays in float with them. Returns (the convs made fusable,
+    the ReLU6 modules to keep in float beside their float convs).
+    """
+    keep = set(keep_float)
+    names, float_relu6 = [], []
+    for name, module in backbone.named_modules():
+        kids = list(module.named_children())
+        prefix = f"{name}." if name else ""
+        if kids and isinstance(kids[0][1], nn.Conv2d) and prefix + kids[0][0] in keep:
+            # a float conv keeps its BatchNorm and activation in float too (a lone quantized BN is lossy)
+            float_relu6 += [prefix + k for k, m in kids[1:3] if isinstance(m, (nn.BatchNorm2d, nn.ReLU6))]
+            continue
+        if (len(kids) >= 3 and isinstance(kids[0][1], nn.Conv2d) and isinstance(kids[1][1], nn.BatchNorm2d)
+                and isinstance(kids[2][1], nn.ReLU6)):
+            conv_name = f"{name}.{kids[0][0]}" if name else kids[0][0]
+            if conv_name in keep:
+                float_relu6.append(f"{name}.{kids[2][0]}" if name else kids[2][0])
+                continue
+            setattr(module, kids[2][0], nn.ReLU(inplace=False).train(kids[2][1].training))
+            names.append(conv_name)
+    return names, float_relu6
+
+
 def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Tensor],
-                         backend: Optional[str] = None, quantize_head: bool = True) -> nn.Module:
+                         backend: Optional[str] = None, quantize_head: bool = True,
+                         keep_float: Sequence[str] = ()) -> nn.Module:
     """Post-training static INT8 quantization of a LoupeNet's convolutional backbone (FX graph mode).
 
     The backbone is traced with ``torch.ao.quantization.quantize_fx.prepare_fx``
@@ -112,6 +193,8 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
         backend: ``"x86"`` or ``"fbgemm"``; default: the first available. It becomes
             ``torch.backends.quantized.engine`` (process-wide) so the kernels match.
         quantize_head: also quantize the head's Linear dynamically.
+        keep_float: backbone module names (as in ``net.backbone.named_modules()``) left in float:
+            the layers that do not quantize well.
 
     Returns:
         A copy of ``net`` whose ``backbone`` is an INT8 ``GraphModule``; ``forward``,
@@ -120,7 +203,6 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
     Raises:
         ModelError: no calibration data, no quantized backend, or a backbone FX cannot trace.
     """
-    from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     if not hasattr(net, "backbone"):
@@ -136,7 +218,9 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
         raise ModelError("static quantization needs at least one calibration batch")
     with _quiet_ao():
         try:
-            prepared = prepare_fx(q.backbone, get_default_qconfig_mapping(engine), (first[:1].float(),))
+            relu6_convs, float_relu6 = relu6_for_int8(q.backbone, keep_float)
+            prepared = prepare_fx(q.backbone, int8_qconfig_mapping(engine, [*keep_float, *float_relu6], relu6_convs),
+                                  (first[:1].float(),))
         except Exception as exc:  # FX tracing fails on data-dependent control flow
             raise ModelError(f"cannot quantize the {getattr(net, 'arch', 'model')} backbone statically: {exc}") from exc
         n = 0
@@ -199,7 +283,7 @@ def _kd_loss(student_logits, teacher_logits, temperature: float, multilabel: boo
 def distill(teacher_loaded, workspace, student_arch: str = "mobilenet_v3_large", *, epochs: int = 5,
             temperature: float = 4.0, alpha: float = 0.7, lr: float = 2e-3, weight_decay: float = 1e-4,
             batch_size: int = 32, pretrained: str = "none", torch_cache_dir: Optional[str] = None,
-            workers: int = 2, seed: int = 0, device: str = "cpu",
+            workers: int = 2, seed: int = 0, device: str = "cpu", exclude: Sequence[str] = (),
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> nn.Module:
     """Knowledge distillation of a trained teacher into a small student on a workspace's images.
 
@@ -221,6 +305,7 @@ def distill(teacher_loaded, workspace, student_arch: str = "mobilenet_v3_large",
         lr, weight_decay, batch_size: optimiser settings.
         pretrained: the student's starting weights (see :func:`~core.models.architectures.build_model`).
         workers: decode threads; seed: random seed; device: where to train.
+        exclude: image ids left out (the images a quality gate will check the student on).
         progress, cancel: progress callback and cancel token (checked between batches).
 
     Returns:
@@ -241,7 +326,8 @@ def distill(teacher_loaded, workspace, student_arch: str = "mobilenet_v3_large",
     torch.manual_seed(seed)
     classes = list(teacher_loaded.classes)
     multilabel = teacher_loaded.net.head_type == "multilabel"
-    refs = [r for r in workspace.images() if r.split != "test"]
+    excluded = set(exclude)
+    refs = [r for r in workspace.images() if r.split != "test" and r.id not in excluded]
     if not refs:
         raise ModelError("no images outside the test split to distil on")
     labelled = labelled_set(workspace, classes, multilabel, splits=("train", "val", None))

@@ -48,6 +48,9 @@ class TrainConfig:
     workers: int = 2
     n_boot: int = 500
     actor: str = "training"
+    # Loss weight of a case flagged "model was wrong"; None: the workspace's flagged_weight setting (default 2),
+    # resolved by the training process's entry point.
+    flagged_weight: Optional[float] = None
 
     @property
     def head_lr(self) -> float:

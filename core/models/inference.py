@@ -32,6 +32,7 @@ class InferenceResult:
     probs: np.ndarray  # (N, K) calibrated probabilities
     embeddings: Optional[np.ndarray]  # (N, D) pooled backbone features
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason)
+    severity_logits: Optional[np.ndarray] = None  # (N, K-1) CORAL logits when the model has a severity head
 
 
 def load_input(path: str, spec) -> torch.Tensor:
@@ -57,12 +58,15 @@ def run_inference(loaded, items: Sequence[tuple[str, str]], batch_size: int = 16
     listed in ``failed`` with its reason and the rest go on. Raises Cancelled
     between batches when ``cancel`` is set.
     """
+    if (loaded.version.params.get("compression") or {}).get("kind") == "int8":
+        device = "cpu"  # quantized kernels are CPU kernels
     # channels-last is the layout the CPU (oneDNN) and GPU convolution kernels are fastest in: ~1.8× here
     net = loaded.net.to(device, memory_format=torch.channels_last).eval()
     batches = [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
     ids: list[str] = []
     logits_out: list[torch.Tensor] = []
     emb_out: list[torch.Tensor] = []
+    sev_out: list[torch.Tensor] = []
     failed: list[tuple[str, str]] = []
 
     def decode(item):
@@ -89,14 +93,19 @@ def run_inference(loaded, items: Sequence[tuple[str, str]], batch_size: int = 16
                 logits_out.append(out["logits"].float().cpu())
                 if with_embeddings:
                     emb_out.append(out["embedding"].float().cpu())
+                if out.get("severity_logits") is not None:
+                    sev_out.append(out["severity_logits"].float().cpu())
             report(progress, min((b + 1) * batch_size, len(items)), len(items), "predicting")
     k = len(loaded.classes)
     logits = torch.cat(logits_out) if logits_out else torch.zeros((0, k))
     probs = calibrated_probs(logits, loaded.temperature, loaded.multilabel)
     embeddings = torch.cat(emb_out).numpy() if emb_out else (np.zeros((0, net.embedding_dim)) if with_embeddings else None)
+    levels = int(getattr(net, "severity_levels", 0) or 0)
+    severity = (torch.cat(sev_out).numpy() if sev_out else np.zeros((0, levels - 1), dtype=np.float32)) \
+        if levels else None
     for image_id, reason in failed:
         logger.warning("could not predict %s: %s", image_id, reason)
-    return InferenceResult(ids, logits.numpy(), probs, embeddings, failed)
+    return InferenceResult(ids, logits.numpy(), probs, embeddings, failed, severity)
 
 
 def to_predictions(loaded, result: InferenceResult) -> list[Prediction]:
@@ -105,18 +114,26 @@ def to_predictions(loaded, result: InferenceResult) -> list[Prediction]:
     The predicted class follows the version's operating thresholds (the rare
     class wins when it passes its threshold), else the most probable class; for
     multi-label models every finding above its threshold, joined with ';'.
+    With a severity head, the predicted grade and its probability come with it
+    (:func:`core.models.severity.predict_grades`).
     """
     from core.models.metrics import predict
+    from core.models.severity import predict_grades
 
     classes = loaded.classes
     thresholds = [loaded.thresholds.get(c) for c in classes]
     predicted = predict(result.probs, thresholds, multilabel=loaded.multilabel) if len(result.probs) else []
+    grades, grade_p = (predict_grades(result.severity_logits)
+                       if result.severity_logits is not None and len(result.severity_logits) == len(result.image_ids)
+                       else (None, None))
     preds = []
-    for image_id, p, pred in zip(result.image_ids, result.probs, predicted):
+    for row, (image_id, p, pred) in enumerate(zip(result.image_ids, result.probs, predicted)):
         if loaded.multilabel:
             name = ";".join(c for c, on in zip(classes, pred) if on)
         else:
             name = classes[int(pred)]
         preds.append(Prediction(image_id=image_id, version=loaded.version.version,
-                                probs={c: float(v) for c, v in zip(classes, p)}, predicted=name))
+                                probs={c: float(v) for c, v in zip(classes, p)}, predicted=name,
+                                severity=None if grades is None else int(grades[row]),
+                                severity_probability=None if grade_p is None else float(grade_p[row])))
     return preds

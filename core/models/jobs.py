@@ -28,13 +28,19 @@ class TrainingJob:
     """
 
     def __init__(self, workspace_path: str | Path, config, log_path: Optional[str | Path] = None,
-                 python: str = sys.executable, nice: int = 10):
+                 python: str = sys.executable, nice: int = 10, nproc: int = 1):
         # the child runs in the project folder: a relative workspace path would name another file there
         self.workspace_path = str(workspace_path) if "://" in str(workspace_path) else str(Path(workspace_path).absolute())
         self.config = config
+        self.nproc = int(nproc)
         self.last_event: Optional[dict] = None
-        cmd = [python, "-m", "core.models.train_process", "--workspace", self.workspace_path,
+        # N > 1 data-parallel ranks: a launcher process starts them (torch's elastic launch API) and
+        # relays cancel to every one of them
+        module = "core.models.train_launch" if self.nproc > 1 else "core.models.train_process"
+        cmd = [python, "-m", module, "--workspace", self.workspace_path,
                "--config", json.dumps(asdict(config)), "--nice", str(nice)]
+        if self.nproc > 1:
+            cmd += ["--nproc", str(self.nproc)]
         stderr = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                                       cwd=str(ROOT), text=True, bufsize=1)

@@ -59,5 +59,31 @@ def evaluate_version(workspace, version: Optional[str] = None, split: str = "tes
     metrics = evaluate(data.targets[rows], result.probs, list(loaded.classes),
                        thresholds=[loaded.thresholds.get(c) for c in loaded.classes],
                        n_boot=n_boot, multilabel=loaded.multilabel)
-    return {"version": loaded.version.version, "split": split, **metrics,
-            "failed": [{"id": i, "reason": r} for i, r in result.failed]}
+    out = {"version": loaded.version.version, "split": split, **metrics,
+           "failed": [{"id": i, "reason": r} for i, r in result.failed]}
+    out.update(reader_metrics(workspace, loaded, data.severities[rows], result.severity_logits, n_boot))
+    return out
+
+
+def reader_metrics(workspace, loaded, true_grades, severity_logits, n_boot: int = 1000) -> dict:
+    """The severity and audit-slice figures ``loupe evaluate`` and the metrics panel add to the metrics.
+
+    ``severity_kappa`` (quadratic-weighted) and ``severity`` (bootstrap interval,
+    per-grade confusion; :func:`core.models.severity.evaluate_severity`) when the
+    model has a severity head; ``audit`` (``{"n", "missed", "miss_rate", "ci95"}``)
+    when the version's audit picks have been labelled.
+    """
+    from core.models.audit_slice import audit_summary
+    from core.models.severity import evaluate_severity, predict_grades, severity_scale
+
+    out: dict = {}
+    levels = int(getattr(loaded.net, "severity_levels", 0) or 0)
+    if levels and severity_logits is not None:
+        grades, _ = predict_grades(severity_logits)
+        sev = evaluate_severity(true_grades, grades, levels, severity_scale(workspace, levels), n_boot=n_boot)
+        out["severity_kappa"] = sev["kappa"]
+        out["severity"] = sev
+    audit = audit_summary(workspace, loaded.version.version)
+    if audit is not None:
+        out["audit"] = audit
+    return out

@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                 config.device = "cpu"
             dist.init_process_group(backend)
         with Workspace.open(args.workspace) as ws:
+            if config.flagged_weight is None:  # this entry point is the front end: it resolves the setting
+                from core.models.sample_weights import DEFAULT_FLAGGED_WEIGHT
+
+                config.flagged_weight = float(ws.get_setting("flagged_weight", DEFAULT_FLAGGED_WEIGHT))
             train(ws, config, emit=emit, cancel=token, rank=rank, world=world)
         return 0
     except Cancelled:

@@ -35,6 +35,7 @@ from core.models import augment as aug
 from core.models.data import decode_all, labelled_set, normalise, train_val_split
 from core.models.device import choose_device
 from core.models.losses import coral_loss, make_loss
+from core.models.sample_weights import DEFAULT_FLAGGED_WEIGHT, flagged_weights, weighted_finding_loss
 from core.models.config import MODES, TrainConfig  # noqa: F401  (re-exported)
 from core.progress import CancelToken
 
@@ -191,9 +192,14 @@ def _train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: 
     aug_gen = torch.Generator().manual_seed(config.seed + 1)
     targets_t = torch.as_tensor(train_set.targets)
     sev_t = torch.as_tensor(train_set.severities)
-    # Per-sample loss weights (N,), e.g. for cases flagged "model was wrong"; None: every case counts once.
-    weights = getattr(train_set, "sample_weights", None)
-    weights_t = torch.as_tensor(weights, dtype=torch.float32) if weights is not None else None
+    # Per-sample loss weights (N,): "model was wrong" flags count flagged_weight times, times any weights
+    # the labelled set carries; every weight 1 gives exactly the unweighted loss.
+    flag_factor = DEFAULT_FLAGGED_WEIGHT if config.flagged_weight is None else float(config.flagged_weight)
+    sample_w = torch.as_tensor(flagged_weights(train_set.image_ids, workspace.current_labels(), flag_factor))
+    extra = getattr(train_set, "sample_weights", None)
+    if extra is not None:
+        sample_w = sample_w * torch.as_tensor(extra, dtype=torch.float32)
+    emit({"event": "sample_weights", "flagged": int((sample_w != 1).sum()), "weight": flag_factor})
     best = (math.inf, None, 0)
     history = []
     amp = device.type == "cuda"
@@ -222,10 +228,10 @@ def _train(workspace, config: TrainConfig, emit: Emit = lambda e: None, cancel: 
                     if device.type == "cuda":
                         xb = xb.contiguous(memory_format=torch.channels_last)
                 yb, sb = targets_t[idx].to(device), sev_t[idx].to(device)
-                wb = weights_t[idx].to(device) if weights_t is not None else None
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     logits, sev_logits = ddp_model(xb)
-                    loss = config.finding_weight * finding_loss(logits.float(), yb, sample_weight=wb)
+                    loss = config.finding_weight * weighted_finding_loss(finding_loss, logits.float(), yb,
+                                                                         sample_w[idx])
                     if sev_logits is not None:
                         loss = loss + config.severity_weight * coral_loss(sev_logits.float(), sb)
                 optimiser.zero_grad(set_to_none=True)
@@ -281,7 +287,7 @@ def _finish(workspace, parent, net, spec, classes, multilabel, config, val_set, 
 
     emit({"event": "evaluate", "message": "calibrating and evaluating on the validation images"})
     metrics, temperature, thresholds = {}, 1.0, {}
-    active_metrics = None
+    active_metrics = act_probs = probs = None
     if len(val_set):
         logits = _logits(net, x_val, spec, torch.device("cpu"), False, 64).numpy()
         val_counts = val_set.class_counts(len(classes))
@@ -310,14 +316,17 @@ def _finish(workspace, parent, net, spec, classes, multilabel, config, val_set, 
                                           n_boot=config.n_boot, seed=config.seed, multilabel=multilabel)
                 _match_operating_point(active_metrics, metrics, act_probs, val_set.targets, classes, rare,
                                        multilabel)
-    promoted, reason = (promotion_decision(metrics, active_metrics, rare) if metrics
+    from core.models.audit_slice import audit_comparison
+
+    audit = audit_comparison(workspace, val_set.image_ids, probs, act_probs, classes, rare) if metrics else None
+    promoted, reason = (promotion_decision(metrics, active_metrics, rare, audit=audit) if metrics
                         else (False, "no validation images: kept as candidate"))
     seconds = time.monotonic() - started
     params = {"train": {**asdict(config), "lr": config.head_lr, "backbone_lr_factor": config.backbone_factor},
               "label_counts": dict(zip(classes, counts)), "n_val": len(val_set),
               "history": history, "best_epoch": best_epoch, "seconds": round(seconds, 1), "device": choice.name,
               "device_reason": choice.reason, "rare_class": rare,
-              "active_metrics": _summary(active_metrics, rare) if active_metrics else None}
+              "active_metrics": _summary(active_metrics, rare) if active_metrics else None, "audit": audit}
     saved = save_version(workspace, net, spec, classes, weights=f"fine-tuned from {parent.version.version}",
                          parent=parent.version.version, params=params, metrics=metrics, reason=reason,
                          temperature=temperature, thresholds=thresholds, actor=config.actor)

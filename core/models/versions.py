@@ -11,6 +11,7 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -89,7 +90,7 @@ def next_version_name(workspace) -> str:
 def save_version(workspace, net, spec, classes, *, weights: str, parent: Optional[str] = None,
                  params: Optional[dict] = None, metrics: Optional[dict] = None, status: str = "candidate",
                  reason: str = "", temperature: float = 1.0, thresholds: Optional[dict] = None,
-                 actor: str = "system") -> ModelVersion:
+                 actor: str = "system", payload_extra: Optional[dict] = None) -> ModelVersion:
     """Write ``net`` to a new version file atomically and register it.
 
     The file is complete and hashed before the registry row exists, so a crash
@@ -99,11 +100,15 @@ def save_version(workspace, net, spec, classes, *, weights: str, parent: Optiona
     sweep_orphans(workspace)
     version = next_version_name(workspace)
     path = models_dir(workspace.path) / f"{version}.pt"
+    state = net.state_dict()
+    tensors = OrderedDict((k, v.detach().cpu().contiguous() if hasattr(v, "detach") else v) for k, v in state.items())
+    tensors._metadata = getattr(state, "_metadata", None)  # quantized modules read their layout version from it
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(net.config),
         "input_spec": spec.to_dict(), "classes": list(classes), "temperature": float(temperature),
         "thresholds": {k: (None if v is None else float(v)) for k, v in (thresholds or {}).items()},
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+        "state_dict": tensors,
+        **(payload_extra or {}),  # e.g. an INT8 version's recipe (core.models.fast_reading)
     }
     digest = save_checkpoint(path, payload)
     all_params = {"input_spec": spec.to_dict(), "config": dict(net.config), "temperature": float(temperature),
@@ -165,11 +170,16 @@ def load_version(workspace, version: Optional[str] = None) -> LoadedModel:
     payload = load_checkpoint(record.path, record.file_hash)
     if payload.get("format") != FORMAT:
         raise ModelError(f"{record.path} is not a Loupe model file")
-    net, _ = build_model(pretrained="none", **payload["config"])
-    try:
-        net.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"model file for {record.version} does not match its architecture: {exc}") from exc
+    if (payload.get("compression") or {}).get("kind") == "int8":
+        from core.models.fast_reading import rebuild_int8
+
+        net = rebuild_int8(payload)
+    else:
+        net, _ = build_model(pretrained="none", **payload["config"])
+        try:
+            net.load_state_dict(payload["state_dict"], strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"model file for {record.version} does not match its architecture: {exc}") from exc
     net.eval()
     file_thresholds = dict(payload.get("thresholds", {}))
     loaded = LoadedModel(record, net, InputSpec.from_dict(payload["input_spec"]), tuple(payload["classes"]),
@@ -179,7 +189,8 @@ def load_version(workspace, version: Optional[str] = None) -> LoadedModel:
     return loaded
 
 
-def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Optional[str]) -> tuple[bool, str]:
+def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Optional[str],
+                       audit: Optional[dict] = None) -> tuple[bool, str]:
     """Whether a candidate version may replace the active one, and why, in words.
 
     Both metric dicts come from :func:`core.models.metrics.evaluate` on the same
@@ -188,10 +199,22 @@ def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Opti
     active model's sensitivity at the same specificity when the active metrics
     carry ``sensitivity_at_candidate_specificity`` — and macro ROC-AUC does
     not drop by more than the noise: the larger of :data:`MIN_AUC_TOLERANCE` and
-    half the mean width of the candidate's per-class AUC 95 % CIs.
+    half the mean width of the candidate's per-class AUC 95 % CIs. With
+    ``audit`` (``{"candidate": {...}, "active": {...}}`` miss-rate summaries on the
+    same audited cases, :func:`core.models.audit_slice.audit_comparison`) it is
+    refused when its audited miss rate is significantly worse than the active's.
     """
     if not active:
         return True, "no active model to compare with: promoted"
+    if audit:
+        from core.models.audit_slice import significantly_worse
+
+        cand_a, act_a = audit.get("candidate"), audit.get("active")
+        worse, p_value = significantly_worse(cand_a, act_a)
+        if worse:
+            return False, (f"not promoted: audited miss rate would rise from {act_a['missed']}/{act_a['n']} to "
+                           f"{cand_a['missed']}/{cand_a['n']} confident negatives labelled rare "
+                           f"(one-sided Fisher p = {p_value:.3f})")
     cand_auc, act_auc = candidate.get("macro_auc"), active.get("macro_auc")
     if cand_auc is None:
         return False, "validation set has too few cases of each class to compute ROC-AUC: kept as candidate"
@@ -219,4 +242,7 @@ def promotion_decision(candidate: dict, active: Optional[dict], rare_class: Opti
             return False, (f"not promoted: macro ROC-AUC would drop from {act_auc:.3f} to {cand_auc:.3f} "
                            f"(more than the noise level {tolerance:.3f})")
         reasons.append(f"macro ROC-AUC {act_auc:.3f} → {cand_auc:.3f} (noise ±{tolerance:.3f})")
+    if audit and audit.get("candidate", {}).get("n") and audit.get("active", {}).get("n"):
+        reasons.append(f"audited miss rate {audit['active']['missed']}/{audit['active']['n']} → "
+                       f"{audit['candidate']['missed']}/{audit['candidate']['n']}")
     return True, "promoted: " + "; ".join(reasons)

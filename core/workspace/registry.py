@@ -201,14 +201,17 @@ class ModelsMixin:
         """Store (or replace) a model version's predictions in one transaction; returns how many."""
         created_at = now_iso()
         rows = [
-            (p.image_id, version, dumps(dict(p.probs)), p.predicted, p.created_at or created_at)
+            (p.image_id, version, dumps(dict(p.probs)), p.predicted, p.created_at or created_at,
+             None if p.severity is None else int(p.severity),
+             None if p.severity_probability is None else float(p.severity_probability))
             for p in predictions
         ]
         with self._pool.write() as db:
             db.conn.executemany(
-                "INSERT INTO predictions (image_id, version, probs, predicted, created_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(image_id, version) DO UPDATE SET "
-                "probs = excluded.probs, predicted = excluded.predicted, created_at = excluded.created_at",
+                "INSERT INTO predictions (image_id, version, probs, predicted, created_at, severity, "
+                "severity_probability) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id, version) DO UPDATE SET "
+                "probs = excluded.probs, predicted = excluded.predicted, created_at = excluded.created_at, "
+                "severity = excluded.severity, severity_probability = excluded.severity_probability",
                 rows,
             )
         return len(rows)
@@ -218,11 +221,18 @@ class ModelsMixin:
         with self._pool.read() as db:
             rows = list(db.query("SELECT * FROM predictions WHERE version = ?", [version]))
         wanted = None if image_ids is None else set(image_ids)
-        return {
-            row["image_id"]: Prediction(
-                image_id=row["image_id"], version=row["version"], probs=loads(row["probs"], {}),
-                predicted=row["predicted"], created_at=row["created_at"],
-            )
-            for row in rows
-            if wanted is None or row["image_id"] in wanted
-        }
+        return {row["image_id"]: _row_to_prediction(row) for row in rows
+                if wanted is None or row["image_id"] in wanted}
+
+    def predictions_of_image(self, image_id: str) -> list[Prediction]:
+        """Every stored prediction of one image, by any version, oldest first."""
+        with self._pool.read() as db:
+            rows = list(db.query("SELECT * FROM predictions WHERE image_id = ? ORDER BY created_at, version",
+                                 [image_id]))
+        return [_row_to_prediction(row) for row in rows]
+
+
+def _row_to_prediction(row: Mapping[str, Any]) -> Prediction:
+    return Prediction(image_id=row["image_id"], version=row["version"], probs=loads(row["probs"], {}),
+                      predicted=row["predicted"], created_at=row["created_at"], severity=row.get("severity"),
+                      severity_probability=row.get("severity_probability"))

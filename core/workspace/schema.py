@@ -186,8 +186,23 @@ def _v3_image_groups(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE images ADD COLUMN group_id TEXT")
 
 
+def _v4_severity_and_audit_picks(db: sqlite_utils.Database) -> None:
+    """Version 4: a prediction's severity grade and its probability; the audit slice's picks per model version."""
+    db.execute("ALTER TABLE predictions ADD COLUMN severity INTEGER")
+    db.execute("ALTER TABLE predictions ADD COLUMN severity_probability REAL")
+    db.execute("""CREATE TABLE audit_picks (
+        image_id TEXT NOT NULL REFERENCES images(id),
+        version TEXT NOT NULL,
+        rare_class TEXT NOT NULL,
+        p_rare REAL NOT NULL,
+        picked_at TEXT NOT NULL,
+        PRIMARY KEY (image_id, version)
+    )""")
+    db.execute("CREATE INDEX audit_picks_version ON audit_picks(version)")
+
+
 #: Forward migrations; ``len(MIGRATIONS)`` is the schema version this code writes.
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_readers, _v3_image_groups]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_readers, _v3_image_groups, _v4_severity_and_audit_picks]
 
 
 def user_version(db: sqlite_utils.Database) -> int:

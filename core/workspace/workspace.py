@@ -11,6 +11,7 @@ from core.errors import WorkspaceError
 
 from . import schema
 from .audit import AuditMixin
+from .audit_picks import AuditPicksMixin
 from .cache import CacheMixin
 from .findings import FindingsMixin
 from .connection import DEFAULT_TIMEOUT, ConnectionPool
@@ -66,7 +67,7 @@ def _pgref_for(url: str) -> Path:
 
 
 class Workspace(SharedMixin, ReadingMixin, ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin,
-                FindingsMixin):
+                FindingsMixin, AuditPicksMixin):
     """A Loupe workspace: the only object in Loupe that knows tables and SQL.
 
     Open it with :meth:`open`; it is safe to share between threads (each

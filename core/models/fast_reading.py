@@ -1,0 +1,242 @@
+"""Fast reading versions: an INT8 or distilled copy of a teacher, registered only if it reads as well.
+
+``loupe model quantize`` and ``loupe model distill`` call :func:`quantize_version`
+and :func:`distill_version`. Both build the compressed model from the active
+version (the teacher), score teacher and candidate on the validation images, and
+register the candidate — linked to its teacher (``parent``, ``params["compression"]``)
+and left a candidate, not active — only when all three checks pass
+(:func:`gate_checks`):
+
+1. macro ROC-AUC within :data:`MAX_AUC_DROP` (1 point) of the teacher's;
+2. rare-class sensitivity at the teacher's operating threshold not lower;
+3. top-class agreement with the teacher ≥ :data:`MIN_AGREEMENT` (98 %).
+
+Otherwise :class:`GateFailed` names the failed check(s) and nothing is saved.
+
+An INT8 version's file holds the quantized state dict and its recipe (engine,
+layers kept in float); :func:`rebuild_int8` re-creates the quantized graph from
+the float architecture and loads it, so ``load_version`` serves it like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from core.errors import ModelError
+from core.progress import CancelToken, ProgressCallback, report
+
+logger = logging.getLogger(__name__)
+
+MAX_AUC_DROP = 0.01
+MIN_AGREEMENT = 0.98
+#: Training images used to calibrate the INT8 activation ranges.
+CALIBRATION_IMAGES = 256
+#: Backbone modules of each architecture kept in float by Loupe's INT8 recipe (see docs/benchmarks.md).
+KEEP_FLOAT: dict[str, tuple[str, ...]] = {}
+
+
+class GateFailed(ModelError):
+    """A compressed model failed one of the fast-reading checks; ``checks`` holds all of them."""
+
+    def __init__(self, message: str, checks: list[dict]):
+        super().__init__(message)
+        self.checks = checks
+
+
+@dataclass
+class GateData:
+    """Validation images (decoded, un-normalised) with their labels, and calibration images from training."""
+
+    image_ids: list[str]
+    x_val: torch.Tensor
+    y_val: np.ndarray
+    x_calib: torch.Tensor
+    extra: dict = field(default_factory=dict)
+
+
+def gate_checks(y, teacher_probs, cand_probs, classes: Sequence[str], rare: Optional[str],
+                threshold: Optional[float]) -> list[dict]:
+    """The three fast-reading checks of a candidate against its teacher on the same validation images.
+
+    ``y``: class indices; ``*_probs``: (N, K) calibrated probabilities; ``rare``: the
+    rare class (its operating ``threshold``, or None for the argmax rule). Returns
+    ``[{"check", "passed", "teacher", "candidate", "rule"}]``.
+    """
+    from core.models.metrics import evaluate
+
+    classes = list(classes)
+    thresholds = [threshold if c == rare else None for c in classes]
+    t_ev = evaluate(y, teacher_probs, classes, thresholds=thresholds, n_boot=0)
+    c_ev = evaluate(y, cand_probs, classes, thresholds=thresholds, n_boot=0)
+    checks = []
+    t_auc, c_auc = t_ev["macro_auc"], c_ev["macro_auc"]
+    checks.append({"check": "macro AUC", "teacher": t_auc, "candidate": c_auc,
+                   "rule": f"within {MAX_AUC_DROP * 100:.0f} point of the teacher",
+                   "passed": t_auc is not None and c_auc is not None and c_auc >= t_auc - MAX_AUC_DROP - 1e-12})
+    if rare is not None and rare in classes:
+        t_s, c_s = t_ev["per_class"][rare]["sensitivity"], c_ev["per_class"][rare]["sensitivity"]
+        where = f"threshold {threshold:.3f}" if threshold is not None else "argmax rule"
+        checks.append({"check": f"{rare} sensitivity", "teacher": t_s, "candidate": c_s,
+                       "rule": f"not lower than the teacher's at the operating point ({where})",
+                       "passed": t_s is None or (c_s is not None and c_s >= t_s - 1e-12)})
+    agree = float((np.asarray(teacher_probs).argmax(1) == np.asarray(cand_probs).argmax(1)).mean()) \
+        if len(y) else None
+    checks.append({"check": "top-class agreement", "teacher": 1.0, "candidate": agree,
+                   "rule": f"at least {MIN_AGREEMENT:.0%} of validation images",
+                   "passed": agree is not None and agree >= MIN_AGREEMENT})
+    return checks
+
+
+def describe_failures(checks: list[dict]) -> str:
+    """One line naming every failed check with the figures."""
+    def f(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    bad = [c for c in checks if not c["passed"]]
+    return "; ".join(f"{c['check']} {f(c['candidate'])} vs teacher {f(c['teacher'])} ({c['rule']})" for c in bad)
+
+
+def gate_data(workspace, teacher, n_calib: int = CALIBRATION_IMAGES, workers: int = 2,
+              cancel: Optional[CancelToken] = None) -> GateData:
+    """Validation images (split ``val``, else the training engine's validation split) and calibration
+    images from the training side, decoded at the teacher's input size. Raises ModelError when there is
+    no validation image."""
+    from core.models.data import decode_all, labelled_set, train_val_split
+
+    if teacher.multilabel:
+        raise ModelError("fast reading versions support multi-class models only")
+    data = labelled_set(workspace, list(teacher.classes))
+    train_set, val_set = train_val_split(workspace, data, 0.2, 0)
+    if len(val_set) == 0:
+        raise ModelError("no labelled validation images to check a fast reading version on; "
+                         "label more images or mark some as split 'val'")
+    x_val, ok = decode_all(val_set.paths, teacher.spec, workers, cancel=cancel)
+    val_set = val_set.subset(ok)
+    rng = np.random.default_rng(0)
+    pick = sorted(rng.choice(len(train_set), size=min(n_calib, len(train_set)), replace=False).tolist()) \
+        if len(train_set) else []
+    x_calib, _ = decode_all([train_set.paths[i] for i in pick], teacher.spec, workers, cancel=cancel) \
+        if pick else (x_val[:min(len(x_val), 32)], [])
+    return GateData(val_set.image_ids, x_val, val_set.targets, x_calib)
+
+
+def _probs(net, spec, x01, temperature: float) -> np.ndarray:
+    from core.models.compress import batched_logits
+    from core.models.inference import calibrated_probs
+
+    return calibrated_probs(batched_logits(net, x01, spec, 64), temperature, False)
+
+
+def _rare_and_threshold(teacher) -> tuple[Optional[str], Optional[float]]:
+    rare = teacher.version.params.get("rare_class")
+    if rare not in teacher.classes:
+        rare = next((c for c, t in teacher.thresholds.items() if t is not None), None)
+    return rare, (teacher.thresholds.get(rare) if rare else None)
+
+
+def quantize_int8(teacher, x_calib01: torch.Tensor, keep_float: Optional[Sequence[str]] = None):
+    """The teacher's network statically quantized with Loupe's recipe, calibrated on real images."""
+    from core.models.compress import quantize_static_int8
+    from core.models.data import normalise
+
+    keep = tuple(KEEP_FLOAT.get(teacher.net.arch, ()) if keep_float is None else keep_float)
+    batches = [normalise(x_calib01[i:i + 32], teacher.spec) for i in range(0, len(x_calib01), 32)]
+    return quantize_static_int8(teacher.net, batches, keep_float=keep), keep
+
+
+def rebuild_int8(payload: dict):
+    """A quantized LoupeNet from an INT8 version file's payload (float architecture + recipe + INT8 state)."""
+    from core.models.architectures import build_model
+    from core.models.compress import quantize_static_int8
+
+    net, _ = build_model(pretrained="none", **payload["config"])
+    recipe = payload["compression"]
+    size = int(payload["input_spec"]["size"])
+    channels = int(payload["input_spec"].get("channels", 3))
+    dummy = [torch.zeros(2, channels, size, size)]
+    q = quantize_static_int8(net.eval(), dummy, backend=recipe.get("engine"), keep_float=recipe.get("keep_float", ()))
+    try:
+        q.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"INT8 model file does not match its recipe: {exc}") from exc
+    return q.eval()
+
+
+def _register(workspace, net, spec, teacher, kind: str, checks: list[dict], temperature: float, extra: dict,
+              actor: str):
+    from core.models.versions import save_version
+
+    teacher_v = teacher.version.version
+    reason = (f"fast reading version of {teacher_v} ({kind}): passed "
+              + ", ".join(f"{c['check']} {c['candidate']:.4f} (teacher {c['teacher']:.4f})" for c in checks
+                          if c["candidate"] is not None))
+    params = {"compression": {"kind": kind, "teacher": teacher_v, "checks": checks, **extra},
+              "rare_class": teacher.version.params.get("rare_class")}
+    return save_version(workspace, net, spec, list(teacher.classes), weights=f"{kind} of {teacher_v}",
+                        parent=teacher_v, params=params, status="candidate", reason=reason,
+                        temperature=temperature, thresholds=dict(teacher.file_thresholds), actor=actor,
+                        payload_extra=extra.get("payload"))
+
+
+def quantize_version(workspace, keep_float: Optional[Sequence[str]] = None, actor: str = "system",
+                     progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None):
+    """INT8 version of the active model, registered only if it passes the checks.
+
+    Returns ``(ModelVersion, checks)``. Raises GateFailed naming the failed
+    check(s) (nothing saved), or ModelError.
+    """
+    from core.models.versions import load_version
+
+    teacher = load_version(workspace)
+    if teacher.version.params.get("compression"):
+        raise ModelError(f"{teacher.version.version} is already a fast reading version; activate its teacher first")
+    report(progress, 0, 3, "decoding validation and calibration images")
+    data = gate_data(workspace, teacher, cancel=cancel)
+    report(progress, 1, 3, f"quantizing on {len(data.x_calib)} calibration images")
+    q, keep = quantize_int8(teacher, data.x_calib, keep_float)
+    report(progress, 2, 3, f"checking on {len(data.image_ids)} validation images")
+    rare, threshold = _rare_and_threshold(teacher)
+    checks = gate_checks(data.y_val, _probs(teacher.net, teacher.spec, data.x_val, teacher.temperature),
+                         _probs(q, teacher.spec, data.x_val, teacher.temperature), teacher.classes, rare, threshold)
+    if not all(c["passed"] for c in checks):
+        raise GateFailed(f"INT8 version not registered: {describe_failures(checks)}", checks)
+    engine = torch.backends.quantized.engine
+    version = _register(workspace, q, teacher.spec, teacher, "int8", checks, teacher.temperature,
+                        {"engine": engine, "keep_float": list(keep), "calibration_images": len(data.x_calib),
+                         "payload": {"compression": {"kind": "int8", "engine": engine, "keep_float": list(keep)}}},
+                        actor)
+    report(progress, 3, 3, "registered")
+    return version, checks
+
+
+def distill_version(workspace, student_arch: str = "mobilenet_v3_large", epochs: int = 5, actor: str = "system",
+                    pretrained: str = "default", torch_cache_dir: Optional[str] = None,
+                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None):
+    """A student distilled from the active model, registered only if it passes the checks.
+
+    Returns ``(ModelVersion, checks)``. Raises GateFailed (nothing saved) or ModelError.
+    """
+    from core.models.compress import distill, student_spec
+    from core.models.versions import load_version
+
+    teacher = load_version(workspace)
+    if teacher.version.params.get("compression"):
+        raise ModelError(f"{teacher.version.version} is already a fast reading version; activate its teacher first")
+    data = gate_data(workspace, teacher, n_calib=0, cancel=cancel)
+    # the validation images stay out of distillation: they are what the student is checked on
+    student = distill(teacher, workspace, student_arch, epochs=epochs, pretrained=pretrained,
+                      torch_cache_dir=torch_cache_dir, exclude=data.image_ids, progress=progress, cancel=cancel)
+    s_spec = student_spec(teacher.spec, student_arch)
+    rare, threshold = _rare_and_threshold(teacher)
+    checks = gate_checks(data.y_val, _probs(teacher.net, teacher.spec, data.x_val, teacher.temperature),
+                         _probs(student, s_spec, data.x_val, 1.0), teacher.classes, rare, threshold)
+    if not all(c["passed"] for c in checks):
+        raise GateFailed(f"distilled {student_arch} not registered: {describe_failures(checks)}", checks)
+    version = _register(workspace, student, s_spec, teacher, "distilled", checks, 1.0,
+                        {"student_arch": student_arch, "epochs": epochs}, actor)
+    return version, checks

@@ -1,0 +1,91 @@
+"""Fast reading versions: the three checks, registration linked to the teacher, INT8 file round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.importer import import_paths
+from core.models.fast_reading import GateFailed, gate_checks, quantize_version
+from tests.core.conftest import tiny_model, write_dataset
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_gate_checks_by_hand():
+    y = np.array([0] * 50 + [1] * 50)
+    p1 = np.where(y == 1, 0.8, 0.2)
+    teacher = np.stack([1 - p1, p1], axis=1)
+    same = gate_checks(y, teacher, teacher.copy(), ["neg", "pos"], "pos", 0.5)
+    assert [c["check"] for c in same] == ["macro AUC", "pos sensitivity", "top-class agreement"]
+    assert all(c["passed"] for c in same)
+    worse = teacher.copy()
+    worse[50:53] = [0.7, 0.3]  # three rare cases fall under the threshold: sensitivity 0.94, agreement 0.97
+    checks = {c["check"]: c for c in gate_checks(y, teacher, worse, ["neg", "pos"], "pos", 0.5)}
+    assert not checks["pos sensitivity"]["passed"] and checks["pos sensitivity"]["candidate"] == pytest.approx(0.94)
+    assert not checks["top-class agreement"]["passed"] and checks["top-class agreement"]["candidate"] == 0.97
+    assert checks["macro AUC"]["passed"] and checks["macro AUC"]["candidate"] == 1.0  # 0.3 still above every 0.2
+
+
+@pytest.fixture
+def small(workspace, tmp_path):
+    folder = tmp_path / "photos"
+    csv = write_dataset(folder, n=40, splits=["val"] * 16 + ["train"] * 24)
+    import_paths(workspace, [folder], csv)
+    tiny_model(workspace)
+    return workspace
+
+
+def _all_convs(ws):
+    from core.models.versions import load_version
+
+    return [n for n, m in load_version(ws).net.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def test_int8_version_is_registered_linked_to_its_teacher_and_reloads(small):
+    from core.models.inference import run_inference
+    from core.models.versions import load_version
+
+    ws = small
+    # every convolution kept in float: the INT8 copy reads exactly as the teacher, so the gate must pass
+    version, checks = quantize_version(ws, keep_float=_all_convs(ws), actor="test")
+    assert all(c["passed"] for c in checks)
+    assert version.parent == "v1" and version.status == "candidate"
+    assert version.params["compression"]["kind"] == "int8" and version.params["compression"]["teacher"] == "v1"
+    assert ws.active_model().version == "v1"  # a fast reading version does not replace the teacher
+    items = [(r.id, r.path) for r in ws.images()][:8]
+    teacher = run_inference(load_version(ws, "v1"), items, with_embeddings=False)
+    fast = run_inference(load_version(ws, version.version), items, with_embeddings=False)  # rebuilt from the file
+    assert np.allclose(teacher.probs, fast.probs, atol=0.02)
+
+
+def _flipped(teacher, x, keep=None):
+    """A "compressed" network whose logits are the teacher's negated: every top class flips."""
+    import copy
+
+    net = copy.deepcopy(teacher.net)
+    with torch.no_grad():
+        net.head[-1].weight.mul_(-1)
+        net.head[-1].bias.mul_(-1)
+    return net, ()
+
+
+def test_a_failing_int8_version_is_not_registered_and_the_check_is_named(small, monkeypatch):
+    from core.models import fast_reading
+
+    ws = small
+
+    monkeypatch.setattr(fast_reading, "quantize_int8", _flipped)
+    with pytest.raises(GateFailed, match="top-class agreement"):
+        quantize_version(ws)
+    assert [m.version for m in ws.models()] == ["v1"]
+
+
+def test_cli_quantize_exits_1_naming_the_failed_check(small, capsys, monkeypatch):
+    from core.models import fast_reading
+    from tests.app.cli_helpers import run
+
+    monkeypatch.setattr(fast_reading, "quantize_int8", _flipped)
+    code, out, err = run(capsys, "--workspace", str(small.path), "model", "quantize")
+    assert code == 1 and "not registered" in err and "agreement" in err
