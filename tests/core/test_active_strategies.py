@@ -147,7 +147,8 @@ def test_single_strategies_and_errors():
 def test_cold_start_covers_classes():
     probs, emb = _pool(100)
     assert needs_cold_start([2, 30], k=5) and not needs_cold_start([5, 30], k=5) and needs_cold_start([])
-    picks = select_batch(probs, emb, np.zeros(100, bool), AcquisitionConfig(n=10, rare_index=0, audit_share=0, class_names=("normal", "pneumonia")),
+    picks = select_batch(probs, emb, np.zeros(100, bool), AcquisitionConfig(n=10, rare_index=0, audit_share=0, cold_start_k=5,
+                                                                           class_names=("normal", "pneumonia")),
                          counts=[1, 3])
     assert len(picks) == 10 and all(p.why["reason"] == "cold start" for p in picks)
     targeted = [p for p in picks if "target_class" in p.why]
