@@ -39,6 +39,8 @@ def _report_text(report) -> str:
     lines = [f"imported {report.imported} image(s), {report.skipped} already present, "
              f"{len(report.errors)} rejected, {report.labels_added} label(s) added"]
     lines += [f"  rejected {e.path}: {e.reason}" for e in report.errors]
+    lines += [f"  skipped {e.path}: {e.reason}" for e in report.skipped_files]
+    lines += [f"  replaced {e.path}: {e.reason}" for e in report.replaced]
     return "\n".join(lines)
 
 

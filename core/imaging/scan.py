@@ -11,8 +11,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional, Union
 
-from core.errors import LoupeError
+from core.errors import DamagedImageError, LoupeError
 from core.imaging import dicom_io, photo
+from core.imaging.integrity import DEFAULT_OPTIONS, IntegrityOptions
 from core.imaging.sniff import image_kind
 from core.progress import CancelToken, ProgressCallback, report
 from core.types import ImageRecord, ImportIssue
@@ -32,6 +33,8 @@ class ScanResult:
 
     records: list[ImageRecord] = field(default_factory=list)
     errors: list[ImportIssue] = field(default_factory=list)
+    #: path → identity (SOP Instance UID) of each file rejected as damaged whose header names one.
+    damaged_keys: dict[str, str] = field(default_factory=dict)
 
 
 def is_sidecar(name: str) -> bool:
@@ -110,31 +113,34 @@ def collect_files(paths: Iterable[PathLike], errors: list[ImportIssue]) -> list[
     return out
 
 
-def scan_file(path: PathLike) -> ImageRecord:
+def scan_file(path: PathLike, integrity: Optional[IntegrityOptions] = None) -> ImageRecord:
     """Header record of one file, with the checks an import needs.
 
     Beyond :func:`~core.imaging.loader.read_image_header`, a DICOM file's
     transfer syntax is checked for an installed decoder, so undecodable files
-    are refused at import. Raises :class:`ImageReadError` (or a subclass).
+    are refused at import, and its pixel data must pass the integrity checks
+    of :mod:`core.imaging.integrity` (``integrity`` options; the defaults when
+    None). Raises :class:`ImageReadError` (or a subclass;
+    :class:`~core.errors.DamagedImageError` for damaged pixel data).
     """
     if image_kind(path) == "photo":
         return photo.read_photo_header(path)
-    record = dicom_io.read_header(path)
-    dicom_io.check_transfer_syntax(record.transfer_syntax)
-    return record
+    return dicom_io.read_header(path, integrity=integrity or DEFAULT_OPTIONS)
 
 
 def scan_paths(
     paths: Iterable[PathLike],
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    integrity: Optional[IntegrityOptions] = None,
 ) -> ScanResult:
     """Scan files and folders for images, reading headers only.
 
     Takes paths (files or folders, recursed in sorted order; hidden names and
     sidecar files such as CSV/TXT/JSON/DICOMDIR skipped silently), an optional
     progress callback (one event per file) and a cancel token checked between
-    files. Returns a :class:`ScanResult`: a record per readable image, and an
+    files, and the integrity options (see :func:`scan_file`). Returns a
+    :class:`ScanResult`: a record per readable image, and an
     :class:`ImportIssue` with a plain reason for every other file, unreadable
     folder or link loop. Raises only :class:`~core.errors.Cancelled`.
     """
@@ -152,7 +158,12 @@ def scan_paths(
             report(progress, done, total, printable(os.path.basename(file)))
             continue
         try:
-            result.records.append(scan_file(file))
+            result.records.append(scan_file(file, integrity))
+        except DamagedImageError as exc:
+            logger.info("rejected %s: %s", file, exc)
+            result.errors.append(ImportIssue(file, str(exc)))
+            if exc.key:
+                result.damaged_keys[file] = exc.key
         except LoupeError as exc:
             result.errors.append(ImportIssue(file, str(exc)))
         except Exception as exc:  # noqa: BLE001 - one odd file must not stop an import

@@ -14,6 +14,7 @@ from .audit import AuditMixin
 from .cache import CacheMixin
 from .connection import DEFAULT_TIMEOUT, ConnectionPool
 from .images import ImagesMixin
+from .integrity import IntegrityMixin
 from .labels import LabelsMixin
 from .queue import QueueMixin
 from .registry import ModelsMixin
@@ -47,7 +48,7 @@ def _readonly_uri(path: Path) -> str | None:
     return base + "&immutable=1"
 
 
-class Workspace(ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin):
+class Workspace(ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin, IntegrityMixin):
     """A Loupe workspace: the only object in Loupe that knows tables and SQL.
 
     Open it with :meth:`open`; it is safe to share between threads (each
