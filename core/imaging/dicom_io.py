@@ -384,8 +384,9 @@ def decode_frame(path: PathLike, frame: int = 0) -> tuple[np.ndarray, DisplayPar
     except DamagedImageError as exc:
         logger.info("%s frame %d is damaged: %s", path, frame, exc)
         raise DamagedImageError(str(exc), key=key) from None
-    except (ValueError, RuntimeError, EOFError, OSError, struct.error, AttributeError, NotImplementedError,
-            KeyError, TypeError, IndexError) as exc:
+    except BaseException as exc:  # noqa: BLE001 - decoder bindings also raise panics (BaseException)
+        if integrity._fatal(exc):
+            raise
         logger.info("decoding %s frame %d failed: %s", path, frame, exc)
         error = _map_decode_error(exc)
         error.key = key

@@ -209,6 +209,10 @@ def check_codestream(frame: bytes, tsyntax: str, index: int = 0, frames: int = 1
         if not body.endswith(_EOI):
             raise DamagedImageError(f"file is truncated: {where}the {name} image data stops before its end marker "
                                     f"({CUT_OFF} or the file is damaged)")
+        if jpeg:
+            problem = jpeg_marker_problem(body, jpeg_ls=tsyntax in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"))
+            if problem:
+                raise DamagedImageError(f"{where}the JPEG image data is damaged: {problem}")
         return
     if tsyntax == RLE:
         if len(frame) < 64:
@@ -224,6 +228,68 @@ def check_codestream(frame: bytes, tsyntax: str, index: int = 0, frames: int = 1
         if segments is not None and count != segments:
             raise DamagedImageError(f"{where}the RLE image data is damaged: it has {count} segment(s) where the "
                                     f"image needs {segments}")
+
+
+#: Markers that stand alone (no length field): TEM, RSTn, SOI, EOI.
+_STANDALONE = {0x01, *range(0xD0, 0xDA)}
+
+
+def jpeg_marker_problem(body: bytes, jpeg_ls: bool = False) -> Optional[str]:
+    """Walk a JPEG / JPEG-LS codestream's markers; returns what is wrong, or None when it is well formed.
+
+    Segments must chain by their lengths from SOI; each scan's entropy-coded
+    data may hold only stuffed bytes and restart markers; the first marker
+    after the last scan must be the final EOI. A decoder meeting a stray
+    marker mid-scan stops there and fills the rest of the image silently,
+    which is why this is checked before any decode.
+    """
+    n = len(body)
+    pos = 2
+    scans = 0
+    while pos + 4 <= n:
+        if body[pos] != 0xFF:
+            return f"a segment does not start with a marker at byte {pos}"
+        marker = body[pos + 1]
+        if marker == 0xFF:  # fill bytes before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return "it ends before its image data" if scans == 0 else (
+                None if pos + 2 == n else "data follows its end marker")
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        length = int.from_bytes(body[pos + 2:pos + 4], "big")
+        if length < 2 or pos + 2 + length > n:
+            return f"a segment length runs past the end of the data (byte {pos})"
+        pos += 2 + length
+        if marker != 0xDA:
+            continue
+        scans += 1
+        # entropy-coded data: skip to the next real marker
+        while True:
+            at = body.find(b"\xff", pos)
+            if at < 0 or at + 1 >= n:
+                return "a scan runs to the end of the data without an end marker"
+            nxt = body[at + 1]
+            if (jpeg_ls and nxt < 0x80) or (not jpeg_ls and nxt == 0x00) or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+                pos = at + (1 if nxt == 0xFF else 2)
+                continue
+            pos = at
+            break
+        nxt = body[pos + 1]
+        if nxt == 0xD9:
+            if pos + 2 != n:
+                return "a broken marker ends its image data early"
+            return None
+        if nxt not in (0xC4, 0xDA, 0xDB, 0xDC, 0xDD, 0xF8, 0xF7) and not 0xE0 <= nxt <= 0xEF and nxt != 0xFE:
+            return f"a broken marker (FF{nxt:02X}) interrupts its image data"
+    return "it stops before its end marker"
+
+
+def _fatal(exc: BaseException) -> bool:
+    """True for exceptions that must pass (interrupts); decoder panics from Rust/C++ bindings are BaseException too."""
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
 
 
 # --- decoding under watch -------------------------------------------------------------------------------------
@@ -320,7 +386,9 @@ def trial_decode_frame(header: Any, frame: bytes, tsyntax: str, index: int = 0, 
             arr = _decode_single(header, frame, tsyntax)
     except DamagedImageError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every decoder failure is damage, never a traceback
+    except BaseException as exc:  # noqa: BLE001 - every decoder failure (panics included) is damage
+        if _fatal(exc):
+            raise
         logger.info("trial decode failed (%s): %s", where or "frame", exc)
         raise DamagedImageError(_decode_error_reason(exc, where)) from None
     if tuple(arr.shape) != shape:
@@ -332,7 +400,9 @@ def trial_decode_frame(header: Any, frame: bytes, tsyntax: str, index: int = 0, 
         try:
             with decode_guard("checking that the image data is complete"):
                 again = _decode_single(header, probe, tsyntax)
-        except Exception as exc:  # noqa: BLE001 - a decoder that trips on the filler read into it
+        except BaseException as exc:  # noqa: BLE001 - a decoder that trips on the filler read into it
+            if _fatal(exc):
+                raise
             logger.info("completeness probe failed (%s): %s", where or "frame", exc)
             again = None
         if again is None or again.shape != arr.shape or not np.array_equal(again, arr):
@@ -420,7 +490,9 @@ def _trial_decode_file(path: PathLike, frames: int) -> None:
                 count += 1
     except DamagedImageError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every decoder failure is damage
+    except BaseException as exc:  # noqa: BLE001 - every decoder failure is damage
+        if _fatal(exc):
+            raise
         logger.info("trial decode of %s failed: %s", path, exc)
         raise DamagedImageError(_decode_error_reason(exc, "")) from None
     if count != frames:
