@@ -374,13 +374,19 @@ def decode_frame(path: PathLike, frame: int = 0) -> tuple[np.ndarray, DisplayPar
 
     key = _text(ds, "SOPInstanceUID")
     try:
+        arr = None
         if pixel is not None and pixel[1] < 0 and pixel[0] > 0:
             # The frame's codestream must be closed before a decoder may fill in what is missing.
             codestreams = integrity.encapsulated_frames(path, pixel[0], frames, tsyntax)
-            integrity.check_codestream(codestreams[int(frame)], tsyntax, int(frame), frames,
+            stream = codestreams[int(frame)]
+            integrity.check_codestream(stream, tsyntax, int(frame), frames,
                                        integrity._segments(ds) if tsyntax == integrity.RLE else None)
-        with integrity.decode_guard("decoding the image"):
-            arr = pixel_array(os.fspath(path), index=int(frame), **kwargs)
+            if tsyntax in integrity.JPEG_FAMILY:
+                # JPEG decoders fill a cut-off scan silently: decode with the completeness probe.
+                arr = integrity.trial_decode_frame(ds, stream, tsyntax, int(frame), frames, raw=False)
+        if arr is None:
+            with integrity.decode_guard("decoding the image"):
+                arr = pixel_array(os.fspath(path), index=int(frame), **kwargs)
     except DamagedImageError as exc:
         logger.info("%s frame %d is damaged: %s", path, frame, exc)
         raise DamagedImageError(str(exc), key=key) from None

@@ -336,7 +336,7 @@ def decode_guard(what: str = "decoding the image") -> Iterator[list[str]]:
                                 f"({collect.messages[0][:160]})")
 
 
-def _decode_single(header: Any, frame: bytes, tsyntax: str, plugin: str = "") -> np.ndarray:
+def _decode_single(header: Any, frame: bytes, tsyntax: str, plugin: str = "", raw: bool = True) -> np.ndarray:
     """Decode one codestream with ``header``'s image description (no file involved)."""
     import copy
 
@@ -354,7 +354,7 @@ def _decode_single(header: Any, frame: bytes, tsyntax: str, plugin: str = "") ->
     ds.PixelData = encapsulate([frame])
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
-    return pixel_array(ds, decoding_plugin=plugin, raw=True)
+    return pixel_array(ds, decoding_plugin=plugin, raw=raw)
 
 
 def _expected_shape(header: Any) -> tuple[int, ...]:
@@ -372,9 +372,11 @@ def _decode_error_reason(exc: Exception, where: str) -> str:
     return f"{where}the image data is damaged: it cannot be decoded"
 
 
-def trial_decode_frame(header: Any, frame: bytes, tsyntax: str, index: int = 0, frames: int = 1) -> np.ndarray:
+def trial_decode_frame(header: Any, frame: bytes, tsyntax: str, index: int = 0, frames: int = 1,
+                       raw: bool = True) -> np.ndarray:
     """Decode one frame's codestream and prove it whole; returns the decoded frame.
 
+    ``raw=False`` returns it as the display wants it (YCbCr converted to RGB).
     Raises :class:`DamagedImageError` on a decoder error or warning, an image
     smaller than the header says, or (JPEG family) a codestream the decoder
     reads past its end (see the module docstring).
@@ -383,7 +385,7 @@ def trial_decode_frame(header: Any, frame: bytes, tsyntax: str, index: int = 0, 
     shape = _expected_shape(header)
     try:
         with decode_guard(f"decoding {where or 'the image'}".rstrip(": ")):
-            arr = _decode_single(header, frame, tsyntax)
+            arr = _decode_single(header, frame, tsyntax, raw=raw)
     except DamagedImageError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every decoder failure (panics included) is damage
@@ -399,7 +401,7 @@ def trial_decode_frame(header: Any, frame: bytes, tsyntax: str, index: int = 0, 
         probe = body[:-2] + PROBE_FILLER + _EOI
         try:
             with decode_guard("checking that the image data is complete"):
-                again = _decode_single(header, probe, tsyntax)
+                again = _decode_single(header, probe, tsyntax, raw=raw)
         except BaseException as exc:  # noqa: BLE001 - a decoder that trips on the filler read into it
             if _fatal(exc):
                 raise
