@@ -370,6 +370,10 @@ def decode_frame(path: PathLike, frame: int = 0) -> tuple[np.ndarray, DisplayPar
     meta = getattr(ds, "file_meta", None)
     if meta is None or not meta.get("TransferSyntaxUID"):
         kwargs["transfer_syntax_uid"] = UID(tsyntax)
+    from core.imaging.integrity import decoding_plugin
+
+    if decoding_plugin(tsyntax):
+        kwargs["decoding_plugin"] = decoding_plugin(tsyntax)
     from core.imaging import integrity
 
     key = _text(ds, "SOPInstanceUID")

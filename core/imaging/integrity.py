@@ -357,6 +357,15 @@ def _decode_single(header: Any, frame: bytes, tsyntax: str, plugin: str = "", ra
     return pixel_array(ds, decoding_plugin=plugin, raw=raw)
 
 
+def decoding_plugin(tsyntax: str) -> str:
+    """The pydicom decoding plugin Loupe uses for ``tsyntax`` ('' = pydicom's own order).
+
+    RLE goes to pydicom's own decoder: pylibjpeg-rle panics (a Rust panic that
+    prints its backtrace on the terminal) on some damaged RLE data.
+    """
+    return "pydicom" if tsyntax == RLE else ""
+
+
 def _expected_shape(header: Any) -> tuple[int, ...]:
     rows, cols = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
     spp = int(header.get("SamplesPerPixel", 1) or 1)
@@ -385,7 +394,7 @@ def trial_decode_frame(header: Any, frame: bytes, tsyntax: str, index: int = 0, 
     shape = _expected_shape(header)
     try:
         with decode_guard(f"decoding {where or 'the image'}".rstrip(": ")):
-            arr = _decode_single(header, frame, tsyntax, raw=raw)
+            arr = _decode_single(header, frame, tsyntax, plugin=decoding_plugin(tsyntax), raw=raw)
     except DamagedImageError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every decoder failure (panics included) is damage
