@@ -43,8 +43,9 @@ def import_paths(
     Takes image paths, an optional labels CSV (see :mod:`core.labels_csv`) and
     the integrity options (trial decode on or off, size limit; see
     :mod:`core.imaging.integrity`). Returns an ImportReport: ``imported``
-    counts new images, ``skipped`` and ``skipped_files`` the files already in
-    the workspace (each with its reason), ``errors`` one entry per rejected
+    counts new images, ``skipped`` the images already in the workspace,
+    ``skipped_files`` those and the files not looked at (a labels CSV, hidden
+    names), each with its reason, ``errors`` one entry per rejected
     file (damaged, unreadable, or in conflict: same identity, different
     content) or CSV row, ``replaced`` the intact files that took the place of
     a damaged stored copy. Every file not imported is in ``errors`` or
@@ -74,7 +75,7 @@ def import_paths(
                 len(new_ids), len(plan.skipped), len(plan.replaced), len(errors), labels_added)
     return ImportReport(
         imported=len(new_ids),
-        skipped=len(plan.skipped),
+        skipped=len(plan.skipped) - len(scan.skipped),  # images already present; sidecars are only listed
         errors=tuple(errors),
         image_ids=tuple(dict.fromkeys(tuple(new_ids) + tuple(existing_ids) + tuple(plan.kept_ids))),
         labels_added=labels_added,
@@ -150,6 +151,7 @@ def _plan(workspace, scan: ScanResult, actor: str, integrity: Optional[Integrity
             scan.errors[i] = ImportIssue(issue.path, f"{issue.reason}; it is a damaged copy of {other}, "
                                                      f"which is imported")
     plan.errors[:0] = scan.errors
+    plan.skipped.extend(scan.skipped)
     return plan
 
 

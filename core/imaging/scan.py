@@ -33,6 +33,8 @@ class ScanResult:
 
     records: list[ImageRecord] = field(default_factory=list)
     errors: list[ImportIssue] = field(default_factory=list)
+    #: files not looked at (sidecars such as a labels CSV, hidden names), each with its reason.
+    skipped: list[ImportIssue] = field(default_factory=list)
     #: path → identity (SOP Instance UID) of each file rejected as damaged whose header names one.
     damaged_keys: dict[str, str] = field(default_factory=dict)
 
@@ -47,7 +49,8 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(root: str, errors: list[ImportIssue], active: set[tuple[int, int]]) -> Iterator[str]:
+def _walk(root: str, errors: list[ImportIssue], active: set[tuple[int, int]],
+          skipped: Optional[list[ImportIssue]] = None) -> Iterator[str]:
     """Files under ``root`` in sorted order; follows folder links but not loops."""
     try:
         st = os.stat(root)
@@ -71,32 +74,37 @@ def _walk(root: str, errors: list[ImportIssue], active: set[tuple[int, int]]) ->
     try:
         for entry in entries:
             if _hidden(entry.name):
+                if skipped is not None:
+                    what = "folder" if entry.is_dir() else "file"
+                    skipped.append(ImportIssue(entry.path, f"hidden {what} (its name starts with a dot): not looked at"))
                 continue
             try:
                 is_dir = entry.is_dir()  # follows links
             except OSError:
                 is_dir = False
             if is_dir:
-                yield from _walk(entry.path, errors, active)
+                yield from _walk(entry.path, errors, active, skipped)
             else:
                 yield entry.path
     finally:
         active.discard(ident)
 
 
-def collect_files(paths: Iterable[PathLike], errors: list[ImportIssue]) -> list[str]:
+def collect_files(paths: Iterable[PathLike], errors: list[ImportIssue],
+                  skipped: Optional[list[ImportIssue]] = None) -> list[str]:
     """Expand files and folders (recursively, sorted, hidden names skipped) into file paths.
 
     Takes paths and a list that receives an :class:`ImportIssue` per missing
     path, unreadable folder or link loop. Returns absolute file paths in a
-    deterministic order without duplicates; sidecar files are dropped.
+    deterministic order without duplicates; sidecar files and hidden names
+    are dropped (each listed in ``skipped`` with its reason when given).
     """
     out: list[str] = []
     seen: set[str] = set()
     for raw in paths:
         path = os.path.abspath(os.fspath(raw))
         if os.path.isdir(path):
-            candidates: Iterable[str] = _walk(path, errors, set())
+            candidates: Iterable[str] = _walk(path, errors, set(), skipped)
         elif os.path.lexists(path):
             candidates = [path]
         else:
@@ -104,6 +112,10 @@ def collect_files(paths: Iterable[PathLike], errors: list[ImportIssue]) -> list[
             continue
         for file in candidates:
             if is_sidecar(os.path.basename(file)):
+                if skipped is not None:
+                    skipped.append(ImportIssue(file, "not an image: a "
+                                               f"{os.path.splitext(file)[1].lower() or os.path.basename(file)} "
+                                               "file kept beside images (labels, notes, index)"))
                 continue
             real = os.path.realpath(file)
             if real in seen:
@@ -145,7 +157,8 @@ def scan_paths(
     folder or link loop. Raises only :class:`~core.errors.Cancelled`.
     """
     result = ScanResult()
-    files = collect_files(paths if not isinstance(paths, (str, os.PathLike)) else [paths], result.errors)
+    files = collect_files(paths if not isinstance(paths, (str, os.PathLike)) else [paths], result.errors,
+                          result.skipped)
     total = len(files)
     report(progress, 0, total, "scanning")
     for done, file in enumerate(files, start=1):
@@ -172,6 +185,7 @@ def scan_paths(
         report(progress, done, total, os.path.basename(file))
     # Issues are shown and printed as JSON: undecodable bytes in names become U+FFFD there.
     result.errors = [ImportIssue(printable(e.path), printable(e.reason)) for e in result.errors]
+    result.skipped = [ImportIssue(printable(e.path), printable(e.reason)) for e in result.skipped]
     return result
 
 
