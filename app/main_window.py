@@ -102,6 +102,7 @@ class MainWindow(QMainWindow):
         for w in (self.jobs_label, self.model_label, self.device):
             bar.addPermanentWidget(w)
         self.viewer.pixel_info.connect(self.pixel.setText)
+        self.viewer.image_damaged.connect(self._on_image_damaged)
 
     def _bottom_docks(self) -> None:
         from app.training_controller import TrainingController
@@ -227,6 +228,13 @@ class MainWindow(QMainWindow):
         if model:
             self.runner.submit("similar", jobs.similar_cases, self.workspace, image_id,
                                on_done=self.prediction.show_similar, on_error=lambda _m: self.prediction.show_similar([]))
+
+    def _on_image_damaged(self, path: str, reason: str) -> None:
+        """The viewer found the shown image damaged: persist it (off the UI thread) and refresh its row."""
+        image_id = next((i for i, r in self.rows.items() if r.ref.path == path), None)
+        if image_id is not None:
+            self.runner.submit(f"damaged-{image_id}", jobs.mark_damaged, self.workspace, image_id, reason,
+                               on_done=self._on_row)
 
     def _refresh_row(self, image_id: str) -> None:
         self.runner.submit("row", jobs.one_row, self.workspace, image_id, on_done=self._on_row)

@@ -241,7 +241,8 @@ def distill(teacher_loaded, workspace, student_arch: str = "mobilenet_v3_large",
     torch.manual_seed(seed)
     classes = list(teacher_loaded.classes)
     multilabel = teacher_loaded.net.head_type == "multilabel"
-    refs = [r for r in workspace.images() if r.split != "test"]
+    damaged = workspace.damaged_images()
+    refs = [r for r in workspace.images() if r.split != "test" and r.id not in damaged]
     if not refs:
         raise ModelError("no images outside the test split to distil on")
     labelled = labelled_set(workspace, classes, multilabel, splits=("train", "val", None))

@@ -26,6 +26,8 @@ def predict_images(workspace, image_ids: Optional[Sequence[str]] = None, version
 
     loaded = load_version(workspace, version)
     refs = [workspace.image(i) for i in image_ids] if image_ids is not None else workspace.images()
+    damaged = workspace.damaged_images()  # a damaged image is never predicted on
+    refs = [r for r in refs if r.id not in damaged]
     choice = choose_device(device)
     result = run_inference(loaded, [(r.id, r.path) for r in refs], batch_size=batch_size, device=choice.device,
                            with_embeddings=False, progress=progress, cancel=cancel)
