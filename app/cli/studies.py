@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from app.cli.common import emit, info, open_workspace, resolve_workspace_path
-from core.errors import LoupeError
+from core.errors import DamagedImageError, LoupeError
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "resources" / "demo"
 
@@ -71,9 +71,11 @@ def _stderr_progress(args):
 def cmd_list(args) -> int:
     with open_workspace(args) as ws:
         refs = ws.images(split=args.split)
+        damaged = ws.damaged_images()
     rows = [{"id": r.id, "path": r.path, "modality": r.record.modality, "patient_id": r.record.patient_id,
              "study_uid": r.record.study_uid, "label": r.label, "split": r.split,
-             "frames": r.record.frames, "rows": r.record.rows, "columns": r.record.columns} for r in refs]
+             "frames": r.record.frames, "rows": r.record.rows, "columns": r.record.columns,
+             "damaged": damaged.get(r.id)} for r in refs]
     human = "\n".join(f"{r['id']}  {r['modality']:<3} {r['label'] or '-':<12} {r['split'] or '-':<5} {r['path']}"
                       for r in rows) or "no images imported yet"
     emit(args, rows, human)
@@ -88,7 +90,13 @@ def cmd_render(args) -> int:
     with open_workspace(args) as ws:
         ref = ws.find_image(args.image)
     window = tuple(args.window) if args.window else None
-    pixels = render(ref.path, frame=args.frame, window=window, voi_index=args.preset)
+    try:
+        pixels = render(ref.path, frame=args.frame, window=window, voi_index=args.preset)
+    except DamagedImageError as exc:
+        # never written as if whole; remembered so prediction, the queue and training leave it out
+        with open_workspace(args) as ws:
+            ws.mark_damaged(ref.id, str(exc), actor=getattr(args, "reader", None) or "cli")
+        raise DamagedImageError(f"{ref.path} is damaged and was not rendered: {exc}") from None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(out)
