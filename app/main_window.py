@@ -358,13 +358,18 @@ class MainWindow(QMainWindow):
                            on_done=self._on_imported, on_error=self.notify_error)
 
     def _on_imported(self, report) -> None:
+        from core.importer import report_details
+
         text = f"imported {report.imported}, already present {report.skipped}, rejected {len(report.errors)}"
+        replaced = getattr(report, "replaced", ())
+        if replaced:
+            text += f", {len(replaced)} damaged cop{'y' if len(replaced) == 1 else 'ies'} replaced"
         self.notify(text)
-        if report.errors:
-            details = "\n".join(f"{Path(e.path).name}: {e.reason}" for e in report.errors[:30])
-            more = f"\n… and {len(report.errors) - 30} more" if len(report.errors) > 30 else ""
-            box = QMessageBox(QMessageBox.Warning, "Some files were not imported", text, parent=self)
-            box.setDetailedText(details + more)
+        if report.errors or report.skipped or replaced:  # a labels CSV beside the images alone needs no box
+            title = "Some files were not imported" if report.errors or report.skipped else "Import report"
+            box = QMessageBox(QMessageBox.Warning if report.errors else QMessageBox.Information, title, text,
+                              parent=self)
+            box.setDetailedText(report_details(report))
             box.setModal(False)
             box.show()
         self.reload()

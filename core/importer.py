@@ -186,6 +186,21 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def report_details(report: ImportReport, limit: int = 30) -> str:
+    """Every file the import did not take, one line each (rejected, skipped, replaced), for a window or a log.
+
+    At most ``limit`` lines per kind, then a count of the rest.
+    """
+    lines: list[str] = []
+    for title, items in (("not imported", report.errors), ("skipped", report.skipped_files),
+                         ("replaced a damaged copy", report.replaced)):
+        for issue in items[:limit]:
+            lines.append(f"{title}: {os.path.basename(issue.path)}: {issue.reason}")
+        if len(items) > limit:
+            lines.append(f"… and {len(items) - limit} more {title}")
+    return "\n".join(lines)
+
+
 def apply_labels(workspace, rows: list[LabelRow], aliases: Optional[dict[str, str]] = None
                  ) -> tuple[int, list[ImportIssue]]:
     """Store CSV label rows as confirmed labels by annotator ``import``.

@@ -323,3 +323,23 @@ def test_deidentified_export_holds_back_burned_in_images_unless_included(tmp_pat
     assert plain.counts["sr"] == 2 and plain.held_back == []
     audit = workspace.audit_log(action="export")
     assert [e["detail"]["held_back"] for e in audit] == [0, 0, 1]
+
+
+def test_report_details_lists_every_file_not_imported(tmp_path, workspace):
+    from core.importer import report_details
+
+    (tmp_path / "in").mkdir()
+    data = codestreams.file_bytes("rle", 1)
+    (tmp_path / "in" / "a.dcm").write_bytes(data)
+    (tmp_path / "in" / "b.dcm").write_bytes(data)
+    (tmp_path / "in" / "c.dcm").write_bytes(data[:-30])
+    (tmp_path / "in" / "labels.csv").write_text("file,label\n")
+    (tmp_path / "in" / ".hidden").write_bytes(b"x")
+    report = import_paths(workspace, [tmp_path / "in"])
+    assert report.imported == 1 and report.skipped == 1
+    text = report_details(report).splitlines()
+    assert text[0].startswith("not imported: c.dcm: file is truncated")
+    assert "skipped: b.dcm: identical copy of" in "\n".join(text)
+    assert any(line.startswith("skipped: labels.csv: not an image") for line in text)
+    assert any(line.startswith("skipped: .hidden: hidden file") for line in text)
+    assert len(text) == 4
