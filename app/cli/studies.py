@@ -16,6 +16,9 @@ def add_parsers(sub, common) -> None:
     p = sub.add_parser("import", parents=[common], help="import DICOM/PNG/JPEG/TIFF files and folders")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--labels", metavar="CSV", help="labels CSV (path|file, label, [severity], [split])")
+    p.add_argument("--trial-decode-limit", type=float, default=64.0, metavar="MB",
+                   help="decode every frame at import of files up to MB megabytes to prove them whole "
+                        "(default 64; 0 = header and structure checks only, the display checks the rest)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("list", parents=[common], help="list imported images")
@@ -50,8 +53,13 @@ def cmd_import(args) -> int:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing and len(missing) == len(args.paths):
         raise LoupeError(f"nothing to import: {', '.join(missing)} does not exist")
+    from core.imaging.integrity import IntegrityOptions
+
+    limit = max(0.0, float(getattr(args, "trial_decode_limit", 64.0)))
+    integrity = IntegrityOptions(trial_decode=limit > 0, trial_decode_limit=int(limit * 1024 * 1024))
     with open_workspace(args) as ws:
-        report = import_paths(ws, args.paths, labels_csv=args.labels, progress=_stderr_progress(args))
+        report = import_paths(ws, args.paths, labels_csv=args.labels, progress=_stderr_progress(args),
+                              integrity=integrity)
     emit(args, report.to_json(), _report_text(report))
     return 0
 

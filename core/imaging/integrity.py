@@ -338,14 +338,17 @@ def decode_guard(what: str = "decoding the image") -> Iterator[list[str]]:
 
 def _decode_single(header: Any, frame: bytes, tsyntax: str, plugin: str = "", raw: bool = True) -> np.ndarray:
     """Decode one codestream with ``header``'s image description (no file involved)."""
-    import copy
-
     from pydicom.dataset import FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.pixels import pixel_array
     from pydicom.uid import UID
 
-    ds = copy.copy(header)
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()  # a new dataset: the caller's header is never changed
+    for elem in header:
+        if elem.tag.group == 0x0028 and elem.tag != 0x00280008:  # Image Pixel module, less Number of Frames
+            ds.add(elem)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = UID(tsyntax)
     ds.NumberOfFrames = 1

@@ -343,3 +343,15 @@ def test_report_details_lists_every_file_not_imported(tmp_path, workspace):
     assert any(line.startswith("skipped: labels.csv: not an image") for line in text)
     assert any(line.startswith("skipped: .hidden: hidden file") for line in text)
     assert len(text) == 4
+
+
+def test_trial_decode_leaves_the_callers_header_alone():
+    from core.imaging.integrity import trial_decode_frame
+
+    data = codestreams.file_bytes("jpeg_lossless", 3)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    streams = list(generate_frames(ds.PixelData, number_of_frames=3))
+    header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    arr = trial_decode_frame(header, streams[2], str(ds.file_meta.TransferSyntaxUID), 2, 3)
+    assert header.NumberOfFrames == 3 and "PixelData" not in header
+    assert (arr == ds.pixel_array[2]).all()
