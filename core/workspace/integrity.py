@@ -58,7 +58,7 @@ class IntegrityMixin:
             db.execute("DELETE FROM queue WHERE image_id = ?", (image_id,))
             db.execute("DELETE FROM predictions WHERE image_id = ?", (image_id,))
             self._append_audit(db, actor, "images.damaged", image_id, {"reason": reason})
-        logger.warning("image %s marked damaged: %s", image_id, reason)
+        logger.info("image %s marked damaged: %s", image_id, reason)
         return True
 
     def replace_image_file(self, image_id: str, record: ImageRecord, actor: str = "system",

@@ -153,3 +153,21 @@ def test_damaged_and_intact_copies_in_two_imports_either_order(tmp_path):
     again = json.loads(loupe(ws, "import", str(tmp_path / "intact"), "--json").stdout)
     assert again["imported"] == 0 and again["skipped"] == 1
     assert again["skipped_files"] == [{"path": str(tmp_path / "intact" / "img.dcm"), "reason": "already imported"}]
+
+
+def test_render_refuses_a_damaged_image_in_one_line_and_remembers_it(tmp_path):
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "cut.dcm"
+    path.write_bytes(_cut_codestream_keep_marker(codestreams.file_bytes("jpeg_lossless_sv1", 1), 1))
+    ws = tmp_path / "ws.sqlite"
+    # without the trial decode the import cannot tell; the display can
+    report = json.loads(loupe(ws, "import", str(tmp_path / "in"), "--trial-decode-limit", "0", "--json").stdout)
+    assert report["imported"] == 1
+    proc = loupe(ws, "render", str(path), "--out", str(tmp_path / "out.png"))
+    assert proc.returncode == 1
+    _check_quiet(proc)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loupe: ") and "damaged and was not rendered" in lines[0], lines
+    assert not (tmp_path / "out.png").exists()
+    (row,) = json.loads(loupe(ws, "list", "--json").stdout)
+    assert "ends before the image is complete" in row["damaged"]
