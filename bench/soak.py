@@ -104,6 +104,12 @@ def run_codestream_fuzz(n: int, seed: int) -> dict:
                 path.unlink(missing_ok=True)
             counts[outcome] += 1
             counts[f"{outcome}_{'trial' if trial else 'notrial'}"] += 1
+            if (i + 1) % 500 == 0:
+                import resource
+
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                logger.info("codestream fuzz %d/%d: %s (max RSS %.0f MB)", i + 1, n,
+                            {k: v for k, v in counts.items() if "_" not in k}, rss)
             row[outcome] += 1
             kinds[mutation] += 1
             if frames > 1:

@@ -135,6 +135,9 @@ def model_outputs(ws, loaded=None, image_ids: Optional[Sequence[str]] = None, de
         result = run_inference(loaded, missing, batch_size=batch_size, device=choose_device(device).device,
                                with_embeddings=True, progress=progress, cancel=cancel)
         failed = result.failed
+        from core.models.service import mark_found_damaged
+
+        mark_found_damaged(ws, result)
         ws.add_predictions(version, to_predictions(loaded, result))
         fresh = ModelOutputs(version, list(result.image_ids), result.probs.astype(np.float32),
                              result.embeddings.astype(np.float32))

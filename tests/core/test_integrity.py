@@ -355,3 +355,22 @@ def test_trial_decode_leaves_the_callers_header_alone():
     arr = trial_decode_frame(header, streams[2], str(ds.file_meta.TransferSyntaxUID), 2, 3)
     assert header.NumberOfFrames == 3 and "PixelData" not in header
     assert (arr == ds.pixel_array[2]).all()
+
+
+def test_prediction_marks_an_image_it_finds_damaged_and_leaves_it_out_next_time(tmp_path, workspace, single_thread):
+    from core.models.service import predict_images
+    from tests.core.conftest import tiny_model
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ok.dcm").write_bytes(codestreams.file_bytes("jpeg_lossless_sv1", 1))
+    cut = _rewrap(codestreams.file_bytes("jpeg_lossless", 1), 1, _cut_keep_marker)
+    (tmp_path / "in" / "cut.dcm").write_bytes(cut)
+    import_paths(workspace, [tmp_path / "in"], integrity=IntegrityOptions(trial_decode=False))
+    by_name = {r.path.rsplit("/", 1)[-1]: r.id for r in workspace.images()}
+    tiny_model(workspace)
+    predictions, failed = predict_images(workspace, device="cpu")
+    assert [p.image_id for p in predictions] == [by_name["ok.dcm"]]
+    assert [i for i, _ in failed] == [by_name["cut.dcm"]]
+    assert set(workspace.damaged_images()) == {by_name["cut.dcm"]}
+    predictions, failed = predict_images(workspace, device="cpu")  # the damaged image is no longer tried
+    assert [p.image_id for p in predictions] == [by_name["ok.dcm"]] and failed == []
