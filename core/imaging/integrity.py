@@ -35,7 +35,7 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
-from core.errors import DamagedImageError, DicomReadError
+from core.errors import DamagedImageError, DicomReadError, ImageReadError
 
 logger = logging.getLogger(__name__)
 
@@ -511,3 +511,51 @@ def _trial_decode_file(path: PathLike, frames: int) -> None:
         raise DamagedImageError(_decode_error_reason(exc, "")) from None
     if count != frames:
         raise DamagedImageError(f"file is truncated: only {count} of its {frames} frames decode ({CUT_OFF})")
+
+
+# --- photographs ---------------------------------------------------------------------------------------------
+
+def _pillow_pixels(data: bytes) -> Optional[np.ndarray]:
+    import io
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return np.asarray(im).copy()
+    except Exception:  # noqa: BLE001 - Pillow raises many kinds for broken data
+        return None
+
+
+def check_photo(path: PathLike, options: IntegrityOptions = DEFAULT_OPTIONS, key: Optional[str] = None) -> None:
+    """Prove a JPEG photograph whole (the completeness probe of the module docstring, decoded by Pillow).
+
+    A JPEG cut short with its end marker put back decodes without complaint
+    (the rest grey); PNG and TIFF decoders raise on cut data, so only JPEG
+    needs this. Files over ``options``' size limit, and JPEGs followed by
+    trailing data (camera trailers, multi-picture files), are not probed.
+    Raises :class:`DamagedImageError` (carrying ``key``).
+    """
+    try:
+        size = os.path.getsize(path)
+        if not options.wants_trial(size):
+            return
+        with open(path, "rb") as fp:
+            data = fp.read()
+    except OSError as exc:
+        raise ImageReadError(f"cannot read file: {exc.strerror or exc}") from exc
+    if not data.startswith(b"\xff\xd8\xff"):
+        return
+    body = data.rstrip(b"\x00")
+    if not body.endswith(_EOI):
+        return
+    whole = _pillow_pixels(body)
+    if whole is None:
+        raise DamagedImageError("the JPEG picture is damaged: it cannot be decoded", key=key)
+    again = _pillow_pixels(body[:-2] + PROBE_FILLER + _EOI)
+    if again is None or again.shape != whole.shape or not np.array_equal(again, whole):
+        raise DamagedImageError(f"file is truncated: the JPEG picture ends before the image is complete "
+                                f"({CUT_OFF} or the file is damaged)", key=key)

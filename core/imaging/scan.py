@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Optional, Union
 
 from core.errors import DamagedImageError, LoupeError
 from core.imaging import dicom_io, photo
-from core.imaging.integrity import DEFAULT_OPTIONS, IntegrityOptions
+from core.imaging.integrity import DEFAULT_OPTIONS, IntegrityOptions, check_photo
 from core.imaging.sniff import image_kind
 from core.progress import CancelToken, ProgressCallback, report
 from core.types import ImageRecord, ImportIssue
@@ -135,9 +135,12 @@ def scan_file(path: PathLike, integrity: Optional[IntegrityOptions] = None) -> I
     None). Raises :class:`ImageReadError` (or a subclass;
     :class:`~core.errors.DamagedImageError` for damaged pixel data).
     """
+    options = integrity or DEFAULT_OPTIONS
     if image_kind(path) == "photo":
-        return photo.read_photo_header(path)
-    return dicom_io.read_header(path, integrity=integrity or DEFAULT_OPTIONS)
+        record = photo.read_photo_header(path)
+        check_photo(path, options, key=record.key)
+        return record
+    return dicom_io.read_header(path, integrity=options)
 
 
 def scan_paths(

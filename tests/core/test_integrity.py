@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import struct
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate, generate_frames
@@ -374,3 +375,26 @@ def test_prediction_marks_an_image_it_finds_damaged_and_leaves_it_out_next_time(
     assert set(workspace.damaged_images()) == {by_name["cut.dcm"]}
     predictions, failed = predict_images(workspace, device="cpu")  # the damaged image is no longer tried
     assert [p.image_id for p in predictions] == [by_name["ok.dcm"]] and failed == []
+
+
+def test_a_jpeg_photograph_cut_short_with_its_end_marker_is_damaged(tmp_path):
+    from PIL import Image
+
+    from core.imaging import render
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:120, 0:160]
+    pixels = np.stack([(xx + yy) % 256, (2 * xx) % 256, (3 * yy) % 256], -1).astype(np.uint8)
+    pixels = np.clip(pixels.astype(int) + rng.integers(0, 20, pixels.shape), 0, 255).astype(np.uint8)
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(pixels).save(whole, "JPEG", quality=90)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[:len(data) // 2] + b"\xff\xd9")
+    assert scan_file(whole).kind == "photo" and render(whole).shape == (120, 160, 3)
+    with pytest.raises(DamagedImageError, match="the JPEG picture ends before the image is complete") as info:
+        scan_file(cut)
+    assert info.value.key.startswith("sha256:")
+    assert scan_file(cut, IntegrityOptions(trial_decode=False)).kind == "photo"
+    with pytest.raises(DamagedImageError):
+        render(cut)
