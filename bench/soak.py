@@ -76,7 +76,10 @@ def run_codestream_fuzz(n: int, seed: int) -> dict:
     bytes — and, after a truncation, exactly the intact image (see
     ``tests/core/test_fuzz_import.py:check_codestream_case``).
     """
+    import os
+
     rng = random.Random(seed)
+    trace = Path(os.environ["LOUPE_SOAK_TRACE"]) if os.environ.get("LOUPE_SOAK_TRACE") else None
     combos = fuzz.codestream_seed_names()
     counts: Counter = Counter()
     by_syntax: dict[str, Counter] = {}
@@ -90,6 +93,9 @@ def run_codestream_fuzz(n: int, seed: int) -> dict:
             data, _ = fuzz.mutate_codestream(kind, frames, mutation, rng)
             path = Path(tmp) / f"cs{i:06d}_{kind}_{frames}_{mutation}.dcm"
             path.write_bytes(data)
+            if trace:  # the case under way, so that a native crash (which kills the process) can be found
+                trace.write_bytes(data)
+                trace.with_suffix(".txt").write_text(f"{i} {kind} {frames} {mutation} trial={i % 2 == 0}\n")
             row = by_syntax.setdefault(kind, Counter())
             trial = i % 2 == 0  # half import without the trial decode: the display's checks must hold alone
             try:
@@ -115,7 +121,9 @@ def run_codestream_fuzz(n: int, seed: int) -> dict:
             if frames > 1:
                 counts["multiframe"] += 1
     failed = sum(counts[k] for k in ("hang", "silent_partial", "mismatch", "crash"))
-    return {"cases": n, "counts": dict(counts), "by_syntax": {k: dict(v) for k, v in by_syntax.items()},
+    import resource
+
+    return {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cases": n, "counts": dict(counts), "by_syntax": {k: dict(v) for k, v in by_syntax.items()},
             "mutations": dict(kinds), "failed": failed, "failures": dict(list(failures.items())[:20]),
             "seconds": time.perf_counter() - start}
 
@@ -157,7 +165,11 @@ def codestream_markdown(cs: dict, seed: int) -> str:
         lines.append(f"| {kind} | {total} | {row.get('rejected', 0)} | {row.get('damaged', 0)} | "
                      f"{row.get('whole', 0)} | {fails} |")
     lines += ["", f"Mutations: {', '.join(f'{k} {v}' for k, v in sorted(cs['mutations'].items()))}. "
-                  f"Time {cs['seconds']:.0f} s.",
+                  f"Time {cs['seconds']:.0f} s; peak memory of the whole run {cs['max_rss_mb']:.0f} MB "
+                  f"(address space capped at 8 GB, so a runaway decoder allocation fails instead of being killed).",
+              "Found by this soak and fixed: a bit flip that zeroed a JPEG frame's height (a DNL-style size) made "
+              "libjpeg grow its image without bound (9.8 GB before it was stopped); the codestream's declared size "
+              "must now equal the DICOM header's.",
               "'Whole' after a bit flip means the codestream stayed well formed and complete: the picture differs "
               "from the original where the flipped bits are, exactly as the decoder library shows those bytes; "
               "no checksum in DICOM could tell such a file from an intact one."]
@@ -323,9 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("pydicom", "core", "PIL", "pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    import resource
+
     import torch
 
     torch.set_num_threads(1)
+    # a decoder told to build a huge image must fail here, not take the shared machine's memory
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
     cs_failed = 0
     if args.codestream:
         cs = run_codestream_fuzz(args.codestream, args.seed)

@@ -384,7 +384,8 @@ def decode_frame(path: PathLike, frame: int = 0) -> tuple[np.ndarray, DisplayPar
             codestreams = integrity.encapsulated_frames(path, pixel[0], frames, tsyntax)
             stream = codestreams[int(frame)]
             integrity.check_codestream(stream, tsyntax, int(frame), frames,
-                                       integrity._segments(ds) if tsyntax == integrity.RLE else None)
+                                       integrity._segments(ds) if tsyntax == integrity.RLE else None,
+                                       shape=integrity.image_shape(ds))
             if tsyntax in integrity.JPEG_FAMILY:
                 # JPEG decoders fill a cut-off scan silently: decode with the completeness probe.
                 arr = integrity.trial_decode_frame(ds, stream, tsyntax, int(frame), frames, raw=False)

@@ -189,13 +189,44 @@ def _frame_label(index: int, frames: int) -> str:
     return f"frame {index + 1} of {frames}: " if frames > 1 else ""
 
 
+def codestream_size(body: bytes, tsyntax: str) -> Optional[tuple[int, int, int]]:
+    """(rows, columns, components) a JPEG / JPEG-LS / JPEG 2000 codestream's own header declares, or None."""
+    if tsyntax in J2K_FAMILY:
+        at = body.find(b"\xff\x51")
+        if at < 0 or at + 40 > len(body):
+            return None
+        xsiz, ysiz, xo, yo = struct.unpack(">4I", body[at + 6:at + 22])
+        comps = struct.unpack(">H", body[at + 38:at + 40])[0]
+        return ysiz - yo, xsiz - xo, comps
+    pos = 2
+    while pos + 4 <= len(body) and body[pos] == 0xFF:
+        marker = body[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        length = int.from_bytes(body[pos + 2:pos + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7):
+            if pos + 10 > len(body):
+                return None
+            rows, cols = struct.unpack(">HH", body[pos + 5:pos + 9])
+            return rows, cols, body[pos + 9]
+        if marker == 0xDA or length < 2:
+            return None
+        pos += 2 + length
+    return None
+
+
 def check_codestream(frame: bytes, tsyntax: str, index: int = 0, frames: int = 1,
-                     segments: Optional[int] = None) -> None:
+                     segments: Optional[int] = None, shape: Optional[tuple[int, int, int]] = None) -> None:
     """Check that one frame's codestream is closed: end marker present, RLE offsets inside the frame.
 
     ``segments`` is the number of RLE segments the image needs (samples ×
-    bytes per sample); None skips that comparison. Raises
-    :class:`DamagedImageError`.
+    bytes per sample); None skips that comparison. ``shape`` (rows, columns,
+    samples from the DICOM header) must match what a JPEG or JPEG 2000
+    codestream declares: a damaged size field would make the decoder build
+    (and allocate) an image of another size; a height of 0 (size given later
+    by a DNL marker, never used in DICOM) makes libjpeg grow its image without
+    bound. Raises :class:`DamagedImageError`.
     """
     where = _frame_label(index, frames)
     body = frame.rstrip(b"\x00")  # a frame is padded to an even length (some writers pad more)
@@ -213,6 +244,15 @@ def check_codestream(frame: bytes, tsyntax: str, index: int = 0, frames: int = 1
             problem = jpeg_marker_problem(body, jpeg_ls=tsyntax in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"))
             if problem:
                 raise DamagedImageError(f"{where}the JPEG image data is damaged: {problem}")
+        if shape is not None:
+            declared = codestream_size(body, tsyntax)
+            if declared is None:
+                raise DamagedImageError(f"{where}the {name} image data is damaged: its size header is missing")
+            rows, cols, comps = declared
+            if rows != shape[0] or cols != shape[1] or comps != shape[2]:  # 0 rows (DNL) included: see above
+                raise DamagedImageError(f"{where}the {name} image data is damaged: it declares {cols}×{rows} pixels "
+                                        f"with {comps} component(s) where the DICOM header says {shape[1]}×{shape[0]} "
+                                        f"with {shape[2]}")
         return
     if tsyntax == RLE:
         if len(frame) < 64:
@@ -369,6 +409,12 @@ def decoding_plugin(tsyntax: str) -> str:
     return "pydicom" if tsyntax == RLE else ""
 
 
+def image_shape(header: Any) -> tuple[int, int, int]:
+    """(Rows, Columns, Samples per Pixel) of a DICOM header."""
+    return (int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0),
+            int(header.get("SamplesPerPixel", 1) or 1))
+
+
 def _expected_shape(header: Any) -> tuple[int, ...]:
     rows, cols = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
     spp = int(header.get("SamplesPerPixel", 1) or 1)
@@ -467,7 +513,8 @@ def check_dicom_pixels(path: PathLike, header: Any, pixel: Optional[tuple[int, i
         if pixel is not None and pixel[1] < 0 and pixel[0] > 0:
             codestreams = encapsulated_frames(path, pixel[0], frames, tsyntax)
             for i, frame in enumerate(codestreams):
-                check_codestream(frame, tsyntax, i, frames, _segments(header) if tsyntax == RLE else None)
+                check_codestream(frame, tsyntax, i, frames, _segments(header) if tsyntax == RLE else None,
+                                 shape=image_shape(header))
             if options.wants_trial(size):
                 full = _full_header(path, header)
                 for i, frame in enumerate(codestreams):

@@ -398,3 +398,27 @@ def test_a_jpeg_photograph_cut_short_with_its_end_marker_is_damaged(tmp_path):
     assert scan_file(cut, IntegrityOptions(trial_decode=False)).kind == "photo"
     with pytest.raises(DamagedImageError):
         render(cut)
+
+
+def test_a_codestream_declaring_another_size_is_refused_before_decoding(tmp_path):
+    """Found by the soak: a JPEG height flipped to 0 made libjpeg grow its image without bound."""
+    def zero_height(streams):
+        body = bytearray(streams[1])
+        at = body.find(b"\xff\xc0")
+        body[at + 5:at + 7] = b"\x00\x00"
+        streams[1] = bytes(body)
+        return streams
+
+    path = tmp_path / "dnl.dcm"
+    path.write_bytes(_rewrap(codestreams.file_bytes("jpeg_baseline", 3), 3, zero_height))
+    for options in (IntegrityOptions(), IntegrityOptions(trial_decode=False)):
+        with pytest.raises(DamagedImageError, match=r"frame 2 of 3: .* declares 64×0 pixels"):
+            scan_file(path, options)
+    with pytest.raises(DamagedImageError, match="declares 64×0 pixels"):
+        dicom_io.decode_frame(path, 1)
+    j2k = bytearray(codestreams.file_bytes("j2k", 1))
+    at = j2k.find(b"\xff\x4f\xff\x51")
+    j2k[at + 8:at + 12] = (4096).to_bytes(4, "big")  # Xsiz: 4096 columns
+    (tmp_path / "wide.dcm").write_bytes(bytes(j2k))
+    with pytest.raises(DamagedImageError, match="declares 4096×64 pixels"):
+        scan_file(tmp_path / "wide.dcm")
