@@ -147,9 +147,10 @@ def codestream_markdown(cs: dict, seed: int) -> str:
         f"| … of which multi-frame | {c.get('multiframe', 0)} |",
         f"| rejected at import with one plain reason | {c.get('rejected', 0)} |",
         f"| accepted at import, refused as damaged at display | {c.get('damaged', 0)} |",
-        f"| … with / without the import's trial decode: rejected {c.get('rejected_trial', 0)} / "
-        f"{c.get('rejected_notrial', 0)}, damaged at display {c.get('damaged_trial', 0)} / "
-        f"{c.get('damaged_notrial', 0)}, whole {c.get('whole_trial', 0)} / {c.get('whole_notrial', 0)} | |",
+        f"| … imported with the trial decode: rejected / damaged at display / whole | {c.get('rejected_trial', 0)} / "
+        f"{c.get('damaged_trial', 0)} / {c.get('whole_trial', 0)} |",
+        f"| … imported without it: rejected / damaged at display / whole | {c.get('rejected_notrial', 0)} / "
+        f"{c.get('damaged_notrial', 0)} / {c.get('whole_notrial', 0)} |",
         f"| displayed whole (equal to the reference decode of the same bytes) | {c.get('whole', 0)} |",
         f"| **crashes** (unexpected exception, decoder panic reaching the caller) | **{c.get('crash', 0)}** |",
         f"| **hangs** (> {fuzz.PER_FILE_SECONDS:.0f} s) | **{c.get('hang', 0)}** |",
@@ -170,7 +171,8 @@ def codestream_markdown(cs: dict, seed: int) -> str:
               "Found by this soak and fixed: a bit flip that zeroed a JPEG frame's height (a DNL-style size) made "
               "libjpeg grow its image without bound (9.8 GB before it was stopped); the codestream's declared size "
               "must now equal the DICOM header's.",
-              "'Whole' after a bit flip means the codestream stayed well formed and complete: the picture differs "
+              "'Whole' after a bit flip or a removed run means the codestream stayed well formed and complete: the "
+              "picture differs "
               "from the original where the flipped bits are, exactly as the decoder library shows those bytes; "
               "no checksum in DICOM could tell such a file from an intact one."]
     if cs["failures"]:
