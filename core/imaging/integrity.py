@@ -334,8 +334,19 @@ def _fatal(exc: BaseException) -> bool:
 
 # --- decoding under watch -------------------------------------------------------------------------------------
 
-_DECODER_LOGGERS = ("pydicom", "pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls", "PIL")
+#: Loggers of the pixel decoders (not pydicom's header parser, whose complaints about odd values are no damage).
+_DECODER_LOGGERS = ("pydicom.pixels", "pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls", "PIL")
+#: Where a decoder warning comes from (a header-parsing warning raised while a file is read is not damage).
+_DECODER_SOURCES = tuple(f"{os.sep}{name}{os.sep}" for name in ("pixels", "pylibjpeg", "libjpeg", "openjpeg", "rle",
+                                                                  "jpeg_ls", "PIL"))
+#: Decoder messages that say nothing about damage: memory layout, padding, a colour-space hint, a fallback plugin.
+_BENIGN = ("view on the original", "excess padding", "non-conformant padding", "'Photometric Interpretation'",
+           "decoding plugin has changed")
 _WARN_LOCK = threading.RLock()
+
+
+def _benign(message: str) -> bool:
+    return any(part in message for part in _BENIGN)
 
 
 class _Collect(logging.Handler):
@@ -345,13 +356,18 @@ class _Collect(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.messages.append(record.getMessage().splitlines()[0] if record.getMessage() else record.levelname)
+        message = record.getMessage()
+        if record.thread == self.thread and not _benign(message):
+            self.messages.append(message.splitlines()[0] if message else record.levelname)
 
 
 @contextmanager
 def decode_guard(what: str = "decoding the image") -> Iterator[list[str]]:
-    """Watch a decode: warnings and decoder log records (WARNING and above) become damage.
+    """Watch a decode: decoder warnings and decoder log records (WARNING and above) become damage.
+
+    Messages about memory layout, padding or a colour-space hint, and warnings
+    of pydicom's header parser (odd values read along the way), are logged
+    but are no damage.
 
     Yields the list the messages are collected in; on leaving, raises
     :class:`DamagedImageError` when it is not empty (exceptions of the body
@@ -366,8 +382,11 @@ def decode_guard(what: str = "decoding the image") -> Iterator[list[str]]:
             warnings.simplefilter("always")
             yield collect.messages
         for w in caught:
-            logger.info("decoder warning while %s: %s", what, w.message)
-            collect.messages.append(str(w.message).splitlines()[0] if str(w.message) else type(w.message).__name__)
+            text = str(w.message)
+            logger.info("warning while %s: %s (%s)", what, text, w.filename)
+            if _benign(text) or not any(src in str(w.filename) for src in _DECODER_SOURCES):
+                continue
+            collect.messages.append(text.splitlines()[0] if text else type(w.message).__name__)
     finally:
         for lg in loggers:
             lg.removeHandler(collect)

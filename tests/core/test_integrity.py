@@ -422,3 +422,23 @@ def test_a_codestream_declaring_another_size_is_refused_before_decoding(tmp_path
     (tmp_path / "wide.dcm").write_bytes(bytes(j2k))
     with pytest.raises(DamagedImageError, match="declares 4096×64 pixels"):
         scan_file(tmp_path / "wide.dcm")
+
+
+def test_header_oddities_are_no_damage_but_decoder_complaints_are(tmp_path):
+    import warnings
+
+    from core.imaging.integrity import decode_guard
+
+    ds = codestreams.build("jpeg_lossless_sv1", 1)
+    ds.ReferringPhysicianName = "A" * 70  # pydicom warns about the value when it reads it back
+    ds.add_new(0x00081150, "UI", "1.2.3.abc")  # an invalid UI: another parser warning
+    path = codestreams.write(ds, tmp_path / "odd.dcm")
+    raw, _ = dicom_io.decode_frame(path, 0)  # decodes, not damaged
+    assert raw.shape == (64, 64)
+    with pytest.raises(DamagedImageError, match="the decoder reported a problem"):
+        with decode_guard():
+            logging.getLogger("pydicom.pixels.decoders.base").error("The decoded segment length does not match")
+    with decode_guard():  # a memory-layout note is no damage
+        logging.getLogger("pydicom.pixels.decoders.base").warning("Unable to return an ndarray that's a view on the "
+                                                                  "original buffer")
+        warnings.warn("Invalid value for VR UI", UserWarning)  # raised here, not by a decoder: no damage
