@@ -442,3 +442,10 @@ def test_header_oddities_are_no_damage_but_decoder_complaints_are(tmp_path):
         logging.getLogger("pydicom.pixels.decoders.base").warning("Unable to return an ndarray that's a view on the "
                                                                   "original buffer")
         warnings.warn("Invalid value for VR UI", UserWarning)  # raised here, not by a decoder: no damage
+
+
+def test_an_rle_segment_longer_than_one_pad_byte_is_damage():
+    from core.imaging.integrity import _benign
+
+    note = "The decoded RLE segment contains non-conformant padding - {} vs. 4096 bytes expected"
+    assert _benign(note.format(4097)) and not _benign(note.format(4160))
