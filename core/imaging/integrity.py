@@ -346,11 +346,12 @@ _WARN_LOCK = threading.RLock()
 
 def _benign(message: str) -> bool:
     if "non-conformant padding" in message:
-        # An RLE segment one byte longer than the image is a writer's even-length pad; more means its runs changed.
+        # An RLE segment of an odd-sized image decoded one byte long is a writer padding it to an even length;
+        # anything else means its runs do not describe the image (pylibjpeg-rle refuses those outright).
         import re
 
         found = re.search(r"(\d+) vs\. (\d+) bytes", message)
-        return bool(found) and int(found.group(1)) - int(found.group(2)) <= 1
+        return bool(found) and int(found.group(2)) % 2 == 1 and int(found.group(1)) == int(found.group(2)) + 1
     return any(part in message for part in _BENIGN)
 
 
