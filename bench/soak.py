@@ -170,7 +170,9 @@ def codestream_markdown(cs: dict, seed: int) -> str:
                   f"(address space capped at 8 GB, so a runaway decoder allocation fails instead of being killed).",
               "Found by this soak and fixed: a bit flip that zeroed a JPEG frame's height (a DNL-style size) made "
               "libjpeg grow its image without bound (9.8 GB before it was stopped); the codestream's declared size "
-              "must now equal the DICOM header's.",
+              "must now equal the DICOM header's. Earlier runs also found pylibjpeg-rle panicking (a Rust panic "
+              "that printed its backtrace) on damaged RLE data, now decoded by pydicom's own RLE decoder, and an RLE "
+              "segment whose runs describe one byte too many, now damage.",
               "'Whole' after a bit flip or a removed run means the codestream stayed well formed and complete: the "
               "picture differs "
               "from the original where the flipped bits are, exactly as the decoder library shows those bytes; "
