@@ -53,7 +53,14 @@ def one_row(workspace, image_id: str) -> WorklistRow:
     prediction = workspace.predictions(active.version, [image_id]).get(image_id) if active and not hidden else None
     label = workspace.current_label(image_id)
     queued = any(item.image_id == image_id for item in workspace.queue())
-    return WorklistRow(ref, status_of(label, prediction, queued), label, prediction)
+    why = workspace.damaged_images().get(image_id)
+    return WorklistRow(ref, status_of(label, prediction, queued, why is not None), label, prediction, damaged=why)
+
+
+def mark_damaged(workspace, image_id: str, reason: str) -> WorklistRow:
+    """Record that the viewer found the image damaged (audited); returns its refreshed worklist row."""
+    workspace.mark_damaged(image_id, reason, actor="viewer")
+    return one_row(workspace, image_id)
 
 
 def predict_all(workspace, progress=None, cancel: Optional[CancelToken] = None) -> str:

@@ -103,6 +103,7 @@ class MainWindow(QMainWindow):
         for w in (self.jobs_label, self.model_label, self.device):
             bar.addPermanentWidget(w)
         self.viewer.pixel_info.connect(self.pixel.setText)
+        self.viewer.image_damaged.connect(self._on_image_damaged)
 
     def _bottom_docks(self) -> None:
         from app.training_controller import TrainingController
@@ -235,6 +236,13 @@ class MainWindow(QMainWindow):
             self.runner.submit("similar", jobs.similar_cases, self.workspace, image_id,
                                on_done=self.prediction.show_similar, on_error=lambda _m: self.prediction.show_similar([]))
 
+    def _on_image_damaged(self, path: str, reason: str) -> None:
+        """The viewer found the shown image damaged: persist it (off the UI thread) and refresh its row."""
+        image_id = next((i for i, r in self.rows.items() if r.ref.path == path), None)
+        if image_id is not None:
+            self.runner.submit(f"damaged-{image_id}", jobs.mark_damaged, self.workspace, image_id, reason,
+                               on_done=self._on_row)
+
     def _refresh_row(self, image_id: str) -> None:
         # one slot per image: fast keyboard labelling must not cancel the refresh of the row labelled just before
         self.runner.submit(f"row:{image_id}", jobs.one_row, self.workspace, image_id, on_done=self._on_row)
@@ -358,13 +366,18 @@ class MainWindow(QMainWindow):
                            on_done=self._on_imported, on_error=self.notify_error)
 
     def _on_imported(self, report) -> None:
+        from core.importer import report_details
+
         text = f"imported {report.imported}, already present {report.skipped}, rejected {len(report.errors)}"
+        replaced = getattr(report, "replaced", ())
+        if replaced:
+            text += f", {len(replaced)} damaged cop{'y' if len(replaced) == 1 else 'ies'} replaced"
         self.notify(text)
-        if report.errors:
-            details = "\n".join(f"{Path(e.path).name}: {e.reason}" for e in report.errors[:30])
-            more = f"\n… and {len(report.errors) - 30} more" if len(report.errors) > 30 else ""
-            box = QMessageBox(QMessageBox.Warning, "Some files were not imported", text, parent=self)
-            box.setDetailedText(details + more)
+        if report.errors or report.skipped or replaced:  # a labels CSV beside the images alone needs no box
+            title = "Some files were not imported" if report.errors or report.skipped else "Import report"
+            box = QMessageBox(QMessageBox.Warning if report.errors else QMessageBox.Information, title, text,
+                              parent=self)
+            box.setDetailedText(report_details(report))
             box.setModal(False)
             box.show()
         self.reload()

@@ -13,7 +13,7 @@ RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 COLORS = {
     "ok": "#3fa66b", "warn": "#d9a441", "bad": "#d05353", "accent": "#3b7dd8", "muted": "#8a8f97",
     "unlabelled": "#8a8f97", "queued": "#d9a441", "labelled": "#3fa66b", "flagged": "#d05353",
-    "disagreement": "#c36fd8",
+    "disagreement": "#c36fd8", "damaged": "#e0603a",
 }
 
 #: Line colours for plotted series, readable on the dark background.

@@ -45,3 +45,15 @@ class ModelError(LoupeError):
 
 class Cancelled(LoupeError):
     """A long operation stopped because its cancel token was set."""
+
+
+class DamagedImageError(DicomReadError):
+    """The pixel data is damaged (cut off, broken codestream, partial decode): never shown as if whole.
+
+    ``key`` is the image's identity (SOP Instance UID) when the header could be
+    read, so an import can tell a damaged copy of an imported image apart.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key

@@ -91,6 +91,10 @@ class ImportReport:
     errors: tuple[ImportIssue, ...] = ()
     image_ids: tuple[str, ...] = ()
     labels_added: int = 0
+    #: every file not imported because it is already there (identical copy, same file), with the reason
+    skipped_files: tuple[ImportIssue, ...] = ()
+    #: intact files that replaced a damaged stored copy of the same image
+    replaced: tuple[ImportIssue, ...] = ()
 
     def to_json(self) -> dict:
         """The CLI contract's JSON shape (extra keys allowed)."""
@@ -98,6 +102,8 @@ class ImportReport:
             "imported": self.imported,
             "skipped": self.skipped,
             "errors": [{"path": e.path, "reason": e.reason} for e in self.errors],
+            "skipped_files": [{"path": e.path, "reason": e.reason} for e in self.skipped_files],
+            "replaced": [{"path": e.path, "reason": e.reason} for e in self.replaced],
             "labels_added": self.labels_added,
         }
 

@@ -1,6 +1,8 @@
 """The reading worklist: every image with its review status, prediction and label.
 
-Status, in order of precedence: ``flagged`` (the current label says the model
+Status, in order of precedence: ``damaged`` (the image's pixel data was found
+incomplete or broken when shown: it is left out of prediction, the queue and
+training, and the row carries the reason), ``flagged`` (the current label says the model
 was wrong), ``disagreement`` (labelled, and the active model predicts another
 class), ``labelled``, ``queued`` (waiting in the active-learning queue),
 ``unlabelled``. The app shows these rows; it decides nothing itself.
@@ -16,7 +18,7 @@ from core.types import ImageRef, Label, Prediction
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("unlabelled", "queued", "labelled", "flagged", "disagreement")
+STATUSES = ("unlabelled", "queued", "labelled", "flagged", "disagreement", "damaged")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class WorklistRow:
     label: Optional[Label]
     prediction: Optional[Prediction]
     queue_rank: Optional[int] = None
+    damaged: Optional[str] = None  # why the image is damaged (None: whole)
 
     @property
     def confidence(self) -> Optional[float]:
@@ -63,8 +66,10 @@ class WorklistRow:
         return f"{name}  [{rec.modality}]"
 
 
-def status_of(label: Optional[Label], prediction: Optional[Prediction], queued: bool) -> str:
+def status_of(label: Optional[Label], prediction: Optional[Prediction], queued: bool, damaged: bool = False) -> str:
     """The worklist status for one image (see the module docstring for precedence)."""
+    if damaged:
+        return "damaged"
     if label is not None and label.classes:
         if label.flag_wrong:
             return "flagged"
@@ -86,9 +91,12 @@ def worklist_rows(workspace, version: Optional[str] = None) -> list[WorklistRow]
     predictions = workspace.predictions(version) if version and not hidden else {}
     labels = workspace.current_labels()
     queue = {item.image_id: item.rank for item in workspace.queue()}
+    damaged = workspace.damaged_images()
     rows = []
     for ref in workspace.images():
         label = labels.get(ref.id)
         pred = predictions.get(ref.id)
-        rows.append(WorklistRow(ref, status_of(label, pred, ref.id in queue), label, pred, queue.get(ref.id)))
+        why = damaged.get(ref.id)
+        rows.append(WorklistRow(ref, status_of(label, pred, ref.id in queue, why is not None), label, pred,
+                                queue.get(ref.id), why))
     return rows

@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one ``loupe`` command; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from app.logging_setup import setup_cli_logging
+
+    setup_cli_logging(verbose=args.verbose)
     try:
         return args.func(args)
     except LoupeError as exc:

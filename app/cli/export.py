@@ -18,6 +18,9 @@ def add_parsers(sub, common) -> None:
     e.add_argument("out", metavar="OUT", help="file (csv, json) or folder (dicom-sr) to create")
     e.add_argument("--deidentify", action="store_true",
                    help="DICOM PS3.15 Basic Profile: pseudonymous ids, remapped UIDs, shifted dates, no paths")
+    e.add_argument("--include-burned-in", action="store_true",
+                   help="with --deidentify: also export images whose pixels may carry burned-in text (Burned In "
+                        "Annotation = YES, and photographs); they are held back otherwise")
     e.set_defaults(func=cmd_export)
 
     a = sub.add_parser("audit", help="check the audit log")
@@ -36,12 +39,14 @@ def cmd_export(args) -> int:
 
     with open_workspace(args) as ws:
         report = export_workspace(ws, args.out, args.format, deidentify=args.deidentify, progress=progress,
-                                  actor="cli")
+                                  actor="cli", include_burned_in=args.include_burned_in)
     for item in report.skipped:
         info(f"skipped {item['id']}: {item['reason']}")
     counts = ", ".join(f"{v} {k}" for k, v in report.counts.items())
+    held = (f"; held back {len(report.held_back)} image(s) whose pixels may carry burned-in text "
+            f"(--include-burned-in exports them)" if report.held_back else "")
     emit(args, report.to_json(),
-         f"exported {args.format}{' (de-identified)' if report.deidentified else ''} to {report.out}: {counts}")
+         f"exported {args.format}{' (de-identified)' if report.deidentified else ''} to {report.out}: {counts}{held}")
     return 0
 
 

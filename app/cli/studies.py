@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from app.cli.common import emit, info, open_workspace, resolve_workspace_path
-from core.errors import LoupeError
+from core.errors import DamagedImageError, LoupeError
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "resources" / "demo"
 
@@ -19,6 +19,9 @@ def add_parsers(sub, common) -> None:
                    help="labels CSV (path|file, label, [severity], [split], [patient], [group], [modality])")
     p.add_argument("--as-modality", type=str.upper, choices=["CR", "DX", "XC"],
                    help="what non-DICOM pictures are: CR/DX radiographs or XC photographs (default XC)")
+    p.add_argument("--trial-decode-limit", type=float, default=64.0, metavar="MB",
+                   help="decode every frame at import of files up to MB megabytes to prove them whole "
+                        "(default 64; 0 = header and structure checks only, the display checks the rest)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("list", parents=[common], help="list imported images")
@@ -42,6 +45,8 @@ def _report_text(report) -> str:
     lines = [f"imported {report.imported} image(s), {report.skipped} already present, "
              f"{len(report.errors)} rejected, {report.labels_added} label(s) added"]
     lines += [f"  rejected {e.path}: {e.reason}" for e in report.errors]
+    lines += [f"  skipped {e.path}: {e.reason}" for e in report.skipped_files]
+    lines += [f"  replaced {e.path}: {e.reason}" for e in report.replaced]
     return "\n".join(lines)
 
 
@@ -51,9 +56,13 @@ def cmd_import(args) -> int:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing and len(missing) == len(args.paths):
         raise LoupeError(f"nothing to import: {', '.join(missing)} does not exist")
+    from core.imaging.integrity import IntegrityOptions
+
+    limit = max(0.0, float(getattr(args, "trial_decode_limit", 64.0)))
+    integrity = IntegrityOptions(trial_decode=limit > 0, trial_decode_limit=int(limit * 1024 * 1024))
     with open_workspace(args) as ws:
         report = import_paths(ws, args.paths, labels_csv=args.labels, progress=_stderr_progress(args),
-                              as_modality=args.as_modality)
+                              as_modality=args.as_modality, integrity=integrity)
     emit(args, report.to_json(), _report_text(report))
     return 0
 
@@ -73,9 +82,11 @@ def _stderr_progress(args):
 def cmd_list(args) -> int:
     with open_workspace(args) as ws:
         refs = ws.images(split=args.split)
+        damaged = ws.damaged_images()
     rows = [{"id": r.id, "path": r.path, "modality": r.record.modality, "patient_id": r.record.patient_id,
              "study_uid": r.record.study_uid, "label": r.label, "split": r.split, "group": r.group,
-             "frames": r.record.frames, "rows": r.record.rows, "columns": r.record.columns} for r in refs]
+             "frames": r.record.frames, "rows": r.record.rows, "columns": r.record.columns,
+             "damaged": damaged.get(r.id)} for r in refs]
     human = "\n".join(f"{r['id']}  {r['modality']:<3} {r['label'] or '-':<12} {r['split'] or '-':<5} {r['path']}"
                       for r in rows) or "no images imported yet"
     emit(args, rows, human)
@@ -90,7 +101,13 @@ def cmd_render(args) -> int:
     with open_workspace(args) as ws:
         ref = ws.find_image(args.image)
     window = tuple(args.window) if args.window else None
-    pixels = render(ref.path, frame=args.frame, window=window, voi_index=args.preset)
+    try:
+        pixels = render(ref.path, frame=args.frame, window=window, voi_index=args.preset)
+    except DamagedImageError as exc:
+        # never written as if whole; remembered so prediction, the queue and training leave it out
+        with open_workspace(args) as ws:
+            ws.mark_damaged(ref.id, str(exc), actor=getattr(args, "reader", None) or "cli")
+        raise DamagedImageError(f"{ref.path} is damaged and was not rendered: {exc}") from None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(out)

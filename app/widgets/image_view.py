@@ -38,7 +38,7 @@ from PySide6.QtWidgets import QWidget
 
 from app.theme import COLORS
 from app.widgets.colormaps import COLORMAPS, colorize, to_qimage
-from app.widgets.render_job import LoadedFrame, load_frame, pixel_readout, rerender, timed_rerender
+from app.widgets.render_job import DAMAGED_PREFIX, LoadedFrame, load_frame, pixel_readout, rerender, timed_rerender
 from app.widgets.view_actions import build_view_actions
 from app.widgets.view_hud import hud_lines, paint_hud, pyramid_level
 from app.widgets.view_navigation import WL_DRAG_PIXELS, ZOOM_STEP, ViewNavigationMixin
@@ -65,6 +65,7 @@ class ImageView(ViewNavigationMixin, QWidget):
 
     image_loaded = Signal(str)  # path, once a set_image() result is on screen
     load_failed = Signal(str, str)  # path, message
+    image_damaged = Signal(str, str)  # path, reason: the pixel data is incomplete or broken (nothing is shown)
     pixel_info = Signal(str)  # readout under the cursor ("" outside the image)
     window_changed = Signal(float, float)  # center, width
     view_changed = Signal()  # zoom/pan/orientation/invert changed
@@ -146,6 +147,19 @@ class ImageView(ViewNavigationMixin, QWidget):
 
     def _failed(self, gen: int, path: str, message: str) -> None:
         if gen != self._gen:
+            return
+        if message.startswith(DAMAGED_PREFIX):
+            reason = message[len(DAMAGED_PREFIX):]
+            logger.warning("damaged image %s: %s", path, reason)
+            self._frame = self._qimage = None  # no earlier frame of this image stays on screen either
+            self._overlay_map = self._overlay_qimage = None
+            self._pyramid.clear()
+            # A blocking banner in place of the picture: a partial decode is never shown as if whole.
+            self._status = (f"DAMAGED IMAGE — NOT SHOWN\n{reason}\n\nIt is left out of prediction, the queue and "
+                            f"training. Import an intact copy of the file to replace it.", COLORS["bad"])
+            self.update()
+            self.image_damaged.emit(path, reason)
+            self.load_failed.emit(path, reason)
             return
         logger.warning("cannot show %s: %s", path, message)
         self._status = (f"Cannot show this image:\n{message}", COLORS["bad"])

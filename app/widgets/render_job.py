@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from core.errors import DamagedImageError
 from core.imaging import loader
 from core.imaging.display import DisplayParams, apply_modality_lut, render_array
 from core.imaging.photo import radiograph_frame
@@ -54,9 +55,17 @@ def _decoded(path: str, frame: int):
     return loader.decoded_frame(path, frame)  # shared cache: render() and model_input() reuse the decode
 
 
+#: Prefix of a failure message that means "the pixel data is damaged" (the view shows a blocking banner).
+DAMAGED_PREFIX = "DAMAGED: "
+
+
 def load_frame(path: str, frame: int, window, voi_index: int, record: Optional[ImageRecord]) -> LoadedFrame:
-    """Worker job: decode (cached), render and measure one frame. Raises what core.imaging raises."""
-    kind, raw, params = _decoded(path, frame)
+    """Worker job: decode (cached), render and measure one frame. Raises what core.imaging raises;
+    damaged pixel data raises DamagedImageError with :data:`DAMAGED_PREFIX` before its reason."""
+    try:
+        kind, raw, params = _decoded(path, frame)
+    except DamagedImageError as exc:
+        raise DamagedImageError(DAMAGED_PREFIX + str(exc), key=exc.key) from None
     if kind == "photo" and record is not None and record.modality in RADIOGRAPH_MODALITIES:
         raw, params = radiograph_frame(raw, record)  # a PNG/JPEG radiograph: windowed like a DICOM one
     elif kind == "photo":

@@ -151,6 +151,11 @@ class WorklistWidget(QWidget):
         name.setToolTip(row.ref.path)
         status = QStandardItem(row.status)
         status.setForeground(QBrush(QColor(COLORS[row.status])))
+        damaged = getattr(row, "damaged", None)
+        if damaged:  # the reason, where the reader looks: left out of prediction, queue and training
+            status.setText("damaged — not shown")
+            status.setToolTip(f"{damaged}\nLeft out of prediction, the queue and training.")
+            name.setToolTip(f"{row.ref.path}\nDamaged: {damaged}")
         pred = QStandardItem(row.prediction.predicted if row.prediction else "")
         conf = QStandardItem(f"{row.confidence:.2f}" if row.confidence is not None else "")
         label = QStandardItem(";".join(row.label.classes) if row.label and row.label.classes else "")

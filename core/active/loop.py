@@ -142,6 +142,8 @@ def model_outputs(ws, loaded=None, image_ids: Optional[Sequence[str]] = None, de
     loaded = loaded or load_version(ws)
     version = loaded.version.version
     refs = ws.images() if image_ids is None else [ws.image(i) for i in image_ids]
+    damaged = ws.damaged_images()  # damaged images stay out of prediction and the queue
+    refs = [r for r in refs if r.id not in damaged]
     cached = load_outputs(ws.path, version)
     have = set(cached.image_ids) if cached is not None else set()
     missing = [(r.id, r.path) for r in refs if r.id not in have]
@@ -151,6 +153,9 @@ def model_outputs(ws, loaded=None, image_ids: Optional[Sequence[str]] = None, de
         result = run_inference(loaded, missing, batch_size=batch_size, device=choose_device(device).device,
                                with_embeddings=True, progress=progress, cancel=cancel)
         failed = result.failed
+        from core.models.service import mark_found_damaged
+
+        mark_found_damaged(ws, result)
         ws.add_predictions(version, to_predictions(loaded, result))
         fresh = ModelOutputs(version, list(result.image_ids), result.probs.astype(np.float32),
                              result.embeddings.astype(np.float32))
@@ -218,7 +223,8 @@ def refresh_queue(ws, strategy: str = "default", n: int = 50, device: str = "aut
 
     loaded = load_version(ws)
     classes = list(loaded.classes)
-    refs = [r for r in ws.images() if r.split != "test"]
+    damaged = ws.damaged_images()
+    refs = [r for r in ws.images() if r.split != "test" and r.id not in damaged]
     outputs, failed = model_outputs(ws, loaded, [r.id for r in refs], device=device, progress=progress,
                                     cancel=cancel)
     labels = confirmed_labels(ws)

@@ -54,20 +54,26 @@ class ExportReport:
     files: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    #: images held back from a de-identified export because their pixels may carry burned-in text
+    held_back: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (the ``loupe export --json`` document)."""
         return {"format": self.format, "out": self.out, "deidentified": self.deidentified, "files": self.files,
-                "counts": self.counts, "skipped": self.skipped}
+                "counts": self.counts, "skipped": self.skipped, "held_back": self.held_back}
 
 
 def export_workspace(ws, out, fmt: str, deidentify: bool = False, progress: Optional[ProgressCallback] = None,
                      cancel: Optional[CancelToken] = None, salt: Optional[bytes] = None,
-                     actor: str = "system") -> ExportReport:
+                     actor: str = "system", include_burned_in: bool = False) -> ExportReport:
     """Export the workspace ``ws`` to ``out`` in format ``fmt`` (``csv``, ``json`` or ``dicom-sr``).
 
     ``deidentify`` applies the PS3.15 Basic Profile (pseudonymous ids, remapped UIDs,
     shifted dates, no paths or notes); ``salt`` fixes its mapping (default: random).
+    De-identification cannot remove text burned into pixels: a de-identified ``dicom-sr``
+    export therefore holds back every image whose header says Burned In Annotation = YES,
+    and every photograph (which may show a name, a label or a face), unless
+    ``include_burned_in``; they are listed in ``held_back``. CSV and JSON carry no pixels.
     The export is recorded in the audit log as ``export.<fmt>`` by ``actor``.
     Returns an :class:`ExportReport`. Raises :class:`~core.errors.LoupeError` for an
     unknown format or an ``out`` folder that is not empty, ``Cancelled`` when cancelled.
@@ -89,9 +95,11 @@ def export_workspace(ws, out, fmt: str, deidentify: bool = False, progress: Opti
                          "predicted": sum(1 for r in rows if r["predicted"])}
         report(progress, 1, 1, "done")
     else:
-        _export_dicom(ws, out, deid, result, progress, cancel)
+        _export_dicom(ws, out, deid, result, progress, cancel, hold_back=deidentify and not include_burned_in)
     ws.audit(actor, f"export.{fmt}", str(out), {"deidentified": deidentify, "counts": result.counts,
-                                         "files": len(result.files), "skipped": len(result.skipped)})
+                                         "files": len(result.files), "skipped": len(result.skipped),
+                                         "held_back": len(result.held_back),
+                                         "include_burned_in": bool(include_burned_in)})
     logger.info("exported %s to %s: %s", fmt, out, result.counts)
     return result
 
@@ -109,6 +117,17 @@ def _unpack_map(data: bytes):
 
     with np.load(io.BytesIO(data)) as archive:
         return archive["map"].astype(np.float32)
+
+
+def _burned_in(ref) -> bool:
+    """True when the image's DICOM header says Burned In Annotation = YES (False when it cannot be read)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(ref.path, stop_before_pixels=True, force=True, specific_tags=["BurnedInAnnotation"])
+        return str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
+    except Exception:  # noqa: BLE001 - an unreadable header is reported by the export itself
+        return False
 
 
 def _header(ref):
@@ -139,8 +158,14 @@ def _photo_source(ref, deid: Optional[Deidentifier], instance_number: int):
     return (deid.deidentify(photo) if deid is not None else photo), image
 
 
+HELD_BACK_PHOTO = ("a photograph may show burned-in text (a name, a label, a face) that de-identification cannot "
+                   "remove; include it explicitly (--include-burned-in) to export it")
+HELD_BACK_DICOM = ("its header says Burned In Annotation = YES: text in its pixels cannot be removed by "
+                   "de-identification; include it explicitly (--include-burned-in) to export it")
+
+
 def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportReport,
-                  progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> None:
+                  progress: Optional[ProgressCallback], cancel: Optional[CancelToken], hold_back: bool = False) -> None:
     import highdicom as hd
 
     from core.export.secondary_capture import build_sc
@@ -180,6 +205,12 @@ def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportRep
         maps = cached_maps(ws, ref, model) if model is not None else []
         if label is None and not maps:
             continue
+        if hold_back and ref.record.kind != "dicom":
+            result.held_back.append({"id": shown(ref.id), "reason": HELD_BACK_PHOTO})
+            continue
+        if hold_back and _burned_in(ref):
+            result.held_back.append({"id": shown(ref.id), "reason": HELD_BACK_DICOM})
+            continue
         image = None
         if ref.record.kind != "dicom":
             try:
@@ -189,14 +220,12 @@ def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportRep
                 result.skipped.append({"id": shown(ref.id), "reason": f"cannot read the photograph: {why}"})
                 continue
             write(source, "photo", ref, None)
-            burned_in = False
         else:
             try:
                 source = _header(ref)
             except Exception as error:  # unreadable or incomplete header: report, keep going
                 result.skipped.append({"id": shown(ref.id), "reason": f"cannot use its DICOM header: {error}"})
                 continue
-            burned_in = str(source.get("BurnedInAnnotation", "")).upper() == "YES"
             if deid is not None:
                 source = deid.deidentify(source)
         study = str(source.StudyInstanceUID)
@@ -205,10 +234,7 @@ def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportRep
                           prediction=predictions.get(ref.id),
                           series_uid=series.setdefault((study, "sr"), hd.UID()), instance_number=counts["sr"] + 1)
             write(sr, "sr", ref, str(source.SOPInstanceUID))
-        if maps and deid is not None and burned_in:
-            result.skipped.append({"id": shown(ref.id), "reason": "explanation maps not exported: the image has "
-                                   "burned-in annotations that de-identification cannot remove"})
-            continue
+        # burned-in images reach this point in a de-identified export only when included explicitly
         if maps and image is None:
             image = render(ref.path)
         for hit in maps:

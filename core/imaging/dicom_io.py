@@ -17,7 +17,7 @@ import pydicom
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID
 
-from core.errors import DicomReadError, UnsupportedTransferSyntax
+from core.errors import DamagedImageError, DicomReadError, UnsupportedTransferSyntax
 from core.imaging.display import DisplayParams, display_params, window_presets_from
 from core.types import ImageRecord
 
@@ -57,7 +57,7 @@ TRANSFER_SYNTAX_NAMES: dict[str, str] = {
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data.
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 NO_PIXEL_DATA = "no pixel data (a DICOM object without an image, e.g. a structured report)"
-TRUNCATED = "file is truncated: pixel data ends early"
+TRUNCATED = "file is truncated: pixel data ends early"  # decode errors that name no position
 NOT_DICOM = "not a DICOM file or image"
 
 
@@ -252,8 +252,12 @@ def validate_pixels(path: PathLike, ds: Any, pixel: Optional[tuple[int, int]]) -
     if length < 0 or tsyntax == DEFLATED_LE or _is_encapsulated(tsyntax):
         return
     size = os.path.getsize(path)
-    if offset + length > size or length < _expected_native_bytes(ds):
-        raise DicomReadError(TRUNCATED)
+    expected = _expected_native_bytes(ds)
+    if offset + length > size or length < expected:
+        from core.imaging.integrity import native_shortfall_reason
+
+        present = max(0, min(length, size - offset))
+        raise DamagedImageError(native_shortfall_reason(present, expected), key=_text(ds, "SOPInstanceUID"))
 
 
 def _text(ds: Any, keyword: str) -> Optional[str]:
@@ -298,31 +302,43 @@ def record_from_dataset(path: PathLike, ds: Any) -> ImageRecord:
     )
 
 
-def read_header(path: PathLike) -> ImageRecord:
+def read_header(path: PathLike, integrity: Optional[Any] = None) -> ImageRecord:
     """Read a DICOM file's header into an :class:`ImageRecord` without decoding pixels.
 
-    Takes a path; tolerates files without preamble or File Meta. Returns the
-    record (key = SOP Instance UID). Raises :class:`DicomReadError` for
-    non-DICOM files, objects without pixel data, native pixel data that is
-    truncated, or a missing SOP Instance UID.
+    Takes a path; tolerates files without preamble or File Meta. With
+    ``integrity`` (:class:`~core.imaging.integrity.IntegrityOptions`) the
+    transfer syntax must have a decoder and the pixel data must pass the
+    integrity checks (structure of compressed data, optional trial decode).
+    Returns the record (key = SOP Instance UID). Raises :class:`DicomReadError`
+    for non-DICOM files, objects without pixel data or a missing SOP Instance
+    UID, :class:`~core.errors.DamagedImageError` for damaged (e.g. cut-off)
+    pixel data and :class:`UnsupportedTransferSyntax`.
     """
     ds, pixel = read_dataset(path, header_only=True)
     try:
         validate_pixels(path, ds, pixel)
-        return record_from_dataset(path, ds)
+        record = record_from_dataset(path, ds)
     except DicomReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - pydicom converts values lazily: a corrupt element fails here
         logger.debug("corrupt DICOM header in %s: %s", path, exc)
         raise DicomReadError(f"corrupt DICOM header: {exc}") from exc
+    if integrity is not None:
+        from core.imaging.integrity import check_dicom_pixels
+
+        check_transfer_syntax(record.transfer_syntax)
+        check_dicom_pixels(path, ds, pixel, record.transfer_syntax, record.frames, integrity, key=record.key)
+    return record
 
 
 def _map_decode_error(exc: Exception) -> DicomReadError:
     text = str(exc)
     low = text.lower()
-    if any(k in low for k in ("less than expected", "truncat", "end of file", "unexpected end", "not enough")):
-        return DicomReadError(TRUNCATED)
-    return DicomReadError(f"cannot decode the pixel data: {text}")
+    if any(k in low for k in ("less than expected", "truncat", "end of file", "unexpected end", "not enough",
+                              "end of the data", "doesn't match the expected", "broken data stream")):
+        return DamagedImageError(TRUNCATED)
+    # The plugins' own messages are long and technical: the log keeps them, the person gets one line.
+    return DamagedImageError("the image data is damaged: it cannot be decoded")
 
 
 def decode_frame(path: PathLike, frame: int = 0) -> tuple[np.ndarray, DisplayParams]:
@@ -354,11 +370,42 @@ def decode_frame(path: PathLike, frame: int = 0) -> tuple[np.ndarray, DisplayPar
     meta = getattr(ds, "file_meta", None)
     if meta is None or not meta.get("TransferSyntaxUID"):
         kwargs["transfer_syntax_uid"] = UID(tsyntax)
+    from core.imaging.integrity import decoding_plugin
+
+    if decoding_plugin(tsyntax):
+        kwargs["decoding_plugin"] = decoding_plugin(tsyntax)
+    from core.imaging import integrity
+
+    key = _text(ds, "SOPInstanceUID")
     try:
-        arr = pixel_array(os.fspath(path), index=int(frame), **kwargs)
-    except (ValueError, RuntimeError, EOFError, OSError, struct.error, AttributeError, NotImplementedError) as exc:
+        arr = None
+        if pixel is not None and pixel[1] < 0 and pixel[0] > 0:
+            # The frame's codestream must be closed before a decoder may fill in what is missing.
+            codestreams = integrity.encapsulated_frames(path, pixel[0], frames, tsyntax)
+            stream = codestreams[int(frame)]
+            integrity.check_codestream(stream, tsyntax, int(frame), frames,
+                                       integrity._segments(ds) if tsyntax == integrity.RLE else None,
+                                       shape=integrity.image_shape(ds))
+            if tsyntax in integrity.JPEG_FAMILY:
+                # JPEG decoders fill a cut-off scan silently: decode with the completeness probe.
+                arr = integrity.trial_decode_frame(ds, stream, tsyntax, int(frame), frames, raw=False)
+        if arr is None:
+            with integrity.decode_guard("decoding the image"):
+                arr = pixel_array(os.fspath(path), index=int(frame), **kwargs)
+    except DamagedImageError as exc:
+        logger.info("%s frame %d is damaged: %s", path, frame, exc)
+        raise DamagedImageError(str(exc), key=key) from None
+    except BaseException as exc:  # noqa: BLE001 - decoder bindings also raise panics (BaseException)
+        if integrity._fatal(exc):
+            raise
         logger.info("decoding %s frame %d failed: %s", path, frame, exc)
-        raise _map_decode_error(exc) from exc
+        error = _map_decode_error(exc)
+        error.key = key
+        raise error from None
+    expected = integrity._expected_shape(ds)
+    if tuple(arr.shape) != expected:
+        raise DamagedImageError(f"the image data is damaged: it decodes to {arr.shape} pixels where the header "
+                                f"says {expected}", key=key)
     if params.photometric == "PALETTE COLOR":
         arr, params = _expand_palette(arr, ds, params)
     elif params.samples_per_pixel >= 3 and params.photometric != "RGB":

@@ -81,6 +81,9 @@ def _decoded_keyed(path: PathLike, frame: int) -> tuple[Hashable, tuple[str, np.
 
     def load() -> tuple[str, np.ndarray, Optional[DisplayParams]]:
         if kind == "photo":
+            from core.imaging.integrity import check_photo
+
+            check_photo(path)  # a JPEG cut short decodes without complaint: prove it whole before showing it
             return kind, photo.decode_photo(path, frame), None
         raw, params = dicom_io.decode_frame(path, frame)
         return kind, raw, params

@@ -326,7 +326,7 @@ def distill(teacher_loaded, workspace, student_arch: str = "mobilenet_v3_large",
     torch.manual_seed(seed)
     classes = list(teacher_loaded.classes)
     multilabel = teacher_loaded.net.head_type == "multilabel"
-    excluded = set(exclude)
+    excluded = set(exclude) | set(workspace.damaged_images())
     refs = [r for r in workspace.images() if r.split != "test" and r.id not in excluded]
     if not refs:
         raise ModelError("no images outside the test split to distil on")

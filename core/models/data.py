@@ -68,9 +68,13 @@ def labelled_set(workspace, classes: Sequence[str], multilabel: bool = False,
     labels = workspace.current_labels()
     ids, paths, targets, sev, patients, groups, modalities = [], [], [], [], [], [], []
     skipped: Counter = Counter()
+    damaged = workspace.damaged_images() if hasattr(workspace, "damaged_images") else {}
     for ref in workspace.images():
         label = labels.get(ref.id)
         if label is None or not label.classes or ref.split not in splits:
+            continue
+        if ref.id in damaged:
+            skipped["damaged image (its pixel data is incomplete or broken)"] += 1
             continue
         if label.source not in CONFIRMED_SOURCES:
             skipped["not a confirmed label"] += 1

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from core.errors import ImageReadError, LoupeError
+from core.errors import DamagedImageError, ImageReadError, LoupeError
 from core.progress import CancelToken, ProgressCallback, report
 from core.types import Prediction
 
@@ -33,6 +33,7 @@ class InferenceResult:
     embeddings: Optional[np.ndarray]  # (N, D) pooled backbone features
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason)
     severity_logits: Optional[np.ndarray] = None  # (N, K-1) CORAL logits when the model has a severity head
+    damaged: list[str] = field(default_factory=list)  # ids among ``failed`` whose pixel data is damaged
 
 
 def load_input(path: str, spec) -> torch.Tensor:
@@ -68,11 +69,15 @@ def run_inference(loaded, items: Sequence[tuple[str, str]], batch_size: int = 16
     emb_out: list[torch.Tensor] = []
     sev_out: list[torch.Tensor] = []
     failed: list[tuple[str, str]] = []
+    damaged: list[str] = []
 
     def decode(item):
         image_id, path = item
         try:
             return image_id, load_input(path, loaded.spec), None
+        except DamagedImageError as exc:
+            damaged.append(image_id)  # list.append is atomic: safe from the pool's threads
+            return image_id, None, str(exc)
         except (ImageReadError, LoupeError, OSError) as exc:
             return image_id, None, str(exc)
 
@@ -105,7 +110,7 @@ def run_inference(loaded, items: Sequence[tuple[str, str]], batch_size: int = 16
         if levels else None
     for image_id, reason in failed:
         logger.warning("could not predict %s: %s", image_id, reason)
-    return InferenceResult(ids, logits.numpy(), probs, embeddings, failed, severity)
+    return InferenceResult(ids, logits.numpy(), probs, embeddings, failed, severity_logits=severity, damaged=damaged)
 
 
 def to_predictions(loaded, result: InferenceResult) -> list[Prediction]:

@@ -26,12 +26,22 @@ def predict_images(workspace, image_ids: Optional[Sequence[str]] = None, version
 
     loaded = load_version(workspace, version)
     refs = [workspace.image(i) for i in image_ids] if image_ids is not None else workspace.images()
+    damaged = workspace.damaged_images()  # a damaged image is never predicted on
+    refs = [r for r in refs if r.id not in damaged]
     choice = choose_device(device)
     result = run_inference(loaded, [(r.id, r.path) for r in refs], batch_size=batch_size, device=choice.device,
                            with_embeddings=False, progress=progress, cancel=cancel)
     predictions = to_predictions(loaded, result)
     workspace.add_predictions(loaded.version.version, predictions)
+    mark_found_damaged(workspace, result)
     return predictions, result.failed
+
+
+def mark_found_damaged(workspace, result) -> None:
+    """Record the images an inference found damaged, so they leave prediction, the queue and training."""
+    reasons = dict(result.failed)
+    for image_id in getattr(result, "damaged", ()):
+        workspace.mark_damaged(image_id, reasons.get(image_id, "the image data is damaged"), actor="inference")
 
 
 def evaluate_version(workspace, version: Optional[str] = None, split: str = "test", batch_size: int = 32,

@@ -20,13 +20,13 @@ from core.errors import LoupeError
 
 logger = logging.getLogger(__name__)
 
+#: The former workspace setting (moved into the ``site_thresholds`` table by a migration).
 SETTING = "site_thresholds"
 
 
 def site_thresholds(workspace, version: str) -> dict[str, float]:
     """``{class: threshold}`` saved for ``version`` in this workspace (empty when none)."""
-    saved = workspace.get_setting(SETTING, {}) or {}
-    return {str(c): float(v) for c, v in (saved.get(version) or {}).items() if v is not None}
+    return dict(workspace.site_threshold_rows(version).get(version, {}))
 
 
 def set_site_threshold(workspace, version: str, class_name: str, value: Optional[float], actor: str = "system",
@@ -34,25 +34,18 @@ def set_site_threshold(workspace, version: str, class_name: str, value: Optional
     """Save (or with ``value=None`` clear) this site's threshold for one class of ``version``.
 
     ``evidence`` (e.g. the split, sensitivity and specificity it was chosen on) goes into the
-    audit entry with the old and new values. Returns the version's site thresholds after the
-    change. Raises LoupeError for an unknown version or class, or a value outside [0, 1].
+    audit entry with the old and new values. Each (version, class) is its own row, written in
+    one transaction with its audit entry, so two processes saving at once lose nothing.
+    Returns the version's site thresholds after the change. Raises LoupeError for an unknown
+    version or class, or a value outside [0, 1].
     """
     model = workspace.model(version)
     if class_name not in model.classes:
         raise LoupeError(f"model {version} has no class '{class_name}' (classes: {', '.join(model.classes)})")
-    if value is not None and (not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 <= value <= 1.0):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+                              or not 0.0 <= value <= 1.0):
         raise LoupeError(f"a threshold is a probability between 0 and 1, got {value}")
-    saved = dict(workspace.get_setting(SETTING, {}) or {})
-    mine = dict(saved.get(version) or {})
-    old = mine.get(class_name)
-    if value is None:
-        mine.pop(class_name, None)
-    else:
-        mine[class_name] = float(value)
-    saved[version] = mine
-    workspace.set_setting(SETTING, saved)
-    workspace.audit(actor, "model.threshold", version, {"class": class_name, "old": old,
-                                                        "new": None if value is None else float(value),
-                                                        "evidence": evidence or {}})
+    new = None if value is None else float(value)
+    old = workspace.save_site_threshold(version, class_name, new, actor, {"evidence": evidence or {}})
     logger.info("site threshold of %s for %s: %s → %s", class_name, version, old, value)
-    return {c: float(v) for c, v in mine.items()}
+    return site_thresholds(workspace, version)

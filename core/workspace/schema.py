@@ -201,8 +201,46 @@ def _v4_severity_and_audit_picks(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX audit_picks_version ON audit_picks(version)")
 
 
+def _v5_integrity(db: sqlite_utils.Database) -> None:
+    """Version 5: damaged images and site thresholds in their own table.
+
+    ``images.damaged`` holds the plain reason an image was found damaged when
+    displayed (NULL: whole). ``site_thresholds`` holds one row per (model
+    version, class), so two processes saving thresholds at once each change
+    only their own row; the former ``site_thresholds`` JSON setting is moved
+    into it and removed.
+    """
+    import json
+    from datetime import datetime, timezone
+
+    db.execute("ALTER TABLE images ADD COLUMN damaged TEXT")
+    db.execute("""CREATE TABLE IF NOT EXISTS site_thresholds (
+        version TEXT NOT NULL,
+        class_name TEXT NOT NULL,
+        value REAL NOT NULL CHECK (value >= 0 AND value <= 1),
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (version, class_name)
+    )""")
+    row = db.execute("SELECT value FROM settings WHERE key = 'site_thresholds'").fetchone()
+    if row is not None:
+        try:
+            saved = json.loads(row[0]) or {}
+        except ValueError:
+            saved = {}
+        for version, classes in (saved.items() if isinstance(saved, dict) else []):
+            for name, value in ((classes or {}).items() if isinstance(classes, dict) else []):
+                if isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0:
+                    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                    db.execute("INSERT INTO site_thresholds (version, class_name, value, updated_at) "
+                               "VALUES (?, ?, ?, ?) ON CONFLICT (version, class_name) DO UPDATE SET "
+                               "value = excluded.value, updated_at = excluded.updated_at",
+                               (str(version), str(name), float(value), now))
+        db.execute("DELETE FROM settings WHERE key = 'site_thresholds'")
+
+
 #: Forward migrations; ``len(MIGRATIONS)`` is the schema version this code writes.
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_readers, _v3_image_groups, _v4_severity_and_audit_picks]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_readers, _v3_image_groups, _v4_severity_and_audit_picks,
+                               _v5_integrity]
 
 
 def user_version(db: sqlite_utils.Database) -> int:

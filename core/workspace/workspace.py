@@ -16,6 +16,7 @@ from .cache import CacheMixin
 from .findings import FindingsMixin
 from .connection import DEFAULT_TIMEOUT, ConnectionPool
 from .images import ImagesMixin
+from .integrity import IntegrityMixin
 from .labels import LabelsMixin
 from .queue import QueueMixin
 from .reading import ReadingMixin
@@ -67,7 +68,7 @@ def _pgref_for(url: str) -> Path:
 
 
 class Workspace(SharedMixin, ReadingMixin, ImagesMixin, LabelsMixin, ModelsMixin, QueueMixin, CacheMixin, AuditMixin,
-                FindingsMixin, AuditPicksMixin):
+                FindingsMixin, AuditPicksMixin, IntegrityMixin):
     """A Loupe workspace: the only object in Loupe that knows tables and SQL.
 
     Open it with :meth:`open`; it is safe to share between threads (each

@@ -89,11 +89,18 @@ def test_export_labelled_photographs_as_dicom(tmp_path, capsys):
     code, _, err = run(capsys, "--workspace", ws, "import", str(tmp_path / "Doe_Jane_photos"), "--labels", str(labels),
                        "--json")
     assert code == 0, err
-    code, out, err = run(capsys, "--workspace", ws, "export", "--format", "dicom-sr", str(tmp_path / "sr"),
+    code, out, err = run(capsys, "--workspace", ws, "export", "--format", "dicom-sr", str(tmp_path / "held"),
                          "--deidentify", "--json")
+    assert code == 0, err
+    held = json.loads(out)  # photographs may carry burned-in text: held back unless included explicitly
+    assert held["counts"] == {"photo": 0, "sr": 0, "sc": 0, "skipped": 0} and len(held["held_back"]) == 3
+    assert all("burned-in" in h["reason"] for h in held["held_back"])
+    code, out, err = run(capsys, "--workspace", ws, "export", "--format", "dicom-sr", str(tmp_path / "sr"),
+                         "--deidentify", "--include-burned-in", "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["counts"] == {"photo": 3, "sr": 3, "sc": 0, "skipped": 0} and not doc["skipped"]
+    assert doc["held_back"] == []
     assert sorted(Path(f).name for f in doc["files"]) == [f"{k}-0000{i}.dcm" for k in ("PH", "SR") for i in (1, 2, 3)]
     for path in doc["files"]:
         assert pydicom.dcmread(path).PatientIdentityRemoved == "YES"

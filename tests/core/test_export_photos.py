@@ -165,9 +165,9 @@ def test_exporting_twice_gives_the_same_uids(photos, tmp_path):
     refs_one = {e["file"]: e["referenced_sop_instance_uid"] for e in _manifest(tmp_path / "one")}
     assert refs_one == {e["file"]: e["referenced_sop_instance_uid"] for e in _manifest(tmp_path / "two")}
     # de-identified with the same salt: the same pseudonymous UIDs; a new salt: new ones
-    export_workspace(ws, tmp_path / "d1", "dicom-sr", deidentify=True, salt=SALT)
-    export_workspace(ws, tmp_path / "d2", "dicom-sr", deidentify=True, salt=SALT)
-    export_workspace(ws, tmp_path / "d3", "dicom-sr", deidentify=True, salt=b"another salt")
+    export_workspace(ws, tmp_path / "d1", "dicom-sr", deidentify=True, salt=SALT, include_burned_in=True)
+    export_workspace(ws, tmp_path / "d2", "dicom-sr", deidentify=True, salt=SALT, include_burned_in=True)
+    export_workspace(ws, tmp_path / "d3", "dicom-sr", deidentify=True, salt=b"another salt", include_burned_in=True)
     d1, d2, d3 = (_photo_uids(tmp_path / d) for d in ("d1", "d2", "d3"))
     assert d1 == d2
     flat = lambda uids: {u for t in uids.values() for u in t}  # noqa: E731
@@ -180,7 +180,7 @@ def test_deidentified_photo_export_holds_no_phi(photos, tmp_path):
     ws = photos["ws"]
     out = tmp_path / "out"
     plain = export_workspace(ws, tmp_path / "plain", "dicom-sr")
-    report = export_workspace(ws, out / "sr", "dicom-sr", deidentify=True, salt=SALT)
+    report = export_workspace(ws, out / "sr", "dicom-sr", deidentify=True, salt=SALT, include_burned_in=True)
     export_workspace(ws, out / "t.csv", "csv", deidentify=True, salt=SALT)
     export_workspace(ws, out / "t.json", "json", deidentify=True, salt=SALT)
     assert report.counts == plain.counts

@@ -92,7 +92,9 @@ def test_real_photographs_export_deidentified(workspace, tmp_path):
     for ref in refs:
         workspace.add_label(ref.id, [Path(ref.path).parent.name.split("_")[-1]], "Dr^Strange")
     out = tmp_path / "export"
-    result = export_workspace(workspace, out / "sr", "dicom-sr", deidentify=True, salt=SALT)
+    held = export_workspace(workspace, tmp_path / "held", "dicom-sr", deidentify=True, salt=SALT)
+    assert held.counts == {"photo": 0, "sr": 0, "sc": 0, "skipped": 0} and len(held.held_back) == 3
+    result = export_workspace(workspace, out / "sr", "dicom-sr", deidentify=True, salt=SALT, include_burned_in=True)
     export_workspace(workspace, out / "t.json", "json", deidentify=True, salt=SALT)
     assert result.counts == {"photo": 3, "sr": 3, "sc": 0, "skipped": 0}
     needles = ["Doe_Jane", "Dr^Strange", str(tmp_path), str(folder)] + [p.stem for p in picked]

@@ -253,3 +253,187 @@ def teardown_module(module) -> None:  # noqa: ARG001 - pytest hook signature
     logger.info("fuzzed %d files: %d imported, %d rejected", COUNTS["cases"], COUNTS["imported"], COUNTS["rejected"])
     print(f"\nfuzz: {COUNTS['cases']} cases, {COUNTS['imported']} imported, {COUNTS['rejected']} rejected",
           file=sys.stderr)
+
+
+# --- compressed streams: truncations and bit flips inside the codestreams of every decoded syntax -----------------
+
+#: Mutations inside the pixel data of a codestream seed. ``cut_file``: the file ends inside the pixel data;
+#: ``cut_stream``: one frame's codestream is cut and re-wrapped in intact fragments, with or without its end
+#: marker put back; ``drop``: a run of bytes inside a frame's codestream is removed (end marker kept);
+#: ``flip``: bytes inside a frame's codestream are xor-ed (length and structure unchanged).
+CODESTREAM_MUTATIONS = ("cut_file", "cut_stream", "drop", "flip")
+#: Mutations after which a decode that differs from the intact image is a partial image.
+PARTIAL_MUTATIONS = {"cut_file", "cut_stream"}
+
+
+def codestream_seed_names() -> list[tuple[str, int]]:
+    """(syntax, frames) of every codestream seed: each syntax of tests/core/codestreams.py, 1 and 3 frames."""
+    from tests.core import codestreams
+
+    return [(kind, frames) for kind in codestreams.SYNTAXES for frames in (1, 3)]
+
+
+def mutate_codestream(kind: str, frames: int, mutation: str, rng) -> tuple[bytes, int]:
+    """Bytes of a seed file with ``mutation`` applied inside its pixel data; returns (bytes, frame mutated)."""
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from tests.core import codestreams
+
+    data = codestreams.file_bytes(kind, frames)
+    span = codestreams.codestream_span(data)
+    if span is None:  # native pixel data: cut the file or flip bytes inside the pixel values
+        at = data.rfind(b"\xe0\x7f\x10\x00") + 12
+        if mutation in PARTIAL_MUTATIONS:
+            return data[:rng.randrange(at, len(data))], 0
+        buf = bytearray(data)
+        for _ in range(rng.randrange(1, 4)):
+            buf[rng.randrange(at, len(buf))] ^= rng.randrange(1, 256)
+        return bytes(buf), 0
+    if mutation == "cut_file":
+        return data[:rng.randrange(span[0], len(data) - 8)], 0
+    ds = pydicom.dcmread(io.BytesIO(data))
+    streams = [bytearray(f) for f in generate_frames(ds.PixelData, number_of_frames=frames)]
+    index = rng.randrange(frames)
+    stream = streams[index]
+    body_end = len(stream.rstrip(b"\x00"))
+    marker = stream[body_end - 2:body_end] == b"\xff\xd9"
+    start = 64 if kind == "rle" else min(len(stream) - 4, 40)
+    if mutation == "cut_stream":
+        cut = rng.randrange(start, body_end - (2 if marker else 1))
+        new = stream[:cut] + (b"\xff\xd9" if marker and rng.random() < 0.6 else b"")
+    elif mutation == "drop":
+        at = rng.randrange(start, body_end - 3)
+        new = stream[:at] + stream[at + rng.randrange(1, max(2, (body_end - 2 - at) // 2)):]
+        if marker and not new.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            new = new.rstrip(b"\x00") + b"\xff\xd9"
+    else:
+        new = bytearray(stream)
+        for _ in range(rng.randrange(1, 4)):
+            pos = rng.randrange(start, body_end)
+            new[pos] ^= 1 << rng.randrange(8) if rng.random() < 0.7 else rng.randrange(1, 256)
+    streams[index] = bytearray(new)
+    ds.PixelData = encapsulate([bytes(s) + (b"\x00" if len(s) % 2 else b"") for s in streams], has_bot=frames > 1)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue(), index
+
+
+def _reference_frames(path: Path, frames: int) -> Optional[np.ndarray]:
+    """The library's own decode of the same bytes, outside Loupe (None when it cannot decode them)."""
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.disable(logging.CRITICAL)
+            try:
+                arr = pydicom.dcmread(path).pixel_array
+            finally:
+                logging.disable(logging.NOTSET)
+    except BaseException as exc:  # noqa: BLE001 - a reference that cannot decode (or panics) has nothing to compare
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return None
+    return arr if frames > 1 else arr[None]
+
+
+_INTACT: dict[tuple[str, int], np.ndarray] = {}
+
+
+def _intact_frames(kind: str, frames: int) -> np.ndarray:
+    import pydicom
+
+    from tests.core import codestreams
+
+    key = (kind, frames)
+    if key not in _INTACT:
+        arr = pydicom.dcmread(io.BytesIO(codestreams.file_bytes(kind, frames))).pixel_array
+        _INTACT[key] = arr if frames > 1 else arr[None]
+    return _INTACT[key]
+
+
+def check_codestream_case(path: Path, kind: str, frames: int, mutation: str, trial_decode: bool = True) -> str:
+    """Import and display one mutated codestream file under the watchdog; returns its outcome.
+
+    Outcomes: 'rejected' (one plain reason at import), 'damaged' (the import
+    accepted it, the display refused it as damaged), 'whole' (every frame
+    decoded exactly as the library decodes the same bytes, and, after a
+    truncation-type mutation, exactly as the intact file). ``trial_decode``
+    False imports without the trial decode, so the display's own checks are
+    what stands between a damaged file and the reader. Raises
+    AssertionError for anything else: a silent partial image, a decode that
+    differs from the reference, an unexpected exception or a hang.
+    """
+    from core.errors import DamagedImageError
+    from core.imaging import dicom_io
+    from core.imaging.integrity import IntegrityOptions
+
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, PER_FILE_SECONDS)
+    stage = "scan"
+    try:
+        result = scan_paths([path], integrity=IntegrityOptions(trial_decode=trial_decode))
+        assert len(result.records) + len(result.errors) == 1, f"{path.name}: not exactly one outcome"
+        if result.errors:
+            reason = result.errors[0].reason
+            assert reason.strip() and "Traceback" not in reason and not reason.startswith(UNEXPECTED), \
+                f"{path.name}: rejected without a plain reason: {reason!r}"
+            return "rejected"
+        stage = "display"
+        decoded = []
+        try:
+            for f in range(frames):
+                raw, _ = dicom_io.decode_frame(path, f)
+                pixels = render(path, frame=f)
+                assert pixels.shape[:2] == raw.shape[:2], f"{path.name}: render shape {pixels.shape} vs {raw.shape}"
+                decoded.append(raw)
+        except DamagedImageError as exc:
+            assert str(exc).strip(), f"{path.name}: damaged without a reason"
+            return "damaged"
+        stage = "reference"
+        reference = _reference_frames(path, frames)
+        assert reference is not None, f"{path.name}: displayed, but the reference decoder cannot decode the same bytes"
+        got = np.stack(decoded)
+        assert got.shape == reference.shape and np.array_equal(got, reference), \
+            f"{path.name}: displayed pixels differ from the reference decode of the same bytes"
+        if mutation in PARTIAL_MUTATIONS:
+            intact = _intact_frames(kind, frames)
+            assert got.shape == intact.shape and np.array_equal(got, intact), \
+                f"{path.name}: silent partial image ({mutation} of a {kind} codestream displayed as whole)"
+        return "whole"
+    except Hang:
+        raise AssertionError(f"{path.name}: {stage} took longer than {PER_FILE_SECONDS} s (hang)") from None
+    except AssertionError:
+        raise
+    except BaseException as exc:  # any other exception (decoder panics included) is the bug this fuzz looks for
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise AssertionError(f"{path.name}: {stage} raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        clear_cache()
+
+
+CODESTREAM_CASES = int(os.environ.get("LOUPE_FUZZ_CODESTREAMS", "2"))
+
+
+@pytest.mark.parametrize("mutation", CODESTREAM_MUTATIONS)
+@pytest.mark.parametrize("kind,frames", codestream_seed_names())
+def test_mutated_codestream_is_rejected_or_damaged_or_whole(tmp_path, kind, frames, mutation):
+    """Every syntax × 1/3 frames × mutation, twice: never a silent partial image (160 cases)."""
+    import random
+
+    rng = random.Random(f"{kind}-{frames}-{mutation}")
+    outcomes = []
+    for i in range(CODESTREAM_CASES):
+        data, _ = mutate_codestream(kind, frames, mutation, rng)
+        path = tmp_path / f"{kind}_{frames}_{mutation}_{i}.dcm"
+        path.write_bytes(data)
+        # odd cases import without the trial decode: the display must then refuse what is damaged
+        outcomes.append(check_codestream_case(path, kind, frames, mutation, trial_decode=i % 2 == 0))
+    if mutation in ("cut_file", "cut_stream"):
+        assert "whole" not in outcomes or kind == "native", outcomes
