@@ -80,6 +80,7 @@ def test_findings_before_any_were_set_come_from_the_known_classes(workspace):
 
 def test_settings_defaults_write_audit_and_feed_the_loop(workspace):
     from core.active.loop import acquisition_config, should_retrain
+    from core.active.acquire import AcquisitionConfig
 
     values = read_settings(workspace)
     assert values["strategy"] == "default" and values["retrain_after"] == 20 and values["train.mode"] == "frozen"
@@ -92,7 +93,7 @@ def test_settings_defaults_write_audit_and_feed_the_loop(workspace):
     assert should_retrain(workspace, 3) and not should_retrain(workspace, 2)
     assert auto_train_config(workspace).epochs == 2
     entry = next(e for e in workspace.audit_log(action="settings.set") if e["subject"] == "rare_share")
-    assert entry["detail"] == {"value": 0.4, "before": 0.2}
+    assert entry["detail"] == {"value": 0.4, "before": AcquisitionConfig().min_rare_share}
     n = len(workspace.audit_log(action="settings.set"))
     write_settings(workspace, {"rare_share": 0.4, "batch": 30})  # unchanged values are not re-audited
     assert len(workspace.audit_log(action="settings.set")) == n + 1
