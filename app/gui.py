@@ -13,9 +13,10 @@ DEMO_DIR = Path(__file__).resolve().parents[1] / "resources" / "demo"
 
 
 def run_gui(workspace_path: Path, demo: bool = False, screenshot: Optional[Path] = None,
-            timeout_s: float = 240.0) -> int:
+            timeout_s: float = 240.0, reader: Optional[str] = None) -> int:
     """Open the main window on ``workspace_path``; returns the exit code.
 
+    ``reader`` (``--reader`` / ``LOUPE_READER``) settles who labels without asking.
     With ``demo`` the bundled demo is prepared in the background after the
     window appears. With ``screenshot`` the window is rendered to that PNG once
     the worklist, the first image and any pending background work are done
@@ -35,7 +36,8 @@ def run_gui(workspace_path: Path, demo: bool = False, screenshot: Optional[Path]
     app.setOrganizationName("Loupe")
     apply_dark_theme(app)
     workspace = Workspace.open(workspace_path)
-    window = MainWindow(workspace)
+    window = MainWindow(workspace, reader=reader, ask_reader=screenshot is None)
+    window.session.install_excepthooks()
     window.show()
     logger.info("Loupe window open on %s; log file %s", workspace_path, log_file)
     if demo:
@@ -52,7 +54,7 @@ def start_demo(window) -> None:
     from core.demo import prepare_demo
 
     window.notify("preparing the demo workspace…")
-    window.runner.submit("demo", prepare_demo, window.workspace, DEMO_DIR,
+    window.session.background.submit("demo", prepare_demo, window.workspace, DEMO_DIR,
                          on_done=lambda summary: (window.notify(f"demo ready: model {summary.get('active')}"),
                                                   window.reload()),
                          on_error=window.notify_error,
@@ -69,7 +71,7 @@ def schedule_screenshot(window, path: Path, timeout_s: float) -> None:
     timer = QTimer(window)
 
     def poll() -> None:
-        idle = not window.runner.busy() and window.rows and window.viewer.current_path is not None
+        idle = not window.session.busy() and window.rows and window.viewer.current_path is not None
         if idle or clock.elapsed() > timeout_s * 1000:
             timer.stop()
             QTimer.singleShot(500, shoot)

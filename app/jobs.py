@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 from core.progress import CancelToken
@@ -42,14 +43,82 @@ def load_worklist(workspace) -> tuple[list[WorklistRow], Optional[dict]]:
     return worklist_rows(workspace), model_summary(workspace)
 
 
+@dataclass(frozen=True)
+class ReviewState:
+    """Everything the window shows about the workspace, read in one worker call."""
+
+    rows: list
+    model: Optional[dict]
+    queue: list
+    progress: object  # core.active.counters.LabellingProgress
+    classes: list  # the model's classes, else the workspace's
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a label commit hands back: the stored label and the state it changed."""
+
+    image_id: str
+    label: object  # core.types.Label
+    row: WorklistRow
+    queue: list
+    progress: object
+
+
+def load_state(workspace) -> ReviewState:
+    """Worklist rows, model summary, the queue still waiting and the counters (one consistent read)."""
+    from core.active.counters import labelling_progress
+
+    rows = worklist_rows(workspace)
+    model = model_summary(workspace)
+    classes = list(model["classes"]) if model else list(workspace.classes())
+    return ReviewState(rows, model, workspace.queue(), labelling_progress(workspace, rows), classes)
+
+
+def queue_state(workspace) -> tuple[list, object]:
+    """The queue still waiting and the counters (after a label, or another process's write)."""
+    from core.active.counters import labelling_progress
+
+    return workspace.queue(), labelling_progress(workspace)
+
+
+def commit_label(workspace, image_id: str, classes: list[str], annotator: str, severity: Optional[int] = None,
+                 note: str = "", flag_wrong: bool = False) -> CommitResult:
+    """Write one confirmed label (committed before returning), then read back what it changed.
+
+    The case leaves the queue by the workspace's own rule (a confirmed label), so
+    every process sees the same queue. Raises what ``Workspace.add_label`` raises.
+    """
+    label = workspace.add_label(image_id, classes, annotator, severity=severity, note=note, flag_wrong=flag_wrong)
+    queue, progress = queue_state(workspace)
+    return CommitResult(image_id, label, one_row(workspace, image_id), queue, progress)
+
+
+def undo_label(workspace, image_id: str, annotator: str) -> CommitResult:
+    """Restore the image's previous label (an undo row), then read back what it changed."""
+    label = workspace.undo_label(image_id, annotator)
+    queue, progress = queue_state(workspace)
+    return CommitResult(image_id, label, one_row(workspace, image_id), queue, progress)
+
+
+def label_history(workspace, image_id: str) -> tuple[str, list]:
+    """(image id, every label row of the image, newest first)."""
+    return image_id, workspace.label_history(image_id)
+
+
+def queue_ids(workspace) -> list[str]:
+    """The ids still waiting in the queue, in rank order (a cheap poll for other processes' labels)."""
+    return [item.image_id for item in workspace.queue()]
+
+
 def one_row(workspace, image_id: str) -> WorklistRow:
     """The worklist row of one image, freshly read."""
     ref = workspace.image(image_id)
     active = workspace.active_model()
     prediction = workspace.predictions(active.version, [image_id]).get(image_id) if active else None
     label = workspace.current_label(image_id)
-    queued = any(item.image_id == image_id for item in workspace.queue())
-    return WorklistRow(ref, status_of(label, prediction, queued), label, prediction)
+    rank = next((item.rank for item in workspace.queue() if item.image_id == image_id), None)
+    return WorklistRow(ref, status_of(label, prediction, rank is not None), label, prediction, rank)
 
 
 def predict_all(workspace, progress=None, cancel: Optional[CancelToken] = None) -> str:
@@ -114,11 +183,29 @@ def redecide(workspace, progress=None, cancel: Optional[CancelToken] = None) -> 
     return f"re-decided {n} predictions with the site threshold"
 
 
-def should_retrain(workspace, n_new: int) -> bool:
-    """Whether enough new confirmed labels arrived to fine-tune in the background."""
+def should_retrain(workspace, n_new: Optional[int] = None) -> bool:
+    """Whether enough new confirmed labels arrived to fine-tune in the background (counted in the database,
+    the same rule ``loupe label`` applies)."""
     from core.active.loop import should_retrain as due
 
     return workspace.active_model() is not None and due(workspace, n_new)
+
+
+def refresh_queue(workspace, strategy: str = "default", n: int = 50, progress=None,
+                  cancel: Optional[CancelToken] = None):
+    """Rebuild the queue (model outputs come from the per-version cache; only missing images are predicted)."""
+    from core.active.loop import refresh_queue as rebuild
+
+    limit_torch_threads()
+    return rebuild(workspace, strategy, n, progress=progress, cancel=cancel)
+
+
+def prefetch(path: str) -> str:
+    """Decode an image's first frame into the shared frame cache, so opening it later renders without I/O."""
+    from core.imaging import loader
+
+    loader.decoded_frame(path, 0)
+    return path
 
 
 def explain_image(workspace, image_id: str, method: str, target: Optional[str] = None,

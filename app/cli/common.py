@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 WORKSPACE_ENV = "LOUPE_WORKSPACE"
+READER_ENV = "LOUPE_READER"
 
 
 def default_workspace_path() -> Path:
@@ -22,6 +23,12 @@ def resolve_workspace_path(option: str | None) -> Path:
     """``--workspace`` wins, then ``LOUPE_WORKSPACE``, then the platform default."""
     chosen = option or os.environ.get(WORKSPACE_ENV) or default_workspace_path()
     return Path(chosen).expanduser()
+
+
+def reader_name(args, default: str = "") -> str:
+    """Who is working: the global ``--reader``, else ``LOUPE_READER``, else ``default``."""
+    value = getattr(args, "reader", None) or os.environ.get(READER_ENV) or default
+    return str(value).strip()
 
 
 def open_workspace(args):

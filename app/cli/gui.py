@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli.common import info, resolve_workspace_path
+from app.cli.common import info, reader_name, resolve_workspace_path
 
 
 def add_parsers(sub, common) -> None:
@@ -37,7 +37,7 @@ def cmd_gui(args) -> int:
         return _headless(args, path)
     from app.gui import run_gui
 
-    return run_gui(path, demo=args.demo, screenshot=screenshot)
+    return run_gui(path, demo=args.demo, screenshot=screenshot, reader=reader_name(args) or None)
 
 
 def _headless(args, path: Path) -> int:

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 COLUMNS = ("Case", "Status", "Prediction", "Conf.", "Label")
 ID_ROLE = Qt.UserRole + 1
 STATUS_ROLE = Qt.UserRole + 2
+RANK_ROLE = Qt.UserRole + 3
 
 
 class _Filter(QSortFilterProxyModel):
@@ -114,6 +115,14 @@ class WorklistWidget(QWidget):
         if current:
             self.select(current)
 
+    def show_progress(self, progress) -> None:
+        """The summary line from the session's counters (a :class:`core.active.counters.LabellingProgress`),
+        so it moves with every commit, not only when the tree is rebuilt."""
+        if progress is None:
+            return
+        counts = progress.statuses
+        self.summary.setText(f"{progress.images} images · " + " · ".join(f"{n} {s}" for s, n in counts.items() if n))
+
     def update_row(self, row: WorklistRow) -> None:
         """Refresh one image's cells (after a label or a prediction) without rebuilding the tree."""
         item = self._items.get(row.ref.id)
@@ -123,6 +132,7 @@ class WorklistWidget(QWidget):
         for col, new in enumerate(self._image_items(row)):
             if col == 0:
                 item.setData(row.status, STATUS_ROLE)
+                item.setData(row.queue_rank, RANK_ROLE)
                 continue
             parent.setChild(item.row(), col, new)
 

@@ -27,9 +27,7 @@ def session(qtbot, tmp_path):
     win.show()
     qtbot.waitUntil(lambda: win.device.text() != "device: …", timeout=60000)
     yield win, ws, tmp_path
-    win.runner.cancel_all()
-    win.runner.wait(30000)
-    win.training_controller.shutdown(5)
+    win.session.shutdown(5)
     ws.close()
 
 
@@ -64,6 +62,7 @@ def test_reading_session(qtbot, session):
     qtbot.keyClick(win, Qt.Key_1)
     assert win.labels.chosen() == ["neg"], win.focusWidget()
     qtbot.keyClick(win, Qt.Key_Return)
+    qtbot.waitUntil(lambda: win.labels.state.text().startswith("saved"), timeout=20000)
     assert ws.current_label(target).classes == ("neg",)
     win.worklist.status_filter.setCurrentIndex(0)
 
