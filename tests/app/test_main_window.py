@@ -55,6 +55,8 @@ def test_label_with_number_key_and_enter_commits_then_advances_and_undo_restores
     qtbot.waitUntil(lambda: window.worklist.current_image_id() != first, timeout=20000)  # moved on once saved
     label = window.workspace.current_label(first)  # committed before the UI moved on
     assert label is not None and label.classes == ("pos",) and label.annotator == "dr test"
+    assert first not in window.worklist.visible_ids()  # its status moved on: no longer "unlabelled"
+    window.worklist.status_filter.setCurrentIndex(0)
     window.worklist.select(first)
     qtbot.waitUntil(lambda: window.labels.image_id == first, timeout=20000)
     qtbot.waitUntil(lambda: window.labels.history.count() == 1, timeout=20000)
