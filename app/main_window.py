@@ -245,6 +245,7 @@ class MainWindow(QMainWindow):
             self.worklist.step(0)
         elif self._shown is not None:
             self.show_image(self._shown)  # a fresh prediction, same case: the reader's choice stays
+        trace("rows", n=len(rows), queued=len(self.session.queue))
         self.worklist_loaded.emit()
 
     def _on_model(self, model) -> None:
@@ -346,6 +347,7 @@ class MainWindow(QMainWindow):
 
     def _on_label_saved(self, image_id: str, _label) -> None:
         name = Path(self.rows[image_id].ref.path).name if image_id in self.rows else image_id
+        trace("saved", image=image_id)
         self.notify(f"saved label for {name}")
         if self._shown == image_id:  # still on the case just labelled (the reader did not move on meanwhile)
             if self.queue_mode:
@@ -477,7 +479,8 @@ class MainWindow(QMainWindow):
     # --- status ---------------------------------------------------------------------------------------
 
     def _probe_device(self) -> None:
-        self.runner.submit("device", jobs.device_summary, on_done=self.device.setText,
+        self.runner.submit("device", jobs.device_summary,
+                           on_done=lambda text: (self.device.setText(text), trace("device", ready=1)),
                            on_error=lambda m: self.device.setText("device: unknown"))
 
     def _on_busy(self, _n: int) -> None:

@@ -40,7 +40,7 @@ trace_logger = logging.getLogger("loupe.trace")
 
 READER_ENV = "LOUPE_READER"
 TRACE_ENV = "LOUPE_TRACE"
-#: the queue refreshes itself in the background once this few cases are left waiting
+#: the queue refreshes itself in the background once fewer cases than this (or a fifth of its size) are waiting
 QUEUE_LOW_WATER = 5
 QUEUE_POLL_MS = 3000
 
@@ -84,7 +84,7 @@ class ReviewSession(QObject):
     * ``progress_changed(LabellingProgress)`` — the counters;
     * ``label_saved(str image_id, Label)`` — a commit returned; ``label_failed(str image_id, str message)``;
     * ``history_loaded(str image_id, list[Label])``;
-    * ``training_event(object)`` — one event of the training process;
+    * ``training_event(TrainingEvent)`` — one typed event of the training process (:mod:`core.models.events`);
     * ``error(str)`` — something failed, in words a person reads.
     """
 
@@ -109,7 +109,7 @@ class ReviewSession(QObject):
         self.background = Runner(self, max_threads=1)
         self.db = Runner(self, max_threads=1)
         self.training = TrainingController(job_factory, parent=self)
-        self.training.event.connect(self.training_event)
+        self.training.typed_event.connect(self.training_event)
         self.rows: dict = {}
         self.model: Optional[dict] = None
         self.classes: list[str] = []
@@ -209,7 +209,8 @@ class ReviewSession(QObject):
 
     def _maybe_top_up(self) -> None:
         """When few cases are left, rebuild the queue in the background (cached outputs make it quick)."""
-        if (self.model is not None and self.queue and len(self.waiting()) <= QUEUE_LOW_WATER
+        low = max(QUEUE_LOW_WATER, self.queue_size // 5)
+        if (self.model is not None and self.queue and len(self.waiting()) < low
                 and not self.background.busy("queue") and not self.background.busy("predict")):
             logger.info("the queue runs low (%d left): refreshing it in the background", len(self.waiting()))
             self.refresh_queue()

@@ -58,7 +58,8 @@ class TrainingController(QObject):
     Signals (all delivered on the thread that owns the controller, the UI thread):
 
     * ``started(dict config)`` — a run began (the TrainConfig fields);
-    * ``event(dict)`` — one event of the training process (see :mod:`core.models.training`);
+    * ``event(dict)`` — one event of the training process, as the JSON object it wrote;
+    * ``typed_event(TrainingEvent)`` — the same event as a typed dataclass (:mod:`core.models.events`);
     * ``finished(object result, str state)`` — the run ended: ``result`` is the ``done``
       event (version, promoted, reason, metrics, ...) or ``None``; ``state`` is one of
       ``done``, ``failed``, ``cancelled``; :attr:`message` says why in words;
@@ -70,6 +71,7 @@ class TrainingController(QObject):
 
     started = Signal(object)
     event = Signal(object)
+    typed_event = Signal(object)
     finished = Signal(object, str)
     refused = Signal(str)
 
@@ -187,19 +189,21 @@ class TrainingController(QObject):
 
     def _follow(self, job) -> None:
         """Read events until the job ends; runs in the reader thread, touches no widget."""
+        from core.models.events import Cancelled, Done, Error, from_json
+
         result, error, cancelled_msg = None, None, None
         try:
             for ev in job.events():
                 if not isinstance(ev, dict):
                     continue
-                kind = ev.get("event")
-                if kind == "done":
+                typed = from_json(ev)
+                if isinstance(typed, Done):
                     result = ev
-                elif kind == "error":
-                    error = str(ev.get("message", "training failed"))
-                elif kind == "cancelled":
-                    cancelled_msg = str(ev.get("message", "training cancelled"))
-                self._relay.emit(ev)
+                elif isinstance(typed, Error):
+                    error = typed.message
+                elif isinstance(typed, Cancelled):
+                    cancelled_msg = typed.message
+                self._relay.emit((ev, typed))
         except Exception as exc:  # noqa: BLE001 - a broken pipe or a bad event ends the run as failed
             logger.exception("reading training events failed")
             error = error or f"lost contact with the training process: {exc}"
@@ -226,8 +230,10 @@ class TrainingController(QObject):
     # --- back on the UI thread -------------------------------------------------------------
 
     @Slot(object)
-    def _on_relay(self, ev: dict) -> None:
+    def _on_relay(self, pair) -> None:
+        ev, typed = pair
         self.event.emit(ev)
+        self.typed_event.emit(typed)
 
     @Slot(object, str, str)
     def _on_ended(self, result, state: str, message: str) -> None:

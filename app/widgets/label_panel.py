@@ -185,6 +185,9 @@ class LabelPanel(QWidget):
     def choose(self, index: int) -> None:
         """Toggle class ``index`` (number-key hotkeys)."""
         if 0 <= index < len(self._buttons) and self.confirm.isEnabled():
+            from app.session import trace
+
+            trace("choose", image=self.image_id, index=index)
             button = self._buttons[index]
             button.setChecked(not button.isChecked() if self.multilabel else True)
 
