@@ -56,13 +56,13 @@ class ReviewState:
 
 @dataclass(frozen=True)
 class CommitResult:
-    """What a label commit hands back: the stored label and the state it changed."""
+    """What a label commit hands back: the stored label, its row and the queue still waiting
+    (the counters are read in a second, cheaper-to-delay job: :func:`progress`)."""
 
     image_id: str
     label: object  # core.types.Label
     row: WorklistRow
     queue: list
-    progress: object
 
 
 def load_state(workspace) -> ReviewState:
@@ -90,20 +90,25 @@ def commit_label(workspace, image_id: str, classes: list[str], annotator: str, s
     every process sees the same queue. Raises what ``Workspace.add_label`` raises.
     """
     label = workspace.add_label(image_id, classes, annotator, severity=severity, note=note, flag_wrong=flag_wrong)
-    queue, progress = queue_state(workspace)
-    return CommitResult(image_id, label, one_row(workspace, image_id), queue, progress)
+    return CommitResult(image_id, label, one_row(workspace, image_id), workspace.queue())
 
 
 def undo_label(workspace, image_id: str, annotator: str) -> CommitResult:
     """Restore the image's previous label (an undo row), then read back what it changed."""
     label = workspace.undo_label(image_id, annotator)
-    queue, progress = queue_state(workspace)
-    return CommitResult(image_id, label, one_row(workspace, image_id), queue, progress)
+    return CommitResult(image_id, label, one_row(workspace, image_id), workspace.queue())
 
 
 def label_history(workspace, image_id: str) -> tuple[str, list]:
     """(image id, every label row of the image, newest first)."""
     return image_id, workspace.label_history(image_id)
+
+
+def progress(workspace):
+    """The counters (:func:`core.active.counters.labelling_progress`)."""
+    from core.active.counters import labelling_progress
+
+    return labelling_progress(workspace)
 
 
 def queue_ids(workspace) -> list[str]:
@@ -134,17 +139,40 @@ def predict_all(workspace, progress=None, cancel: Optional[CancelToken] = None) 
     return text + (f"; {len(failed)} could not be read" if failed else "")
 
 
+_OUTPUTS_MEMO: dict = {}
+
+
+def cached_outputs(workspace, version: str):
+    """The version's cached model outputs, read from disk once per change of the file (the window asks for
+    them on every case it opens)."""
+    from core.active.cache import _file, load_outputs
+
+    path = _file(workspace.path, version)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    key = (str(path), stamp)
+    if key not in _OUTPUTS_MEMO:
+        _OUTPUTS_MEMO.clear()
+        outputs = load_outputs(workspace.path, version)
+        if outputs is None:
+            return None
+        _OUTPUTS_MEMO[key] = (outputs, outputs.index())
+    return _OUTPUTS_MEMO[key]
+
+
 def similar_cases(workspace, image_id: str, k: int = 5) -> list[tuple[str, str, float]]:
     """Nearest labelled neighbours of ``image_id`` by the active model's cached embeddings."""
-    from core.active.cache import load_outputs
     from core.active.loop import confirmed_labels
     from core.active.similar import similar_cases as nearest
 
     active = workspace.active_model()
-    outputs = load_outputs(workspace.path, active.version) if active else None
-    if outputs is None or image_id not in outputs.index():
+    memo = cached_outputs(workspace, active.version) if active else None
+    outputs, index = memo if memo is not None else (None, {})
+    if outputs is None or image_id not in index:
         return []
-    query = outputs.emb[outputs.index()[image_id]]
+    query = outputs.emb[index[image_id]]
     found = nearest(query, outputs.image_ids, outputs.emb, confirmed_labels(workspace), k=k, exclude=[image_id])
     return [(n.image_id, n.label, n.distance) for n in found]
 

@@ -49,6 +49,7 @@ class MainWindow(QMainWindow):
         self.queue_mode = False
         self._shown: Optional[str] = None  # the case on screen
         self._clock: Optional[tuple[str, float, str]] = None  # (key, time, image) of the last Enter/N, for the trace
+        self._labelled_since_check = False
         self.setWindowTitle(f"Loupe — {Path(workspace.path).name}")
         screen = QApplication.primaryScreen().availableGeometry() if QApplication.primaryScreen() else None
         self.resize(min(1500, screen.width()) if screen else 1500, min(920, screen.height()) if screen else 920)
@@ -92,6 +93,8 @@ class MainWindow(QMainWindow):
         s.row_changed.connect(self._on_row)
         s.model_changed.connect(self._on_model)
         s.progress_changed.connect(self.worklist.show_progress)
+        s.progress_changed.connect(self._check_retrain)
+        s.label_failed.connect(self._on_label_failed)
         s.error.connect(self.notify_error)
         s.training_event.connect(lambda _ev: None)  # the training panel follows the controller itself
 
@@ -220,7 +223,7 @@ class MainWindow(QMainWindow):
         act(read, "Confirm and next", self.confirm_and_next, "Return")
         act(read, "Next image", lambda: self.worklist.step(1), "Down")
         act(read, "Previous image", lambda: self.worklist.step(-1), "Up")
-        act(read, "Next queued case", self.next_queued, "N")
+        act(read, "Next queued case", lambda: self.next_queued(), "N")
         self.queue_action = act(read, "Queue mode", self.toggle_queue_mode, "Ctrl+Shift+Q")
         self.queue_action.setCheckable(True)
         model = self.menuBar().addMenu("&Model")
@@ -344,6 +347,12 @@ class MainWindow(QMainWindow):
         if self.labels.commit():
             self._clock = ("enter", time.perf_counter(), image_id)
             trace("enter", image=image_id)
+            if self.queue_mode:
+                # queue mode is the fast path: the next case opens while the commit runs (the one being saved
+                # is skipped); a commit that fails is said in red and its case stays first in the queue
+                name = Path(self.rows[image_id].ref.path).name if image_id in self.rows else image_id
+                self.notify(f"saving label for {name}…")
+                self.next_queued(clock=False)
 
     def _on_label_saved(self, image_id: str, _label) -> None:
         name = Path(self.rows[image_id].ref.path).name if image_id in self.rows else image_id
@@ -354,9 +363,21 @@ class MainWindow(QMainWindow):
                 self.next_queued(clock=False)
             else:
                 self.worklist.step(1)
-        if self.session.retrain_due():
+        self._labelled_since_check = True  # the counters re-read after this commit decide about retraining
+
+    def _check_retrain(self, progress) -> None:
+        """After new labels, start the automatic retrain once the workspace's count reaches the setting."""
+        if not self._labelled_since_check or progress is None:
+            return
+        self._labelled_since_check = False
+        if progress.retrain_due and not self.training_controller.running:
             self.notify("enough new labels: fine-tuning in the background")
             self.train_now()
+
+    def _on_label_failed(self, image_id: str, message: str) -> None:
+        name = Path(self.rows[image_id].ref.path).name if image_id in self.rows else image_id
+        self.notify_error(f"label for {name} NOT saved: {message}"
+                          + ("; it stays in the queue" if self.session.queue_item(image_id) else ""))
 
     def toggle_queue_mode(self) -> None:
         """Queue mode: Enter saves and opens the next queued case; the reading panel says why it was picked."""

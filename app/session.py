@@ -43,6 +43,7 @@ TRACE_ENV = "LOUPE_TRACE"
 #: the queue refreshes itself in the background once fewer cases than this (or a fifth of its size) are waiting
 QUEUE_LOW_WATER = 5
 QUEUE_POLL_MS = 3000
+PROGRESS_DELAY_MS = 250
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,11 @@ class ReviewSession(QObject):
         self.queue_strategy, self.queue_size = "default", 50
         self._seq = itertools.count()
         self._thread_error.connect(self.error)
+        # the counters are re-read shortly after commits (one read for a burst), off the path to the next case
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(PROGRESS_DELAY_MS)
+        self._progress_timer.timeout.connect(self.reload_progress)
         self._poll = QTimer(self)
         self._poll.setInterval(poll_ms)
         self._poll.timeout.connect(self._poll_queue)
@@ -135,6 +141,7 @@ class ReviewSession(QObject):
         self.rows = {r.ref.id: r for r in state.rows}
         self.model = state.model
         self.classes = list(state.classes)
+        self.queue, self.progress = list(state.queue), state.progress  # known before any widget hears of the rows
         self.model_changed.emit(state.model)
         self.rows_changed.emit(state.rows)
         self._set_queue(state.queue, state.progress)
@@ -143,6 +150,15 @@ class ReviewSession(QObject):
         self.queue = list(queue)
         self.progress = progress
         self.queue_changed.emit(self.queue)
+        self.progress_changed.emit(progress)
+
+    def reload_progress(self) -> None:
+        """Re-read the counters in the background (``progress_changed`` follows)."""
+        self.db.submit("progress", jobs.progress, self.workspace, on_done=self._on_progress,
+                       on_error=self.error.emit)
+
+    def _on_progress(self, progress) -> None:
+        self.progress = progress
         self.progress_changed.emit(progress)
 
     def reload_queue(self) -> None:
@@ -232,8 +248,10 @@ class ReviewSession(QObject):
         def done(result) -> None:
             self.pending.pop(image_id, None)
             self.rows[image_id] = result.row
+            self.queue = list(result.queue)
             self.row_changed.emit(result.row)
-            self._set_queue(result.queue, result.progress)
+            self.queue_changed.emit(self.queue)
+            self._progress_timer.start()
             if on_saved:
                 on_saved(result.label)
             self.label_saved.emit(image_id, result.label)
@@ -255,8 +273,10 @@ class ReviewSession(QObject):
         """Append an undo row for ``image_id`` in the background."""
         def done(result) -> None:
             self.rows[image_id] = result.row
+            self.queue = list(result.queue)
             self.row_changed.emit(result.row)
-            self._set_queue(result.queue, result.progress)
+            self.queue_changed.emit(self.queue)
+            self._progress_timer.start()
             if on_done:
                 on_done(result.label)
 

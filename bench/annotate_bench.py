@@ -119,7 +119,8 @@ with Workspace.open(ws_path) as ws:
     if ws.active_model() is None:
         create_version(ws, "efficientnet_lite0", ["normal", "abnormal"], pretrained="default", input_size=224)
     ids = sorted(r.id for r in ws.images())
-    ws.add_labels([{"image_id": i, "classes": [random.Random(k).choice(["normal", "abnormal"])]}
+    ws.add_labels([{"image_id": i, "classes": [random.Random(k).choice(["normal", "abnormal"])], "annotator": "seed",
+                    "source": "import"}
                    for k, i in enumerate(ids[:8])], actor="bench")
     print(len(refresh_queue(ws, "default", 50)), "queued", flush=True)
 """
@@ -221,9 +222,14 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
     try:
         assert trace.wait(lambda e: e["event"] == "rows" and int(e.get("queued", 0)) > 0, 240), "no worklist"
         assert trace.wait(lambda e: e["event"] == "device", 240), "model stack never loaded"
-        wid = subprocess.run(["xdotool", "search", "--sync", "--name", "Loupe"], capture_output=True, text=True,
-                             env=dict(os.environ, DISPLAY=display), timeout=60).stdout.split()[-1]
+        wid = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", "^Loupe"],
+                             capture_output=True, text=True, env=dict(os.environ, DISPLAY=display),
+                             timeout=60).stdout.split()[0]
+        # no window manager under Xvfb: give the window the input focus and a click, as a person would
+        xdo("windowraise", wid, display=display)
         xdo("windowfocus", "--sync", wid, display=display)
+        xdo("mousemove", "--window", wid, "700", "400", display=display)
+        xdo("click", "1", display=display)
         time.sleep(1.0)
         done: set[str] = set()
 
@@ -304,6 +310,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workspaces", default="demo,2k")
     parser.add_argument("--modes", default="worklist,queue")
     parser.add_argument("--display", default=":97")
+    parser.add_argument("--keep", help="folder for the sessions' workspaces, traces and logs (kept)")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
     args = parser.parse_args(argv)
     for tool in ("Xvfb", "xdotool"):
@@ -317,6 +324,8 @@ def main(argv=None) -> int:
     results = []
     try:
         with tempfile.TemporaryDirectory(prefix="annotate-bench-") as tmp:
+            if args.keep:
+                tmp = args.keep
             for kind in kinds:
                 for mode in args.modes.split(","):
                     r = run_session(sources[kind], kind, mode, args.labels, args.think, args.display, Path(tmp))

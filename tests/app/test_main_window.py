@@ -99,7 +99,7 @@ def test_queue_mode_walks_the_queue_and_says_why(qtbot, window):
     window.labels.choose(1)
     window.confirm_and_next()
     qtbot.waitUntil(lambda: window.labels.image_id == unlabelled[1], timeout=20000)
-    assert [i.image_id for i in window.queue.items] == unlabelled[1:]
+    qtbot.waitUntil(lambda: [i.image_id for i in window.queue.items] == unlabelled[1:], timeout=20000)
 
 
 def test_shortcut_sheet_lists_the_keys(qtbot, window):
