@@ -228,12 +228,12 @@ def refresh_queue(workspace, strategy: str = "default", n: int = 50, progress=No
     return rebuild(workspace, strategy, n, progress=progress, cancel=cancel)
 
 
-def prefetch(path: str) -> str:
-    """Decode an image's first frame into the shared frame cache, so opening it later renders without I/O."""
-    from core.imaging import loader
+def prefetch(path: str, record=None):
+    """The image's first frame decoded and rendered with its default window (what the viewer shows first),
+    so the case opens without waiting for the file: a :class:`app.widgets.render_job.LoadedFrame`."""
+    from app.widgets.render_job import load_frame
 
-    loader.decoded_frame(path, 0)
-    return path
+    return load_frame(path, 0, None, 0, record)
 
 
 def explain_image(workspace, image_id: str, method: str, target: Optional[str] = None,

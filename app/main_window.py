@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QLineEdit, QMainWindow,
                                QMessageBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget)
@@ -109,6 +109,8 @@ class MainWindow(QMainWindow):
         self.worklist = WorklistWidget()
         self.worklist.image_selected.connect(self.show_image)
         self.viewer.image_loaded.connect(self._on_image_loaded)
+        self._ready_pending = None
+        self.viewer.installEventFilter(self)
         self.worklist_dock = self._dock("Worklist", self.worklist, Qt.LeftDockWidgetArea)
         self.prediction = PredictionPanel()
         self.prediction.similar_activated.connect(self.worklist.select)
@@ -273,7 +275,7 @@ class MainWindow(QMainWindow):
         self._shown = image_id
         model = self.loaded_model
         if not same:
-            self.viewer.set_image(row.ref.path, row.ref.record)
+            self.viewer.set_image(row.ref.path, row.ref.record, frame=self.session.take_prefetched(row.ref.path))
             self.labels.show_image(image_id)
             self.overlay.show_image(row.ref)
             if model:
@@ -288,22 +290,31 @@ class MainWindow(QMainWindow):
             self.session.prefetch(self.session.next_queued(after=image_id))
 
     def _on_image_loaded(self, path: str) -> None:
-        """A case's frame is on screen (with its prediction, set when it was opened): a trace line for the
-        keyboard benchmark, with the time since the Enter/N that led here."""
+        """A case's frame is in the viewer (its prediction is set in the same turn): the benchmark's trace line
+        is written once the viewer has painted it, with the time since the Enter/N that led here."""
         row = self.rows.get(self._shown) if self._shown else None
         if row is None or row.ref.path != path:
             return
         image_id, clock = self._shown, self._clock
         if clock is not None and clock[2] != image_id:
             self._clock = None
-        queued = int(self.session.queue_item(image_id) is not None)
+        else:
+            clock = None
+        self._ready_pending = (image_id, clock, int(self.session.queue_item(image_id) is not None))
+        self.viewer.update()
 
-        def done() -> None:  # the frame is painted on the next turn of the event loop: stop the clock after it
-            since = (f"{clock[0]}_ms", f"{(time.perf_counter() - clock[1]) * 1000:.1f}") \
-                if clock is not None and clock[2] != image_id else ("after", "none")
-            trace("case_ready", image=image_id, queued=queued, **{since[0]: since[1]})
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt)
+        if obj is self.viewer and event.type() == QEvent.Paint and self._ready_pending is not None:
+            image_id, clock, queued = self._ready_pending
+            self._ready_pending = None
 
-        QTimer.singleShot(0, done)
+            def painted() -> None:  # runs after this paint event has been handled
+                since = (f"{clock[0]}_ms", f"{(time.perf_counter() - clock[1]) * 1000:.1f}") if clock else \
+                    ("after", "none")
+                trace("case_ready", image=image_id, queued=queued, **{since[0]: since[1]})
+
+            QTimer.singleShot(0, painted)
+        return False
 
     def _on_row(self, row: WorklistRow) -> None:
         self.worklist.update_row(row)

@@ -44,6 +44,7 @@ TRACE_ENV = "LOUPE_TRACE"
 QUEUE_LOW_WATER = 5
 QUEUE_POLL_MS = 3000
 PROGRESS_DELAY_MS = 250
+PREFETCH_KEEP = 2  # rendered frames held for cases about to open (a 2k × 2k radiograph holds ~12 MB)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class ReviewSession(QObject):
         self.queue: list = []
         self.progress = None
         self.pending: dict[str, float] = {}  # image id -> when its commit was sent
+        self._prefetched: dict = {}  # path -> LoadedFrame rendered ahead of time
         self.queue_strategy, self.queue_size = "default", 50
         self._seq = itertools.count()
         self._thread_error.connect(self.error)
@@ -291,10 +293,23 @@ class ReviewSession(QObject):
     # --- prefetch -------------------------------------------------------------------------------
 
     def prefetch(self, image_id: Optional[str]) -> None:
-        """Decode ``image_id`` into the frame cache while the current case is being read."""
+        """Decode and render ``image_id``'s first frame in the background while the current case is being read."""
         row = self.rows.get(image_id) if image_id else None
-        if row is not None:
-            self.interactive.submit("prefetch", jobs.prefetch, row.ref.path)
+        if row is None or row.ref.path in self._prefetched:
+            return
+        path = row.ref.path
+
+        def keep(frame) -> None:
+            self._prefetched[path] = frame
+            while len(self._prefetched) > PREFETCH_KEEP:
+                self._prefetched.pop(next(iter(self._prefetched)))
+
+        self.interactive.submit("prefetch", jobs.prefetch, path, row.ref.record, on_done=keep,
+                                on_error=lambda message: logger.debug("prefetch of %s failed: %s", path, message))
+
+    def take_prefetched(self, path: str):
+        """The prefetched first frame of ``path`` (handed over once), or None."""
+        return self._prefetched.pop(path, None)
 
     # --- life cycle -----------------------------------------------------------------------------
 

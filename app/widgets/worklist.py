@@ -124,17 +124,30 @@ class WorklistWidget(QWidget):
         self.summary.setText(f"{progress.images} images · " + " · ".join(f"{n} {s}" for s, n in counts.items() if n))
 
     def update_row(self, row: WorklistRow) -> None:
-        """Refresh one image's cells (after a label or a prediction) without rebuilding the tree."""
+        """Refresh one image's cells (after a label or a prediction) without rebuilding the tree.
+
+        The cells are edited in place: replacing them would make the filter re-check every row of the tree
+        (tens of milliseconds on the UI thread per label in a few-hundred-image worklist).
+        """
         item = self._items.get(row.ref.id)
         if item is None:
             return
         parent = item.parent() or self.model.invisibleRootItem()
-        for col, new in enumerate(self._image_items(row)):
-            if col == 0:
-                item.setData(row.status, STATUS_ROLE)
-                item.setData(row.queue_rank, RANK_ROLE)
+        fresh = self._image_items(row)
+        for col, new in enumerate(fresh):
+            cell = parent.child(item.row(), col)
+            if col == 0 or cell is None:
+                if col == 0:
+                    item.setData(row.queue_rank, RANK_ROLE)
+                    if item.data(STATUS_ROLE) != row.status:
+                        item.setData(row.status, STATUS_ROLE)
+                else:
+                    parent.setChild(item.row(), col, new)
                 continue
-            parent.setChild(item.row(), col, new)
+            if cell.text() != new.text():
+                cell.setText(new.text())
+            if cell.foreground() != new.foreground():
+                cell.setForeground(new.foreground())
 
     @staticmethod
     def _group_item(text: str) -> QStandardItem:
