@@ -141,7 +141,7 @@ def prepared(kind: str, cache: Path) -> Path:
     return ws
 
 
-def fresh_copy(ws: Path, into: Path) -> Path:
+def fresh_copy(ws: Path, into: Path, retrain_after: int | None = None) -> Path:
     """A copy of the prepared workspace (and its embeddings cache) so every session starts equal."""
     into.mkdir(parents=True, exist_ok=True)
     src = sqlite3.connect(ws)
@@ -153,6 +153,10 @@ def fresh_copy(ws: Path, into: Path) -> Path:
     cache = ws.parent / f"{ws.stem}-cache"
     if cache.exists():
         shutil.copytree(cache, into / f"{ws.stem}-cache", dirs_exist_ok=True)
+    if retrain_after is not None:
+        _py("import sys; from core.workspace import Workspace\n"
+            "with Workspace.open(sys.argv[1]) as ws: ws.set_setting('retrain_after_labels', int(sys.argv[2]))",
+            str(dst_path), str(retrain_after))
     return dst_path
 
 
@@ -193,6 +197,12 @@ class Trace:
         return None
 
 
+def key(name: str, wid: str, display: str) -> None:
+    """One key press to the window; the focus is given back first (the job of the absent window manager)."""
+    subprocess.run(["xdotool", "windowfocus", wid, "key", name], check=False,
+                   env=dict(os.environ, DISPLAY=display), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def xdo(*args: str, display: str) -> None:
     subprocess.run(["xdotool", *args], check=False, env=dict(os.environ, DISPLAY=display),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -203,9 +213,9 @@ def loadavg() -> str:
 
 
 def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float, display: str,
-                workdir: Path) -> dict:
+                workdir: Path, retrain_after: int | None = None) -> dict:
     """One session of ``n_labels`` labels in ``mode`` ('worklist' or 'queue'); returns its figures."""
-    ws = fresh_copy(ws_src, workdir / f"{kind}-{mode}")
+    ws = fresh_copy(ws_src, workdir / f"{kind}-{mode}", retrain_after)
     trace_path = workdir / f"{kind}-{mode}.trace"
     trace_path.unlink(missing_ok=True)
     env = dict(os.environ, DISPLAY=display, LOUPE_TRACE=str(trace_path), PYTHONPATH=str(ROOT),
@@ -230,6 +240,9 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
         xdo("windowfocus", "--sync", wid, display=display)
         xdo("mousemove", "--window", wid, "700", "400", display=display)
         xdo("click", "1", display=display)
+        # then the pointer leaves the window: a tooltip under it would be a new X window, and with no window
+        # manager the input focus can fall back to the root when it closes
+        xdo("mousemove", "1599", "999", display=display)
         time.sleep(1.0)
         done: set[str] = set()
 
@@ -237,10 +250,10 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
             return e["event"] == "case_ready" and e.get("queued") == "1" and e.get("image") not in done
 
         if mode == "queue":
-            xdo("key", "ctrl+shift+q", display=display)
+            key("ctrl+shift+q", wid, display)
         for k in range(n_labels):
             if mode == "worklist":
-                xdo("key", "n", display=display)
+                key("n", wid, display)
                 keys_sent["n"] += 1
             ready = trace.wait(is_new_queued, 30)
             if ready is None:
@@ -248,11 +261,11 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
                 break
             image = ready["image"]
             time.sleep(think)
-            xdo("key", "2" if k % 3 else "1", display=display)
+            key("2" if k % 3 else "1", wid, display)
             keys_sent["choose"] += 1
             if trace.wait(lambda e: e["event"] == "choose" and e.get("image") == image, 10) is None:
                 lost_waits += 1
-            xdo("key", "Return", display=display)
+            key("Return", wid, display)
             keys_sent["enter"] += 1
             done.add(image)
             labelled_cases.append(image)
@@ -310,6 +323,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workspaces", default="demo,2k")
     parser.add_argument("--modes", default="worklist,queue")
     parser.add_argument("--display", default=":97")
+    parser.add_argument("--retrain-after", type=int, default=1000,
+                        help="the workspace's 'retrain after N labels' during the session (default 1000: no "
+                             "automatic retrain, which would load the CPU with a training process mid-session)")
     parser.add_argument("--keep", help="folder for the sessions' workspaces, traces and logs (kept)")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
     args = parser.parse_args(argv)
@@ -328,7 +344,8 @@ def main(argv=None) -> int:
                 tmp = args.keep
             for kind in kinds:
                 for mode in args.modes.split(","):
-                    r = run_session(sources[kind], kind, mode, args.labels, args.think, args.display, Path(tmp))
+                    r = run_session(sources[kind], kind, mode, args.labels, args.think, args.display, Path(tmp),
+                                    args.retrain_after)
                     print(json.dumps(r), flush=True)
                     results.append(r)
     finally:
@@ -345,7 +362,7 @@ def report(results: list[dict], args) -> str:
         "",
         "`.venv/bin/python bench/annotate_bench.py` starts the real window (`loupe --reader bench gui`) under Xvfb "
         f"and types with xdotool: {args.labels} labels per session, reading each case for {args.think:.2f} s before "
-        "the number key. *Worklist mode*: `N` → number → `Enter`, then `N` at once; *queue mode*: number → `Enter` "
+        "the number key; the automatic retrain is off during the session (`--retrain-after`). *Worklist mode*: `N` → number → `Enter`, then `N` at once; *queue mode*: number → `Enter` "
         "(Enter saves and opens the next queued case). Latency: `Enter` as the app received it → the next queued "
         "case's frame painted with its prediction (the app's own trace, `LOUPE_TRACE`). Demo: the bundled demo "
         "workspace (small PNG chest X-rays + 4 DICOMs); 2k: 120 uncompressed 16-bit CR DICOMs of 2,000 × 2,000 made "
