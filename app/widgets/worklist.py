@@ -86,7 +86,11 @@ class WorklistWidget(QWidget):
     def set_rows(self, rows: list[WorklistRow]) -> None:
         """Rebuild the tree from worklist rows, keeping the current image selected."""
         current = self.current_image_id()
-        self.model.removeRows(0, self.model.rowCount())
+        # build the tree in a model the filter does not watch, then swap it in: filled under the recursive
+        # filter, every appended image made it re-check its whole study (quadratic: seconds for 400 images)
+        model = QStandardItemModel(0, len(COLUMNS), self)
+        model.setHorizontalHeaderLabels(list(COLUMNS))
+        old, self.model = self.model, model
         self._items.clear()
         self._order = [r.ref.id for r in rows]
         patients: dict[str, QStandardItem] = {}
@@ -108,6 +112,8 @@ class WorklistWidget(QWidget):
             items = self._image_items(row)
             study.appendRow(items)
             self._items[row.ref.id] = items[0]
+        self.proxy.setSourceModel(model)
+        old.deleteLater()
         self.view.expandAll() if len(rows) <= 200 else self.view.expandToDepth(0)
         for col, width in enumerate((230, 90, 90, 50)):
             self.view.setColumnWidth(col, width)
