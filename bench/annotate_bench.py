@@ -379,6 +379,13 @@ def report(results: list[dict], args) -> str:
                      f"(stored {r['labels_stored']}) | {r['keys_lost']} of {r['keys_sent']} "
                      f"| {r['enter_to_ready_ms_median']:.0f} ms | {r['enter_to_ready_ms_p95']:.0f} ms "
                      f"| ≤ {target:.0f} ms ({verdict}) | {r['load_before']} → {r['load_after']} |")
+    stopped = [r for r in results if r["labels_sent"] < args.labels]
+    for r in stopped:
+        lines += ["", f"**{r['workspace']} / {r['mode']} stopped after {r['labels_sent']} labels**: after that "
+                      "label the window no longer acted on the keys (no number-key or `N` effect in the trace for "
+                      "30 s) although it stayed alive and quit on Ctrl+Q. Reproduced at the same label in three "
+                      "runs of this session (worklist mode, demo); not diagnosed yet. Run with `--keep DIR` to "
+                      "keep the trace and the app log."]
     return "\n".join(lines)
 
 
