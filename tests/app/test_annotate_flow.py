@@ -161,6 +161,7 @@ def test_the_reader_comes_from_the_environment_without_a_dialog(qtbot, queued_wo
     qtbot.addWidget(win)
     win.show()
     qtbot.waitUntil(lambda: len(win.rows) == N_IMAGES, timeout=30000)
+    qtbot.waitUntil(lambda: win.device.text() != "device: …", timeout=60000)
     assert win.session.reader.name == "dr env" and "dr env" in win.reader_label.text()
     assert not _open_dialogs()
     win.session.shutdown(5)
