@@ -199,7 +199,9 @@ class Trace:
 
 def key(name: str, wid: str, display: str) -> None:
     """One key press to the window; the focus is given back first (the job of the absent window manager)."""
-    subprocess.run(["xdotool", "windowfocus", wid, "key", name], check=False,
+    # found by name each time: the window's X id can change during a session (Qt re-creates a native window)
+    subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^Loupe", "windowfocus", "%1", "key", name],
+                   check=False,
                    env=dict(os.environ, DISPLAY=display), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -381,11 +383,9 @@ def report(results: list[dict], args) -> str:
                      f"| ≤ {target:.0f} ms ({verdict}) | {r['load_before']} → {r['load_after']} |")
     stopped = [r for r in results if r["labels_sent"] < args.labels]
     for r in stopped:
-        lines += ["", f"**{r['workspace']} / {r['mode']} stopped after {r['labels_sent']} labels**: after that "
-                      "label the window no longer acted on the keys (no number-key or `N` effect in the trace for "
-                      "30 s) although it stayed alive and quit on Ctrl+Q. Reproduced at the same label in three "
-                      "runs of this session (worklist mode, demo); not diagnosed yet. Run with `--keep DIR` to "
-                      "keep the trace and the app log."]
+        lines += ["", f"**{r['workspace']} / {r['mode']} stopped after {r['labels_sent']} labels**: no queued "
+                      "case became ready within 30 s of the keys sent. Run with `--keep DIR` to keep the trace "
+                      "and the app log."]
     return "\n".join(lines)
 
 
