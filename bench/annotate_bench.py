@@ -198,11 +198,13 @@ class Trace:
 
 
 def key(name: str, wid: str, display: str) -> None:
-    """One key press to the window; the focus is given back first (the job of the absent window manager)."""
-    # found by name each time: the window's X id can change during a session (Qt re-creates a native window)
-    subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^Loupe", "windowfocus", "%1", "key", name],
-                   check=False,
-                   env=dict(os.environ, DISPLAY=display), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """One key press to the window that has the X input focus (given to Loupe once at the start).
+
+    No ``windowfocus`` per key: after a worklist reload Qt can map another native window with the same
+    name, and focusing "the" Loupe window by id or by name then sent the keys astray.
+    """
+    subprocess.run(["xdotool", "key", name], check=False, env=dict(os.environ, DISPLAY=display),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def xdo(*args: str, display: str) -> None:
