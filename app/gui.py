@@ -13,11 +13,11 @@ DEMO_DIR = Path(__file__).resolve().parents[1] / "resources" / "demo"
 
 
 def run_gui(workspace_path: Optional[Path], demo: bool = False, screenshot: Optional[Path] = None,
-            timeout_s: float = 240.0, default_path: Optional[Path] = None) -> int:
+            timeout_s: float = 240.0, default_path: Optional[Path] = None, reader: Optional[str] = None) -> int:
     """Open the main window on ``workspace_path``; returns the exit code.
 
     ``workspace_path`` None: the last workspace opened, else a start dialog offers to create one, open one or
-    use ``default_path``.
+    use ``default_path``. ``reader`` (``--reader`` / ``LOUPE_READER``) settles who labels without asking.
 
     With ``demo`` the bundled demo is prepared in the background after the
     window appears. With ``screenshot`` the window is rendered to that PNG once
@@ -45,7 +45,9 @@ def run_gui(workspace_path: Optional[Path], demo: bool = False, screenshot: Opti
         if not start.exec() or start.chosen is None:
             return 0
         workspace_path = start.chosen
-    window = workspaces.open_window(workspace_path, settings, first_run=not demo and screenshot is None)
+    window = workspaces.open_window(workspace_path, settings, first_run=not demo and screenshot is None,
+                                    reader=reader, ask_reader=screenshot is None)
+    window.session.install_excepthooks()
     logger.info("Loupe window open on %s; log file %s", workspace_path, log_file)
     if demo:
         QTimer.singleShot(100, lambda: start_demo(window))
@@ -61,7 +63,7 @@ def start_demo(window) -> None:
     from core.demo import prepare_demo
 
     window.notify("preparing the demo workspace…")
-    window.runner.submit("demo", prepare_demo, window.workspace, DEMO_DIR,
+    window.session.background.submit("demo", prepare_demo, window.workspace, DEMO_DIR,
                          on_done=lambda summary: (window.notify(f"demo ready: model {summary.get('active')}"),
                                                   window.reload()),
                          on_error=window.notify_error,
@@ -78,7 +80,7 @@ def schedule_screenshot(window, path: Path, timeout_s: float) -> None:
     timer = QTimer(window)
 
     def poll() -> None:
-        idle = not window.runner.busy() and window.rows and window.viewer.current_path is not None
+        idle = not window.session.busy() and window.rows and window.viewer.current_path is not None
         if idle or clock.elapsed() > timeout_s * 1000:
             timer.stop()
             QTimer.singleShot(500, shoot)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 from core.progress import CancelToken
@@ -45,6 +46,79 @@ def load_worklist(workspace) -> tuple[list[WorklistRow], Optional[dict]]:
     return worklist_rows(workspace), model_summary(workspace)
 
 
+@dataclass(frozen=True)
+class ReviewState:
+    """Everything the window shows about the workspace, read in one worker call."""
+
+    rows: list
+    model: Optional[dict]
+    queue: list
+    progress: object  # core.active.counters.LabellingProgress
+    classes: list  # the model's classes, else the workspace's
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a label commit hands back: the stored label, its row and the queue still waiting
+    (the counters are read in a second, cheaper-to-delay job: :func:`progress`)."""
+
+    image_id: str
+    label: object  # core.types.Label
+    row: WorklistRow
+    queue: list
+
+
+def load_state(workspace) -> ReviewState:
+    """Worklist rows, model summary, the queue still waiting and the counters (one consistent read)."""
+    from core.active.counters import labelling_progress
+
+    rows = worklist_rows(workspace)
+    model = model_summary(workspace)
+    classes = list(model["classes"]) if model else list(workspace.classes())
+    return ReviewState(rows, model, workspace.queue(), labelling_progress(workspace, rows), classes)
+
+
+def queue_state(workspace) -> tuple[list, object]:
+    """The queue still waiting and the counters (after a label, or another process's write)."""
+    from core.active.counters import labelling_progress
+
+    return workspace.queue(), labelling_progress(workspace)
+
+
+def commit_label(workspace, image_id: str, classes: list[str], annotator: str, severity: Optional[int] = None,
+                 note: str = "", flag_wrong: bool = False) -> CommitResult:
+    """Write one confirmed label (committed before returning), then read back what it changed.
+
+    The case leaves the queue by the workspace's own rule (a confirmed label), so
+    every process sees the same queue. Raises what ``Workspace.add_label`` raises.
+    """
+    label = workspace.add_label(image_id, classes, annotator, severity=severity, note=note, flag_wrong=flag_wrong)
+    return CommitResult(image_id, label, one_row(workspace, image_id), workspace.queue())
+
+
+def undo_label(workspace, image_id: str, annotator: str) -> CommitResult:
+    """Restore the image's previous label (an undo row), then read back what it changed."""
+    label = workspace.undo_label(image_id, annotator)
+    return CommitResult(image_id, label, one_row(workspace, image_id), workspace.queue())
+
+
+def label_history(workspace, image_id: str, reader: str = "") -> tuple[str, list]:
+    """(image id, the label rows ``reader`` may see, newest first: only their own under double reading)."""
+    return image_id, workspace.visible_history(image_id, reader)
+
+
+def progress(workspace):
+    """The counters (:func:`core.active.counters.labelling_progress`)."""
+    from core.active.counters import labelling_progress
+
+    return labelling_progress(workspace)
+
+
+def queue_ids(workspace) -> list[str]:
+    """The ids still waiting in the queue, in rank order (a cheap poll for other processes' labels)."""
+    return [item.image_id for item in workspace.queue()]
+
+
 def one_row(workspace, image_id: str) -> WorklistRow:
     """The worklist row of one image, freshly read."""
     ref = workspace.image(image_id)
@@ -52,9 +126,10 @@ def one_row(workspace, image_id: str) -> WorklistRow:
     hidden = workspace.model_hidden()  # blinded double reading: no prediction reaches the reader
     prediction = workspace.predictions(active.version, [image_id]).get(image_id) if active and not hidden else None
     label = workspace.current_label(image_id)
-    queued = any(item.image_id == image_id for item in workspace.queue())
+    rank = next((item.rank for item in workspace.queue() if item.image_id == image_id), None)
     why = workspace.damaged_images().get(image_id)
-    return WorklistRow(ref, status_of(label, prediction, queued, why is not None), label, prediction, damaged=why)
+    return WorklistRow(ref, status_of(label, prediction, rank is not None, why is not None), label, prediction, rank,
+                       damaged=why)
 
 
 def mark_damaged(workspace, image_id: str, reason: str) -> WorklistRow:
@@ -76,17 +151,40 @@ def predict_all(workspace, progress=None, cancel: Optional[CancelToken] = None) 
     return text + (f"; {len(failed)} could not be read" if failed else "")
 
 
+_OUTPUTS_MEMO: dict = {}
+
+
+def cached_outputs(workspace, version: str):
+    """The version's cached model outputs, read from disk once per change of the file (the window asks for
+    them on every case it opens)."""
+    from core.active.cache import _file, load_outputs
+
+    path = _file(workspace.path, version)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    key = (str(path), stamp)
+    if key not in _OUTPUTS_MEMO:
+        _OUTPUTS_MEMO.clear()
+        outputs = load_outputs(workspace.path, version)
+        if outputs is None:
+            return None
+        _OUTPUTS_MEMO[key] = (outputs, outputs.index())
+    return _OUTPUTS_MEMO[key]
+
+
 def similar_cases(workspace, image_id: str, k: int = 5) -> list[tuple[str, str, float]]:
     """Nearest labelled neighbours of ``image_id`` by the active model's cached embeddings."""
-    from core.active.cache import load_outputs
     from core.active.loop import confirmed_labels
     from core.active.similar import similar_cases as nearest
 
     active = workspace.active_model()
-    outputs = load_outputs(workspace.path, active.version) if active else None
-    if outputs is None or image_id not in outputs.index():
+    memo = cached_outputs(workspace, active.version) if active else None
+    outputs, index = memo if memo is not None else (None, {})
+    if outputs is None or image_id not in index:
         return []
-    query = outputs.emb[outputs.index()[image_id]]
+    query = outputs.emb[index[image_id]]
     found = nearest(query, outputs.image_ids, outputs.emb, confirmed_labels(workspace), k=k, exclude=[image_id])
     return [(n.image_id, n.label, n.distance) for n in found]
 
@@ -125,11 +223,29 @@ def redecide(workspace, progress=None, cancel: Optional[CancelToken] = None) -> 
     return f"re-decided {n} predictions with the site threshold"
 
 
-def should_retrain(workspace, n_new: int) -> bool:
-    """Whether enough new confirmed labels arrived to fine-tune in the background."""
+def should_retrain(workspace, n_new: Optional[int] = None) -> bool:
+    """Whether enough new confirmed labels arrived to fine-tune in the background (counted in the database,
+    the same rule ``loupe label`` applies)."""
     from core.active.loop import should_retrain as due
 
     return workspace.active_model() is not None and due(workspace, n_new)
+
+
+def refresh_queue(workspace, strategy: str = "default", n: int = 50, progress=None,
+                  cancel: Optional[CancelToken] = None):
+    """Rebuild the queue (model outputs come from the per-version cache; only missing images are predicted)."""
+    from core.active.loop import refresh_queue as rebuild
+
+    limit_torch_threads()
+    return rebuild(workspace, strategy, n, progress=progress, cancel=cancel)
+
+
+def prefetch(path: str, record=None):
+    """The image's first frame decoded and rendered with its default window (what the viewer shows first),
+    so the case opens without waiting for the file: a :class:`app.widgets.render_job.LoadedFrame`."""
+    from app.widgets.render_job import load_frame
+
+    return load_frame(path, 0, None, 0, record)
 
 
 def explain_image(workspace, image_id: str, method: str, target: Optional[str] = None,

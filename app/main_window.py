@@ -1,31 +1,34 @@
 """The Loupe main window: worklist, viewer, reading panels, queue, training and metrics.
 
-The window wires widgets to the workspace and to background jobs; it decides
-nothing clinical. All model, disk and training work runs off the UI thread
-(``app.workers.Runner`` for jobs, a separate process for training).
+The window keeps the layout and the menus; everything it knows about the
+workspace comes through one :class:`app.session.ReviewSession` (``window.session``),
+which owns the workspace, the workers and the training controller. No SQLite
+call, model or disk work runs on the UI thread; training runs in its own process.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox,
-                               QScrollArea, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QLineEdit, QMainWindow,
+                               QMessageBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget)
 
 from app import jobs
 from app import team_actions
 from app.dialogs import show_shortcuts
+from app.session import Reader, ReviewSession, resolve_reader, trace
 from app.settings import Settings
+from app.widgets.case_banner import CaseBanner
 from app.widgets.image_view import ImageView
 from app.widgets.label_panel import LabelPanel
 from app.widgets.prediction_panel import PredictionPanel
 from app.widgets.worklist import WorklistWidget
-from app.workers import Runner
-from core.worklist import WorklistRow, worklist_rows
+from core.worklist import WorklistRow
 
 logger = logging.getLogger(__name__)
 
@@ -36,24 +39,65 @@ class MainWindow(QMainWindow):
     predictions_refreshed = Signal()
     worklist_loaded = Signal()
 
-    def __init__(self, workspace, settings: Optional[Settings] = None, parent: Optional[QWidget] = None):
+    def __init__(self, workspace, settings: Optional[Settings] = None, parent: Optional[QWidget] = None,
+                 reader: Optional[str] = None, ask_reader: bool = True):
         super().__init__(parent)
         self.workspace = workspace
         self.settings = settings or Settings()
-        self.runner = Runner(self)
-        self.rows: dict[str, WorklistRow] = {}
-        self.loaded_model = None  # summary dict of the active version (classes, thresholds), set by a job
+        # who labels is settled now, before any key: --reader / LOUPE_READER / the remembered name, else asked below
+        self.session = ReviewSession(workspace, resolve_reader(reader, self.settings.annotator), parent=self)
+        self.runner = self.session.interactive
         self.queue_mode = False
-        self.new_labels = 0
+        self._shown: Optional[str] = None  # the case on screen
+        self._clock: Optional[tuple[str, float, str]] = None  # (key, time, image) of the last Enter/N, for the trace
+        self._labelled_since_check = False
         self.setWindowTitle(f"Loupe — {Path(workspace.path).name}")
         screen = QApplication.primaryScreen().availableGeometry() if QApplication.primaryScreen() else None
         self.resize(min(1500, screen.width()) if screen else 1500, min(920, screen.height()) if screen else 920)
         self.setAcceptDrops(True)
         self._build()
         self._menus()
-        self.runner.busyChanged.connect(self._on_busy)
+        for runner in (self.session.interactive, self.session.background):
+            runner.busyChanged.connect(self._on_busy)
+        self._connect_session()
         QTimer.singleShot(0, self.reload)
         QTimer.singleShot(50, self._probe_device)
+        if self.session.reader is None and ask_reader:
+            QTimer.singleShot(0, self.ask_reader)
+
+    # --- the session ------------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> dict[str, WorklistRow]:
+        """``{image id: worklist row}`` as the session last read them."""
+        return self.session.rows
+
+    @property
+    def loaded_model(self) -> Optional[dict]:
+        """Summary of the active model (version, arch, classes, thresholds), or None."""
+        return self.session.model
+
+    @property
+    def training_controller(self):
+        """The session's training controller (one run at a time, in its own process)."""
+        return self.session.training
+
+    @property
+    def new_labels(self) -> int:
+        """Confirmed labels since the last training started (read from the workspace)."""
+        progress = self.session.progress
+        return progress.new_labels if progress is not None else 0
+
+    def _connect_session(self) -> None:
+        s = self.session
+        s.rows_changed.connect(self._on_rows)
+        s.row_changed.connect(self._on_row)
+        s.model_changed.connect(self._on_model)
+        s.progress_changed.connect(self.worklist.show_progress)
+        s.progress_changed.connect(self._check_retrain)
+        s.label_failed.connect(self._on_label_failed)
+        s.error.connect(self.notify_error)
+        s.training_event.connect(lambda _ev: None)  # the training panel follows the controller itself
 
     # --- layout ---------------------------------------------------------------------------------
 
@@ -65,21 +109,26 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.viewer)
         self.worklist = WorklistWidget()
         self.worklist.image_selected.connect(self.show_image)
+        self.viewer.image_loaded.connect(self._on_image_loaded)
+        self._ready_pending = None
+        self.viewer.installEventFilter(self)
         self.worklist_dock = self._dock("Worklist", self.worklist, Qt.LeftDockWidgetArea)
         self.prediction = PredictionPanel()
         self.prediction.similar_activated.connect(self.worklist.select)
-        self.labels = LabelPanel()
-        self.labels.annotator = self.settings.annotator
-        self.labels.annotator_needed.connect(self.ask_annotator)
+        self.labels = LabelPanel(self.session)
+        self.labels.annotator_needed.connect(
+            lambda: self.notify_error("not saved: say who is labelling first — Edit → Reader… "
+                                      "(or start Loupe with --reader NAME or LOUPE_READER)"))
         self.labels.saved.connect(self._on_label_saved)
-        self.labels.undone.connect(self._refresh_row)
         self.labels.install_shortcuts(self)
         self.overlay = OverlayPanel(self.runner, self.workspace, self.viewer)
-        self.queue = QueuePanel(self.runner, self.workspace)
+        self.queue = QueuePanel(self.session)
         self.queue.open_image.connect(self._open_from_queue)
+        self.banner = CaseBanner(self.session)
         read = QWidget()
         read_layout = QVBoxLayout(read)
         read_layout.setContentsMargins(0, 0, 0, 0)
+        read_layout.addWidget(self.banner)
         read_layout.addWidget(self.prediction)
         read_layout.addWidget(self.labels, 1)
         self.side = QTabWidget()
@@ -95,22 +144,22 @@ class MainWindow(QMainWindow):
         self.pixel = QLabel()
         self.device = QLabel("device: …")
         self.model_label = QLabel("model: none")
+        self.reader_label = QLabel("")
         self.jobs_label = QLabel("")
         self.notice = QLabel("")
         bar = self.statusBar()
         bar.addWidget(self.pixel, 1)
         bar.addWidget(self.notice, 2)
-        for w in (self.jobs_label, self.model_label, self.device):
+        for w in (self.jobs_label, self.reader_label, self.model_label, self.device):
             bar.addPermanentWidget(w)
         self.viewer.pixel_info.connect(self.pixel.setText)
         self.viewer.image_damaged.connect(self._on_image_damaged)
+        self._show_reader()
 
     def _bottom_docks(self) -> None:
-        from app.training_controller import TrainingController
         from app.widgets.training_panel import TrainingPanel
 
-        self.training_controller = TrainingController(parent=self)
-        self.training = TrainingPanel(self.training_controller, str(self.workspace.path))
+        self.training = TrainingPanel(self.session.training, str(self.workspace.path))
         self.training.model_changed.connect(self._on_model_changed)
         self._metrics = None  # built on first use: its plots load matplotlib, which start-up need not pay for
         train_dock = self._dock("Training", self.training, Qt.BottomDockWidgetArea)
@@ -131,7 +180,7 @@ class MainWindow(QMainWindow):
         if self._metrics is None:
             from app.widgets.metrics_panel import MetricsPanel
 
-            self._metrics = MetricsPanel(self.runner, str(self.workspace.path))
+            self._metrics = MetricsPanel(self.session.background, str(self.workspace.path))
             self._metrics.thresholds_saved.connect(self._on_thresholds_saved)
             self.metrics_dock.widget().setWidget(self._metrics)
         return self._metrics
@@ -166,7 +215,7 @@ class MainWindow(QMainWindow):
         file.addSeparator()
         act(file, "Quit", self.close, "Ctrl+Q")
         edit = self.menuBar().addMenu("&Edit")
-        act(edit, "Annotator name…", self.ask_annotator)
+        act(edit, "Reader…", self.ask_reader, tip="Who is labelling (recorded on every label)")
         act(edit, "Find", lambda: self.worklist.search.setFocus(), "Ctrl+F")
         view = self.menuBar().addMenu("&View")
         for action in self.viewer.actions():
@@ -179,13 +228,13 @@ class MainWindow(QMainWindow):
         act(read, "Confirm and next", self.confirm_and_next, "Return")
         act(read, "Next image", lambda: self.worklist.step(1), "Down")
         act(read, "Previous image", lambda: self.worklist.step(-1), "Up")
-        act(read, "Next queued case", self.next_queued, "N")
+        act(read, "Next queued case", lambda: self.next_queued(), "N")
         self.queue_action = act(read, "Queue mode", self.toggle_queue_mode, "Ctrl+Shift+Q")
         self.queue_action.setCheckable(True)
         act(read, "Reading team and adjudication…", lambda: team_actions.open_team(self), "Ctrl+Alt+J")
         model = self.menuBar().addMenu("&Model")
         act(model, "Predict all images", lambda: self.predict_all(), "Ctrl+P")
-        act(model, "Refresh queue", self.queue.refresh, "F5")
+        act(model, "Refresh queue", lambda: self.queue.refresh(), "F5")
         act(model, "Train now", self.train_now, "Ctrl+T")
         act(model, "Evaluate on test split", lambda: (self.metrics_dock.show(), self.metrics.evaluate_active("test")))
         help_menu = self.menuBar().addMenu("&Help")
@@ -197,44 +246,56 @@ class MainWindow(QMainWindow):
     # --- data ---------------------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """Re-read the worklist, the active model summary and the queue (off the UI thread)."""
-        self.runner.submit("worklist", jobs.load_worklist, self.workspace, on_done=self._on_worklist,
-                           on_error=self.notify_error)
+        """Re-read the worklist, the active model summary, the queue and the counters (off the UI thread)."""
+        self.session.reload()
 
-    def _on_worklist(self, result) -> None:
-        rows, model = result
-        self.rows = {r.ref.id: r for r in rows}
-        self.loaded_model = model
+    def _on_rows(self, rows) -> None:
         self.worklist.set_rows(rows)
-        if model:
-            self.model_label.setText(f"model: {model['version']} ({model['arch']})")
-            self.labels.set_workspace(self.workspace, model["classes"], model["multilabel"])
-        else:
-            self.model_label.setText("model: none")
-            self.labels.set_workspace(self.workspace, self.workspace.classes())
-        self.overlay.set_model(model)
-        self.queue.names = {i: Path(r.ref.path).name for i, r in self.rows.items()}
-        self.queue.reload()
+        self.queue.names = {r.ref.id: Path(r.ref.path).name for r in rows}
+        self.queue.set_items(self.session.queue)
         if self.worklist.current_image_id() is None:
             self.worklist.step(0)
+        elif self._shown is not None:
+            self.show_image(self._shown)  # a fresh prediction, same case: the reader's choice stays
+        trace("rows", n=len(rows), queued=len(self.session.queue))
         self.worklist_loaded.emit()
 
+    def _on_model(self, model) -> None:
+        if model:
+            self.model_label.setText(f"model: {model['version']} ({model['arch']})")
+            self.labels.set_classes(model["classes"], model["multilabel"])
+        else:
+            self.model_label.setText("model: none")
+            self.labels.set_classes(self.session.classes)
+        self.overlay.set_model(model)
+
     def show_image(self, image_id: str) -> None:
-        """Show one image in the viewer and its label, prediction and explanation panels."""
+        """Show one image in the viewer and its label, prediction and explanation panels.
+
+        Showing the case already on screen again (a re-read worklist) only refreshes
+        the prediction and the reason: the view and the label being chosen stay.
+        """
         row = self.rows.get(image_id)
         if row is None:
             return
-        self.viewer.set_image(row.ref.path, row.ref.record)
-        self.labels.show_image(image_id)
+        same = image_id == self._shown and self.viewer.current_path == row.ref.path
+        self._shown = image_id
         model = self.loaded_model
+        if not same:
+            self.viewer.set_image(row.ref.path, row.ref.record, frame=self.session.take_prefetched(row.ref.path))
+            self.labels.show_image(image_id)
+            self.overlay.show_image(row.ref)
+            if model:
+                self.runner.submit("similar", jobs.similar_cases, self.workspace, image_id,
+                                   on_done=self.prediction.show_similar,
+                                   on_error=lambda _m: self.prediction.show_similar([]))
         self.prediction.show_prediction(row.prediction, model["thresholds"] if model else None,
                                         model["version"] if model else "",
                                         grade_names=model.get("severity_grades") if model else None)
-        self.overlay.show_image(row.ref)
+        self.banner.show_case(image_id)
         self.queue.show_reason(image_id)
-        if model:
-            self.runner.submit("similar", jobs.similar_cases, self.workspace, image_id,
-                               on_done=self.prediction.show_similar, on_error=lambda _m: self.prediction.show_similar([]))
+        if not same:  # while this case is read, decode the one N will open next
+            self.session.prefetch(self.session.next_queued(after=image_id))
 
     def _on_image_damaged(self, path: str, reason: str) -> None:
         """The viewer found the shown image damaged: persist it (off the UI thread) and refresh its row."""
@@ -243,57 +304,131 @@ class MainWindow(QMainWindow):
             self.runner.submit(f"damaged-{image_id}", jobs.mark_damaged, self.workspace, image_id, reason,
                                on_done=self._on_row)
 
-    def _refresh_row(self, image_id: str) -> None:
-        # one slot per image: fast keyboard labelling must not cancel the refresh of the row labelled just before
-        self.runner.submit(f"row:{image_id}", jobs.one_row, self.workspace, image_id, on_done=self._on_row)
+    def _on_image_loaded(self, path: str) -> None:
+        """A case's frame is in the viewer (its prediction is set in the same turn): the benchmark's trace line
+        is written once the viewer has painted it, with the time since the Enter/N that led here."""
+        row = self.rows.get(self._shown) if self._shown else None
+        if row is None or row.ref.path != path:
+            return
+        image_id, clock = self._shown, self._clock
+        if clock is not None and clock[2] != image_id:
+            self._clock = None
+        else:
+            clock = None
+        self._ready_pending = (image_id, clock, int(self.session.queue_item(image_id) is not None))
+        self.viewer.update()
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt)
+        if obj is self.viewer and event.type() == QEvent.Paint and self._ready_pending is not None:
+            image_id, clock, queued = self._ready_pending
+            self._ready_pending = None
+
+            def painted() -> None:  # runs after this paint event has been handled
+                since = (f"{clock[0]}_ms", f"{(time.perf_counter() - clock[1]) * 1000:.1f}") if clock else \
+                    ("after", "none")
+                trace("case_ready", image=image_id, queued=queued, **{since[0]: since[1]})
+
+            QTimer.singleShot(0, painted)
+        return False
 
     def _on_row(self, row: WorklistRow) -> None:
-        self.rows[row.ref.id] = row
         self.worklist.update_row(row)
+        if row.ref.id == self._shown:
+            self.banner.show_case(row.ref.id)
 
     # --- labelling ----------------------------------------------------------------------------------
 
-    def ask_annotator(self) -> None:
-        """Ask once for the annotator's name; it is recorded on every label."""
-        name, ok = QInputDialog.getText(self, "Annotator", "Your name (recorded on every label):",
-                                        text=self.settings.annotator)
-        if ok and name.strip():
-            self.settings.annotator = name.strip()
-            self.labels.annotator = name.strip()
+    def ask_reader(self) -> None:
+        """Ask who is labelling (at start-up, or from Edit → Reader…); never as a side effect of a labelling key.
+
+        The dialog is window-modal but does not block the event loop; the name is remembered.
+        """
+        dialog = QInputDialog(self)
+        dialog.setWindowTitle("Reader")
+        dialog.setLabelText("Who is labelling? (recorded on every label)")
+        dialog.setTextEchoMode(QLineEdit.Normal)
+        dialog.setTextValue(self.session.reader.name if self.session.reader else self.settings.annotator)
+        dialog.setWindowModality(Qt.WindowModal)
+        dialog.textValueSelected.connect(self.set_reader)
+        dialog.open()
+        self._reader_dialog = dialog
+
+    def set_reader(self, name: str, role: str = "") -> None:
+        """Label as ``name`` from now on (remembered in the app settings)."""
+        if not name.strip():
+            return
+        self.session.reader = Reader(name.strip(), role)
+        self.settings.annotator = name.strip()
+        self._show_reader()
+
+    ask_annotator = ask_reader  # the older name (Edit → Annotator name…)
+
+    def _show_reader(self) -> None:
+        reader = self.session.reader
+        self.reader_label.setText(f"reader: {reader.name}" if reader else "reader: not set (Edit → Reader…)")
 
     def confirm_and_next(self) -> None:
-        """Commit the chosen label; on success move on (the queue in queue mode, else the worklist)."""
-        self.labels.commit()
+        """Commit the chosen label; once it is saved move on (the queue in queue mode, else the worklist)."""
+        image_id = self.labels.image_id
+        if self.labels.commit():
+            self._clock = ("enter", time.perf_counter(), image_id)
+            trace("enter", image=image_id)
+            if self.queue_mode:
+                # queue mode is the fast path: the next case opens while the commit runs (the one being saved
+                # is skipped); a commit that fails is said in red and its case stays first in the queue
+                name = Path(self.rows[image_id].ref.path).name if image_id in self.rows else image_id
+                self.notify(f"saving label for {name}…")
+                self.next_queued(clock=False)
 
     def _on_label_saved(self, image_id: str, _label) -> None:
-        self._refresh_row(image_id)
-        self.new_labels += 1
-        self.notice.setText(f"saved label for {image_id}")
-        if self.queue_mode:
-            self.queue.mark_done(image_id)
-            self.next_queued()
-        else:
-            self.worklist.step(1)
-        if jobs.should_retrain(self.workspace, self.new_labels) and not self.training_controller.running:
-            self.new_labels = 0
+        name = Path(self.rows[image_id].ref.path).name if image_id in self.rows else image_id
+        trace("saved", image=image_id)
+        self.notify(f"saved label for {name}")
+        if self._shown == image_id:  # still on the case just labelled (the reader did not move on meanwhile)
+            if self.queue_mode:
+                self.next_queued(clock=False)
+            else:
+                self.worklist.step(1)
+        self._labelled_since_check = True  # the counters re-read after this commit decide about retraining
+
+    def _check_retrain(self, progress) -> None:
+        """After new labels, start the automatic retrain once the workspace's count reaches the setting."""
+        if not self._labelled_since_check or progress is None:
+            return
+        self._labelled_since_check = False
+        if progress.retrain_due and not self.training_controller.running:
             self.notify("enough new labels: fine-tuning in the background")
             self.train_now()
 
+    def _on_label_failed(self, image_id: str, message: str) -> None:
+        name = Path(self.rows[image_id].ref.path).name if image_id in self.rows else image_id
+        self.notify_error(f"label for {name} NOT saved: {message}"
+                          + ("; it stays in the queue" if self.session.queue_item(image_id) else ""))
+
     def toggle_queue_mode(self) -> None:
-        """Queue mode: Next walks the active-learning queue and shows why each case was picked."""
+        """Queue mode: Enter saves and opens the next queued case; the reading panel says why it was picked."""
         self.queue_mode = not self.queue_mode
         self.queue_action.setChecked(self.queue_mode)
-        self.side.setCurrentWidget(self.queue if self.queue_mode else self.side.widget(0))
-        self.notify("queue mode on: N = next queued case" if self.queue_mode else "queue mode off")
+        self.side.setCurrentIndex(0)
+        self.notify("queue mode on: Enter saves and opens the next queued case" if self.queue_mode
+                    else "queue mode off")
         if self.queue_mode:
             self.next_queued()
 
-    def next_queued(self) -> None:
-        """Open the next case of the active-learning queue."""
-        image_id = self.queue.next_id()
+    def next_queued(self, clock: bool = True) -> None:
+        """Open the highest-ranked case still waiting in the active-learning queue."""
+        image_id = self.session.next_queued()
         if image_id is None:
-            self.notify("the queue is empty: refresh it (F5) after predicting")
+            if self.session.model is not None and not self.session.background.busy("queue"):
+                self.notify("the queue is empty: refreshing it in the background…")
+                self.session.refresh_queue()
+            else:
+                self.notify("the queue is empty: refresh it (F5) after predicting")
             return
+        if clock:
+            trace("n", image=image_id)
+            if self._clock is None:
+                self._clock = ("n", time.perf_counter(), self._shown)
         self._open_from_queue(image_id)
 
     def _open_from_queue(self, image_id: str) -> None:
@@ -309,7 +444,7 @@ class MainWindow(QMainWindow):
         """Predict every image with the active model in the background, then refresh the worklist
         (and the active-learning queue, which reuses the outputs just cached, when asked)."""
         self.notify("predicting all images…")
-        self.runner.submit("predict", jobs.predict_all, self.workspace,
+        self.session.background.submit("predict", jobs.predict_all, self.workspace,
                            on_done=lambda message: self._on_predicted(message, then_refresh_queue),
                            on_error=self.notify_error, on_progress=self._on_progress)
 
@@ -318,7 +453,7 @@ class MainWindow(QMainWindow):
         self.reload()
         self.predictions_refreshed.emit()
         if refresh_queue:
-            self.queue.refresh()
+            self.session.refresh_queue()
 
     def _on_progress(self, progress) -> None:
         self.jobs_label.setText(f"{progress.message} {progress.done}/{progress.total}")
@@ -330,13 +465,15 @@ class MainWindow(QMainWindow):
         self.train_dock.show()
         self.train_dock.raise_()
         if self.training.start():
-            mark_training_started(self.workspace)
+            # labels written from now on count towards the next round (the counters re-read it)
+            self.session.db.submit("mark-training", mark_training_started, self.workspace,
+                                   on_done=lambda _r: self.session.reload_queue(), on_error=self.notify_error)
 
     def _on_thresholds_saved(self, version: str) -> None:
-        active = self.workspace.active_model()
-        if active is not None and active.version == version:
+        active = self.session.model
+        if active is not None and active["version"] == version:
             self.notify(f"site threshold saved for {version}: re-deciding the predictions")
-            self.runner.submit("predict", jobs.redecide, self.workspace, on_done=self._on_predicted,
+            self.session.background.submit("predict", jobs.redecide, self.workspace, on_done=self._on_predicted,
                                on_error=self.notify_error)
 
     def _on_model_changed(self, version: str) -> None:
@@ -362,7 +499,7 @@ class MainWindow(QMainWindow):
     def import_paths(self, paths: list[str], labels_csv: Optional[str] = None) -> None:
         """Import in the background; the report lists every rejected file."""
         self.notify(f"importing {', '.join(Path(p).name for p in paths)}…")
-        self.runner.submit("import", jobs.import_files, self.workspace, paths, labels_csv,
+        self.session.background.submit("import", jobs.import_files, self.workspace, paths, labels_csv,
                            on_done=self._on_imported, on_error=self.notify_error)
 
     def _on_imported(self, report) -> None:
@@ -394,10 +531,12 @@ class MainWindow(QMainWindow):
     # --- status ---------------------------------------------------------------------------------------
 
     def _probe_device(self) -> None:
-        self.runner.submit("device", jobs.device_summary, on_done=self.device.setText,
+        self.runner.submit("device", jobs.device_summary,
+                           on_done=lambda text: (self.device.setText(text), trace("device", ready=1)),
                            on_error=lambda m: self.device.setText("device: unknown"))
 
-    def _on_busy(self, n: int) -> None:
+    def _on_busy(self, _n: int) -> None:
+        n = len(self.session.interactive._slots) + len(self.session.background._slots)
         self.jobs_label.setText(f"{n} background job(s)" if n else "")
 
     def notify(self, text: str) -> None:
@@ -422,6 +561,5 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
             self.training_controller.cancel()
-        self.runner.cancel_all()
-        self.runner.wait(10000)
+        self.session.shutdown()
         event.accept()

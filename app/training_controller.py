@@ -24,11 +24,32 @@ STATES = ("done", "failed", "cancelled")
 JobFactory = Callable[[str, Any], Any]
 
 
-def default_job_factory(workspace_path: str, config) -> Any:
-    """Start a real training process (see :class:`core.models.jobs.TrainingJob`)."""
+def default_job_factory(workspace_path: str, config, log_path: Optional[str] = None) -> Any:
+    """Start a real training process (see :class:`core.models.jobs.TrainingJob`); its stderr goes to ``log_path``."""
     from core.models.jobs import TrainingJob
 
-    return TrainingJob(workspace_path, config)
+    return TrainingJob(workspace_path, config, log_path=log_path)
+
+
+def training_log_path(workspace_path: str | Path) -> Path:
+    """Where the training child's stderr goes: ``<workspace>.training.log`` beside the workspace file."""
+    path = Path(workspace_path)
+    return path.with_name(path.name + ".training.log")
+
+
+def log_tail(path: Optional[Path], lines: int = 12, max_chars: int = 2000) -> str:
+    """The last ``lines`` lines of a log file ("" when there is none)."""
+    if path is None or not Path(path).is_file():
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])[-max_chars:]
 
 
 class TrainingController(QObject):
@@ -37,7 +58,8 @@ class TrainingController(QObject):
     Signals (all delivered on the thread that owns the controller, the UI thread):
 
     * ``started(dict config)`` — a run began (the TrainConfig fields);
-    * ``event(dict)`` — one event of the training process (see :mod:`core.models.training`);
+    * ``event(dict)`` — one event of the training process, as the JSON object it wrote;
+    * ``typed_event(TrainingEvent)`` — the same event as a typed dataclass (:mod:`core.models.events`);
     * ``finished(object result, str state)`` — the run ended: ``result`` is the ``done``
       event (version, promoted, reason, metrics, ...) or ``None``; ``state`` is one of
       ``done``, ``failed``, ``cancelled``; :attr:`message` says why in words;
@@ -49,15 +71,20 @@ class TrainingController(QObject):
 
     started = Signal(object)
     event = Signal(object)
+    typed_event = Signal(object)
     finished = Signal(object, str)
     refused = Signal(str)
 
     _relay = Signal(object)  # from the reader thread
     _ended = Signal(object, str, str)  # result, state, message — from the reader thread
 
-    def __init__(self, job_factory: Optional[JobFactory] = None, parent: Optional[QObject] = None):
+    def __init__(self, job_factory: Optional[JobFactory] = None, parent: Optional[QObject] = None,
+                 log_path: Optional[str | Path] = None):
         super().__init__(parent)
         self._factory = job_factory or default_job_factory
+        #: the training child's stderr (real processes only); its tail is added to a failure's message
+        self.log_path: Optional[Path] = Path(log_path) if log_path else None
+        self.log_tail = ""
         self._job: Any = None
         self._thread: Optional[threading.Thread] = None
         self._running = False
@@ -91,8 +118,15 @@ class TrainingController(QObject):
             logger.info("training start refused: %s", self.message)
             self.refused.emit(self.message)
             return False
+        if self.log_path is None and self._factory is default_job_factory:
+            self.log_path = training_log_path(workspace_path)
+        self._log_start = self._log_size()
+        self.log_tail = ""
         try:
-            job = self._factory(str(workspace_path), config)
+            if self._factory is default_job_factory:
+                job = self._factory(str(workspace_path), config, log_path=str(self.log_path))
+            else:
+                job = self._factory(str(workspace_path), config)
         except Exception as exc:  # noqa: BLE001 - shown to the person, details in the log
             logger.exception("could not start the training process")
             self.message = f"could not start the training process: {exc}"
@@ -139,28 +173,47 @@ class TrainingController(QObject):
             self.cancel(grace)
         self.wait(grace + 5.0)
 
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size if self.log_path is not None else 0
+        except OSError:
+            return 0
+
+    def _this_run_tail(self) -> str:
+        """The tail of what this run wrote to the log (earlier runs' lines left out)."""
+        if self.log_path is None or self._log_size() <= getattr(self, "_log_start", 0):
+            return ""
+        return log_tail(self.log_path)
+
     # --- the reader thread -----------------------------------------------------------------
 
     def _follow(self, job) -> None:
         """Read events until the job ends; runs in the reader thread, touches no widget."""
+        from core.models.events import Cancelled, Done, Error, from_json
+
         result, error, cancelled_msg = None, None, None
         try:
             for ev in job.events():
                 if not isinstance(ev, dict):
                     continue
-                kind = ev.get("event")
-                if kind == "done":
+                typed = from_json(ev)
+                if isinstance(typed, Done):
                     result = ev
-                elif kind == "error":
-                    error = str(ev.get("message", "training failed"))
-                elif kind == "cancelled":
-                    cancelled_msg = str(ev.get("message", "training cancelled"))
-                self._relay.emit(ev)
+                elif isinstance(typed, Error):
+                    error = typed.message
+                elif isinstance(typed, Cancelled):
+                    cancelled_msg = typed.message
+                self._relay.emit((ev, typed))
         except Exception as exc:  # noqa: BLE001 - a broken pipe or a bad event ends the run as failed
             logger.exception("reading training events failed")
             error = error or f"lost contact with the training process: {exc}"
         code = getattr(job, "returncode", None)
         state, message = self._outcome(result, error, cancelled_msg, code)
+        if state == "failed":
+            self.log_tail = self._this_run_tail()
+            if self.log_tail:
+                logger.warning("training process log (%s), last lines:\n%s", self.log_path, self.log_tail)
+                message += f"\n— last lines of {self.log_path.name}:\n{self.log_tail}"
         self._ended.emit(result, state, message)
 
     def _outcome(self, result, error, cancelled_msg, code) -> tuple[str, str]:
@@ -177,8 +230,10 @@ class TrainingController(QObject):
     # --- back on the UI thread -------------------------------------------------------------
 
     @Slot(object)
-    def _on_relay(self, ev: dict) -> None:
+    def _on_relay(self, pair) -> None:
+        ev, typed = pair
         self.event.emit(ev)
+        self.typed_event.emit(typed)
 
     @Slot(object, str, str)
     def _on_ended(self, result, state: str, message: str) -> None:

@@ -114,7 +114,11 @@ class Runner(QObject):
     def _done(self, kind: str, job: Job, callback, value) -> None:
         if self._slots.get(kind) is job:
             del self._slots[kind]
-            self.busyChanged.emit(len(self._slots))
+            try:
+                self.busyChanged.emit(len(self._slots))
+            except RuntimeError:  # the runner's owner (a closed window) is gone; the job's result has no reader
+                logger.debug("a %s job ended after its runner was deleted", kind)
+                return
         if callback is not None and not job.cancel.cancelled:
             try:
                 callback(value)

@@ -73,14 +73,14 @@ def main() -> None:
     wait(lambda: win.rows and win.device.text() != "device: …")
     chest = next(i for i, r in win.rows.items() if "NIH_DX" in r.ref.path)
     win.worklist.select(chest)
-    wait(lambda: win.viewer.current_path is not None and not win.runner.busy())
+    wait(lambda: win.viewer.current_path is not None and not win.session.busy())
     shot("worklist.png")
 
     win.side.setCurrentWidget(win.overlay)
     win.overlay.method.setCurrentIndex(1)  # Grad-CAM
     wait(lambda: win.overlay.last is not None and win.overlay.last.method == "gradcam")
     win.overlay.check_faithfulness()
-    wait(lambda: not win.runner.busy())
+    wait(lambda: not win.session.busy())
     shot("gradcam.png")
 
     win.overlay.side_by_side.setChecked(True)
@@ -92,7 +92,7 @@ def main() -> None:
     win.overlay.method.setCurrentIndex(0)
 
     win.toggle_queue_mode()
-    wait(lambda: win.labels.image_id is not None and not win.runner.busy())
+    wait(lambda: win.labels.image_id is not None and not win.session.busy())
     win.side.setCurrentWidget(win.queue)
     shot("queue.png")
     win.toggle_queue_mode()
@@ -101,14 +101,14 @@ def main() -> None:
     win.training.epochs_spin.setValue(25)
     win.train_now()
     wait(lambda: not win.training_controller.running, 900)
-    wait(lambda: not win.runner.busy())
+    wait(lambda: not win.session.busy())
     shot("training.png")
 
     win.train_dock.hide()
     win.metrics_dock.show()
     win.metrics_dock.raise_()
     win.metrics.evaluate_active("test")
-    wait(lambda: win.metrics.evaluation is not None and not win.runner.busy(), 600)
+    wait(lambda: win.metrics.evaluation is not None and not win.session.busy(), 600)
     shot("metrics.png")
     win.close()
     ws.close()

@@ -36,7 +36,7 @@ from app.theme import apply_dark_theme
 from core.workspace import Workspace
 apply_dark_theme(app)
 ws = Workspace.open(sys.argv[1])
-win = MainWindow(ws)
+win = MainWindow(ws, ask_reader=False)
 win.show()
 marks = {}
 def first_paint():

@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loupe", description="Model-assisted review of medical images.")
     parser.add_argument("--workspace", metavar="PATH",
                         help="workspace file (default: $LOUPE_WORKSPACE, else the user data dir)")
+    parser.add_argument("--reader", metavar="NAME",
+                        help="who is working, stored on every label (default: $LOUPE_READER)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")

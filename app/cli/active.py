@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from app.cli.common import emit, info, open_workspace
+from app.cli.common import emit, info, open_workspace, reader_name
 from core.active.why import describe_pick
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def add_parsers(sub, common) -> None:
     lb.add_argument("--class", dest="classes", required=True, help="class name; ';' separates several")
     lb.add_argument("--severity", type=int)
     lb.add_argument("--note", default="")
-    lb.add_argument("--annotator", default="cli")
+    lb.add_argument("--annotator", default=None,
+                    help="who labels (default: the global --reader, else $LOUPE_READER, else 'cli')")
     lb.add_argument("--flag-wrong", action="store_true")
     lb.set_defaults(func=cmd_label)
 
@@ -141,7 +142,8 @@ def cmd_label(args) -> int:
 
     with open_workspace(args) as ws:
         ref = ws.find_image(args.image)
-        label = ws.add_label(ref.id, args.classes, args.annotator, source="human", severity=args.severity,
+        annotator = args.annotator or reader_name(args, "cli")
+        label = ws.add_label(ref.id, args.classes, annotator, source="human", severity=args.severity,
                              note=args.note, flag_wrong=args.flag_wrong)
         ws.dequeue(ref.id)
         n_new = new_confirmed_labels(ws) if ws.active_model() is not None else 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 WORKSPACE_ENV = "LOUPE_WORKSPACE"
+READER_ENV = "LOUPE_READER"
 
 
 def default_workspace_path() -> Path:
@@ -34,6 +35,12 @@ def resolve_workspace_path(option: str | None) -> Path:
         with Workspace.open(chosen) as ws:
             return ws.path
     return Path(chosen).expanduser().absolute()
+
+
+def reader_name(args, default: str = "") -> str:
+    """Who is working: the global ``--reader``, else ``LOUPE_READER``, else ``default``."""
+    value = getattr(args, "reader", None) or os.environ.get(READER_ENV) or default
+    return str(value).strip()
 
 
 def open_workspace(args):

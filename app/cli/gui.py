@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli.common import info, resolve_workspace_path
+from app.cli.common import info, reader_name, resolve_workspace_path
 
 
 def add_parsers(sub, common) -> None:
@@ -46,7 +46,7 @@ def cmd_gui(args) -> int:
 
     # no workspace named (and not the demo or a screenshot): the last one opened, else the start dialog offers one
     chosen = path if (named or args.demo or screenshot is not None) else None
-    return run_gui(chosen, demo=args.demo, screenshot=screenshot, default_path=path)
+    return run_gui(chosen, demo=args.demo, screenshot=screenshot, default_path=path, reader=reader_name(args) or None)
 
 
 def _headless(args, path: Path) -> int:

@@ -110,8 +110,13 @@ class ImageView(ViewNavigationMixin, QWidget):
         """Path of the image requested last (shown or still loading), or None."""
         return self._path
 
-    def set_image(self, path: Optional[str], record: Optional[ImageRecord] = None) -> None:
-        """Show ``path`` (None clears). Renders in the runner; resets window, view, overlay and badge."""
+    def set_image(self, path: Optional[str], record: Optional[ImageRecord] = None, frame=None) -> None:
+        """Show ``path`` (None clears). Renders in the runner; resets window, view, overlay and badge.
+
+        ``frame``: the image's first frame already rendered in the background with its default window
+        (a :class:`LoadedFrame` from :func:`load_frame`, e.g. prefetched while the previous case was read):
+        shown at once, without a render job.
+        """
         self._path, self._record = (str(path) if path is not None else None), record
         self._frame = self._qimage = None
         self._pyramid.clear()
@@ -121,6 +126,9 @@ class ImageView(ViewNavigationMixin, QWidget):
         self._badge = None
         self._status = None
         self._gen += 1
+        if self._path is not None and frame is not None and frame.path == self._path and frame.frame == 0:
+            self._loaded(self._gen, frame, True, None)
+            return
         if self._path is not None:
             self._status = ("loading…", COLORS["muted"])
             self._submit_load(0, fresh=True)

@@ -1,7 +1,10 @@
 """Labelling: class buttons with number hotkeys, severity, note, "model was wrong", confirm, undo, history.
 
-A label is written to the workspace (committed) before the panel says
-"saved"; if the write fails the choice stays on screen, marked unsaved.
+The panel talks to the workspace only through the review session
+(:class:`app.session.ReviewSession`): a commit runs off the UI thread, the panel
+says "saving…" at once and "saved" only after the commit returned; if the write
+fails the choice stays on screen, marked unsaved. No labelling key ever opens a
+dialog: without a reader the label is refused with a line saying what to do.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QListWidget, QPushButton, QVBoxLayout, QWidget)
 
-from core.errors import LoupeError
 from core.types import Label
 
 logger = logging.getLogger(__name__)
@@ -25,20 +27,21 @@ SEVERITIES = ("—", "0 none", "1 mild", "2 moderate", "3 severe")
 class LabelPanel(QWidget):
     """Class choice (1–9), severity, note, flag, Confirm (Enter), Undo (Ctrl+Z) and the label history.
 
-    Signals ``saved(str image_id, Label)`` after the workspace committed a
-    label, ``undone(str image_id)``, and ``annotator_needed()`` when no
-    annotator name is set yet.
+    Signals ``committing(str image_id)`` when a commit is sent,
+    ``saved(str image_id, Label)`` after the workspace committed it,
+    ``undone(str image_id)``, and ``annotator_needed()`` when a label is
+    refused because no reader is set (the window says how to set one).
     """
 
+    committing = Signal(str)
     saved = Signal(str, object)
     undone = Signal(str)
     activated = Signal()  # a labelling key was pressed (the window shows this panel)
     annotator_needed = Signal()
 
-    def __init__(self, parent: Optional[QWidget] = None):
+    def __init__(self, session=None, parent: Optional[QWidget] = None):
         super().__init__(parent)
-        self.workspace = None
-        self.annotator = ""
+        self.session = session
         self.image_id: Optional[str] = None
         self.multilabel = False
         self._buttons: list[QPushButton] = []
@@ -76,7 +79,10 @@ class LabelPanel(QWidget):
         layout.addWidget(QLabel("History", objectName="muted"))
         layout.addWidget(self.history)
         self._shortcuts: list[QShortcut] = []
+        self._classes: list[str] = []
         self.set_enabled(False)
+        if session is not None:
+            session.history_loaded.connect(self._on_history)
 
     def install_shortcuts(self, window: QWidget) -> None:
         """Bind 1–9, W and Ctrl+Z on ``window`` so they work whichever panel is showing.
@@ -94,9 +100,17 @@ class LabelPanel(QWidget):
 
     # --- configuration --------------------------------------------------------------------------
 
-    def set_workspace(self, workspace, classes: list[str], multilabel: bool = False) -> None:
-        """Use ``workspace`` for reads/writes and show buttons for ``classes``."""
-        self.workspace = workspace
+    @property
+    def annotator(self) -> str:
+        """The session reader's name ("" when none is set)."""
+        reader = self.session.reader if self.session is not None else None
+        return reader.name if reader else ""
+
+    def set_classes(self, classes: list[str], multilabel: bool = False) -> None:
+        """Show buttons for ``classes`` (exclusive, or several allowed)."""
+        if list(classes) == self._classes and multilabel == self.multilabel and self._buttons:
+            return  # same findings: keep the buttons (and the choice being made)
+        self._classes = list(classes)
         self.multilabel = multilabel
         for button in self._buttons:
             self.group.removeButton(button)
@@ -121,13 +135,20 @@ class LabelPanel(QWidget):
     def show_image(self, image_id: Optional[str]) -> None:
         """Load the current label and history of ``image_id`` into the panel."""
         self.image_id = image_id
-        self.set_enabled(image_id is not None and self.workspace is not None)
+        self.set_enabled(image_id is not None and self.session is not None)
         self._clear_choice()
         self.history.clear()
+        self.state.setStyleSheet("")
         self.state.setText("")
-        if image_id is None or self.workspace is None:
+        if image_id is None or self.session is None:
             return
-        history = self.workspace.visible_history(image_id, self.annotator)  # blinded under double reading
+        self.session.load_history(image_id)
+
+    def _on_history(self, image_id: str, history: list) -> None:
+        """The history read in the background arrived: list it and show the current label."""
+        if image_id != self.image_id or image_id in self.session.pending:
+            return
+        self.history.clear()
         for label in history:
             text = ";".join(label.classes) or "(unlabelled)"
             extra = f" · severity {label.severity}" if label.severity is not None else ""
@@ -136,8 +157,9 @@ class LabelPanel(QWidget):
             self.history.addItem(f"{label.created_at[:19].replace('T', ' ')}  {label.annotator}: {text}{extra}"
                                  f"  [{label.source}]")
         current = history[0] if history else None
-        if current is not None and current.classes:
+        if current is not None and current.classes and not self.chosen():  # never overwrite a choice being made
             self._show_label(current)
+        if current is not None and current.classes and not self.state.text():
             self.state.setText(f"labelled by {current.annotator}")
 
     def _show_label(self, label: Label) -> None:
@@ -163,6 +185,9 @@ class LabelPanel(QWidget):
     def choose(self, index: int) -> None:
         """Toggle class ``index`` (number-key hotkeys)."""
         if 0 <= index < len(self._buttons) and self.confirm.isEnabled():
+            from app.session import trace
+
+            trace("choose", image=self.image_id, index=index)
             button = self._buttons[index]
             button.setChecked(not button.isChecked() if self.multilabel else True)
 
@@ -170,44 +195,64 @@ class LabelPanel(QWidget):
         """The class names currently chosen."""
         return [b.text().split("  ", 1)[-1] for b in self._buttons if b.isChecked()]
 
-    def commit(self) -> Optional[Label]:
-        """Write the chosen label; returns it once committed, or None (nothing chosen, no name, or an error)."""
-        if self.image_id is None or self.workspace is None:
-            return None
+    def commit(self) -> bool:
+        """Send the chosen label to the session; True when a commit is on its way.
+
+        The panel says "saving…" now, then "saved" (and emits ``saved``) once the
+        workspace committed it, or "NOT saved" with the reason. False when nothing
+        is chosen, no image is shown, a commit for this image is still in flight,
+        or no reader is set (then ``annotator_needed`` is emitted; no dialog opens).
+        """
+        if self.image_id is None or self.session is None:
+            return False
         classes = self.chosen()
         if not classes:
             self.state.setText("choose a finding first (keys 1–9)")
-            return None
+            return False
+        if self.image_id in self.session.pending:
+            return False  # Enter pressed twice: one label per act
         if not self.annotator:
-            self.annotator_needed.emit()
-            if not self.annotator:
-                self.state.setText("not saved: set your name first (Edit → Annotator name)")
-                return None
-        severity = self.severity.currentIndex() - 1
-        try:
-            label = self.workspace.add_label(self.image_id, classes, self.annotator,
-                                             severity=None if severity < 0 else severity,
-                                             note=self.note.text().strip(), flag_wrong=self.flag.isChecked())
-        except (LoupeError, ValueError) as exc:
-            logger.warning("label not saved: %s", exc)
-            self.state.setText(f"NOT saved: {exc}")
+            self.state.setText("not saved: say who is labelling first (Edit → Reader…)")
             self.state.setStyleSheet("color: #d05353")
-            return None
+            self.annotator_needed.emit()
+            return False
+        severity = self.severity.currentIndex() - 1
+        image_id = self.image_id
         self.state.setStyleSheet("")
-        self.state.setText(f"saved: {';'.join(label.classes)}")
-        self.saved.emit(self.image_id, label)
-        return label
+        self.state.setText("saving…")
+        self.committing.emit(image_id)
+        self.session.commit_label(image_id, classes, severity=None if severity < 0 else severity,
+                                  note=self.note.text().strip(), flag_wrong=self.flag.isChecked(),
+                                  on_saved=lambda label: self._on_saved(image_id, label),
+                                  on_failed=lambda message: self._on_failed(image_id, message))
+        return True
+
+    def _on_saved(self, image_id: str, label: Label) -> None:
+        if image_id == self.image_id:
+            self.state.setStyleSheet("")
+            self.state.setText(f"saved: {';'.join(label.classes)}")
+        self.saved.emit(image_id, label)
+
+    def _on_failed(self, image_id: str, message: str) -> None:
+        logger.warning("label for %s not saved: %s", image_id, message)
+        if image_id == self.image_id:
+            self.state.setText(f"NOT saved: {message}")
+            self.state.setStyleSheet("color: #d05353")
 
     def undo(self) -> None:
-        """Append a row restoring the previous label of the current image."""
-        if self.image_id is None or self.workspace is None:
-            return
-        try:
-            self.workspace.undo_label(self.image_id, self.annotator or "unknown")
-        except LoupeError as exc:
-            self.state.setText(f"nothing to undo: {exc}")
+        """Append a row restoring the previous label of the current image (in the background)."""
+        if self.image_id is None or self.session is None:
             return
         image_id = self.image_id
-        self.show_image(image_id)
-        self.state.setText("undone")
-        self.undone.emit(image_id)
+
+        def done(_label) -> None:
+            if image_id == self.image_id:
+                self.show_image(image_id)
+                self.state.setText("undone")
+            self.undone.emit(image_id)
+
+        def failed(message: str) -> None:
+            if image_id == self.image_id:
+                self.state.setText(f"nothing to undo: {message}")
+
+        self.session.undo_label(image_id, on_done=done, on_failed=failed)

@@ -22,17 +22,19 @@ def why_text(why: dict) -> str:
 
 
 class QueuePanel(QWidget):
-    """Lists queued cases in rank order; refreshes the queue in the background.
+    """Lists the queued cases still waiting, in rank order, as the review session knows them.
 
-    Signals ``open_image(str image_id)`` when a queued case is opened.
+    The list follows ``session.queue_changed`` (a case leaves once a confirmed
+    label for it is committed, in any mode, by any process); refreshing runs in
+    the session's background worker. Signals ``open_image(str image_id)`` when a
+    queued case is opened.
     """
 
     open_image = Signal(str)
 
-    def __init__(self, runner, workspace, parent: Optional[QWidget] = None):
+    def __init__(self, session, parent: Optional[QWidget] = None):
         super().__init__(parent)
-        self.runner = runner
-        self.workspace = workspace
+        self.session = session
         self.items = []
         self.names: dict[str, str] = {}  # image id -> file name, set by the window
         self.strategy = QComboBox()
@@ -63,10 +65,22 @@ class QueuePanel(QWidget):
         layout.addWidget(self.list, 1)
         layout.addWidget(QLabel("Why this case", objectName="muted"))
         layout.addWidget(self.reason)
+        session.queue_changed.connect(self.set_items)
+        session.error.connect(self._on_error)
+        self._refreshing = False
 
     def reload(self) -> None:
-        """Re-read the stored queue (labelled images drop out)."""
-        self.items = self.workspace.queue()
+        """Re-read the stored queue in the background (``set_items`` follows)."""
+        self.session.reload_queue()
+
+    def set_items(self, items) -> None:
+        """Show ``items`` (the cases still waiting; commits in flight are left out)."""
+        pending = self.session.pending
+        self.items = [i for i in items if i.image_id not in pending]
+        if self._refreshing and self.session.background.busy("queue"):
+            return
+        self._refreshing = False
+        self.refresh_button.setEnabled(True)
         self.list.clear()
         for item in self.items:
             reason = item.why.get("reason", "")
@@ -81,37 +95,24 @@ class QueuePanel(QWidget):
 
     def refresh(self) -> None:
         """Rebuild the queue with the chosen strategy in the background."""
-        from core.active.loop import refresh_queue
-
         self.state.setText("refreshing the queue…")
         self.refresh_button.setEnabled(False)
-        self.runner.submit("queue", refresh_queue, self.workspace, self.strategy.currentText(), self.size.value(),
-                           on_done=self._on_refreshed, on_error=self._on_error)
-
-    def _on_refreshed(self, _items) -> None:
-        self.refresh_button.setEnabled(True)
-        self.reload()
+        self._refreshing = True
+        self.session.refresh_queue(self.strategy.currentText(), self.size.value())
 
     def _on_error(self, message: str) -> None:
-        self.refresh_button.setEnabled(True)
-        self.state.setText(f"queue not refreshed: {message}")
+        if message.startswith("queue not refreshed"):
+            self._refreshing = False
+            self.refresh_button.setEnabled(True)
+            self.state.setText(message)
 
     def next_id(self) -> Optional[str]:
         """The highest-ranked case still waiting."""
-        return self.items[0].image_id if self.items else None
-
-    def mark_done(self, image_id: str) -> None:
-        """Drop a case that was just labelled from the list."""
-        self.items = [i for i in self.items if i.image_id != image_id]
-        for row in range(self.list.count()):
-            if self.list.item(row).data(Qt.UserRole) == image_id:
-                self.list.takeItem(row)
-                break
-        self.state.setText(f"{len(self.items)} cases queued")
+        return self.session.next_queued()
 
     def show_reason(self, image_id: str) -> None:
         """Show why ``image_id`` was queued (empty when it is not in the queue)."""
-        item = next((i for i in self.items if i.image_id == image_id), None)
+        item = self.session.queue_item(image_id)
         self.reason.setText(f"#{item.rank} · {why_text(item.why)}" if item else "")
 
     def _open(self, image_id: Optional[str]) -> None:

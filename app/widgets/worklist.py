@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 COLUMNS = ("Case", "Status", "Prediction", "Conf.", "Label")
 ID_ROLE = Qt.UserRole + 1
 STATUS_ROLE = Qt.UserRole + 2
+RANK_ROLE = Qt.UserRole + 3
 
 
 class _Filter(QSortFilterProxyModel):
@@ -85,7 +86,11 @@ class WorklistWidget(QWidget):
     def set_rows(self, rows: list[WorklistRow]) -> None:
         """Rebuild the tree from worklist rows, keeping the current image selected."""
         current = self.current_image_id()
-        self.model.removeRows(0, self.model.rowCount())
+        # build the tree in a model the filter does not watch, then swap it in: filled under the recursive
+        # filter, every appended image made it re-check its whole study (quadratic: seconds for 400 images)
+        model = QStandardItemModel(0, len(COLUMNS), self)
+        model.setHorizontalHeaderLabels(list(COLUMNS))
+        old, self.model = self.model, model
         self._items.clear()
         self._order = [r.ref.id for r in rows]
         patients: dict[str, QStandardItem] = {}
@@ -116,6 +121,8 @@ class WorklistWidget(QWidget):
             items = self._image_items(row)
             parent.appendRow(items)
             self._items[row.ref.id] = items[0]
+        self.proxy.setSourceModel(model)
+        old.deleteLater()
         self.view.expandAll() if len(rows) <= 200 else self.view.expandToDepth(0)
         for col, width in enumerate((230, 90, 90, 50)):
             self.view.setColumnWidth(col, width)
@@ -123,17 +130,39 @@ class WorklistWidget(QWidget):
         if current:
             self.select(current)
 
+    def show_progress(self, progress) -> None:
+        """The summary line from the session's counters (a :class:`core.active.counters.LabellingProgress`),
+        so it moves with every commit, not only when the tree is rebuilt."""
+        if progress is None:
+            return
+        counts = progress.statuses
+        self.summary.setText(f"{progress.images} images · " + " · ".join(f"{n} {s}" for s, n in counts.items() if n))
+
     def update_row(self, row: WorklistRow) -> None:
-        """Refresh one image's cells (after a label or a prediction) without rebuilding the tree."""
+        """Refresh one image's cells (after a label or a prediction) without rebuilding the tree.
+
+        The cells are edited in place: replacing them would make the filter re-check every row of the tree
+        (tens of milliseconds on the UI thread per label in a few-hundred-image worklist).
+        """
         item = self._items.get(row.ref.id)
         if item is None:
             return
         parent = item.parent() or self.model.invisibleRootItem()
-        for col, new in enumerate(self._image_items(row)):
-            if col == 0:
-                item.setData(row.status, STATUS_ROLE)
+        fresh = self._image_items(row)
+        for col, new in enumerate(fresh):
+            cell = parent.child(item.row(), col)
+            if col == 0 or cell is None:
+                if col == 0:
+                    item.setData(row.queue_rank, RANK_ROLE)
+                    if item.data(STATUS_ROLE) != row.status:
+                        item.setData(row.status, STATUS_ROLE)
+                else:
+                    parent.setChild(item.row(), col, new)
                 continue
-            parent.setChild(item.row(), col, new)
+            if cell.text() != new.text():
+                cell.setText(new.text())
+            if cell.foreground() != new.foreground():
+                cell.setForeground(new.foreground())
 
     @staticmethod
     def _group_item(text: str) -> QStandardItem:

@@ -40,16 +40,18 @@ def last_workspace(settings) -> Optional[Path]:
     return Path(items[0]) if items else None
 
 
-def open_window(path, settings=None, first_run: bool = True):
+def open_window(path, settings=None, first_run: bool = True, reader: Optional[str] = None,
+                ask_reader: bool = True):
     """Open the workspace at ``path`` (created when new) in a new main window, shown; returns the window.
 
-    With ``first_run`` a workspace without findings or classes opens the Findings dialog.
+    With ``first_run`` a workspace without findings or classes opens the Findings dialog. ``reader`` settles who
+    labels (else the remembered reader, else the window asks once when it opens, when ``ask_reader``).
     """
     from app.main_window import MainWindow
     from core.workspace import Workspace
 
     workspace = Workspace.open(Path(path).absolute())
-    window = MainWindow(workspace, settings)
+    window = MainWindow(workspace, settings, reader=reader, ask_reader=ask_reader)
     remember(window.settings, workspace.path)
     _open_windows.append(window)
     window.show()
@@ -79,7 +81,8 @@ def switch_workspace(old, path):
     refused to close (training running and the person said no)."""
     if Path(path).absolute() == Path(old.workspace.path).absolute():
         return old
-    new = open_window(path, old.settings)
+    reader = getattr(getattr(getattr(old, "session", None), "reader", None), "name", None)
+    new = open_window(path, old.settings, reader=reader or None)
     new.setGeometry(old.geometry())
     if not old.close():
         new.close()

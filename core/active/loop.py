@@ -56,11 +56,15 @@ def new_confirmed_labels(ws) -> int:
                if label.source in CONFIRMED and (label.created_at or "") > (since or ""))
 
 
+def retrain_threshold(ws) -> int:
+    """The ``retrain_after_labels`` workspace setting (at least 1; default 20)."""
+    return max(1, int(ws.get_setting(RETRAIN_SETTING, DEFAULT_RETRAIN_AFTER) or DEFAULT_RETRAIN_AFTER))
+
+
 def should_retrain(ws, n_new: Optional[int] = None) -> bool:
-    """Whether ``n_new`` (default: counted) new confirmed labels reach the ``retrain_after_labels`` setting."""
-    threshold = int(ws.get_setting(RETRAIN_SETTING, DEFAULT_RETRAIN_AFTER) or DEFAULT_RETRAIN_AFTER)
+    """Whether ``n_new`` (default: counted in the database) new confirmed labels reach ``retrain_after_labels``."""
     n_new = new_confirmed_labels(ws) if n_new is None else int(n_new)
-    return n_new >= max(1, threshold)
+    return n_new >= retrain_threshold(ws)
 
 
 #: Images (or embeddings) per forward pass in the uncertainty passes: peak memory is bounded by this, not the pool.

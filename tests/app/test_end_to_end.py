@@ -20,6 +20,8 @@ from tests.app.conftest import write_dataset
 def session(qtbot, tmp_path):
     ws = Workspace.open(tmp_path / "ws.sqlite")
     create_version(ws, "resnet18", ["neg", "pos"], pretrained="none", input_size=32)
+    # the 20 imported labels already reach the default "retrain after 20": this test starts training itself
+    ws.set_setting("retrain_after_labels", 1000)
     settings = Settings(path=str(tmp_path / "settings.ini"))
     settings.annotator = "annotator one"
     win = MainWindow(ws, settings)
@@ -27,9 +29,7 @@ def session(qtbot, tmp_path):
     win.show()
     qtbot.waitUntil(lambda: win.device.text() != "device: …", timeout=60000)
     yield win, ws, tmp_path
-    win.runner.cancel_all()
-    win.runner.wait(30000)
-    win.training_controller.shutdown(5)
+    win.session.shutdown(5)
     ws.close()
 
 
@@ -64,6 +64,7 @@ def test_reading_session(qtbot, session):
     qtbot.keyClick(win, Qt.Key_1)
     assert win.labels.chosen() == ["neg"], win.focusWidget()
     qtbot.keyClick(win, Qt.Key_Return)
+    qtbot.waitUntil(lambda: win.rows[target].status != "unlabelled", timeout=20000)  # committed off the UI thread
     assert ws.current_label(target).classes == ("neg",)
     win.worklist.status_filter.setCurrentIndex(0)
 

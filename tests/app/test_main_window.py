@@ -23,9 +23,7 @@ def window(qtbot, labelled_workspace, tmp_path):
     # start-up is over once the device probe (which loads torch in the background) has answered
     qtbot.waitUntil(lambda: win.device.text() != "device: …", timeout=60000)
     yield win
-    win.runner.cancel_all()
-    win.runner.wait(30000)
-    win.training_controller.shutdown(5)
+    win.session.shutdown(5)
 
 
 def test_worklist_lists_every_image_and_opens_the_first(qtbot, window):
@@ -53,13 +51,17 @@ def test_label_with_number_key_and_enter_commits_then_advances_and_undo_restores
     qtbot.keyClick(window, Qt.Key_2)
     assert window.labels.chosen() == ["pos"]
     qtbot.keyClick(window, Qt.Key_Return)
+    assert window.labels.state.text() == "saving…"  # the commit runs off the UI thread
+    qtbot.waitUntil(lambda: window.worklist.current_image_id() != first, timeout=20000)  # moved on once saved
     label = window.workspace.current_label(first)  # committed before the UI moved on
     assert label is not None and label.classes == ("pos",) and label.annotator == "dr test"
-    assert window.worklist.current_image_id() != first
+    assert first not in window.worklist.visible_ids()  # its status moved on: no longer "unlabelled"
+    window.worklist.status_filter.setCurrentIndex(0)
     window.worklist.select(first)
     qtbot.waitUntil(lambda: window.labels.image_id == first, timeout=20000)
-    assert window.labels.history.count() == 1
+    qtbot.waitUntil(lambda: window.labels.history.count() == 1, timeout=20000)
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: window.labels.state.text() == "undone", timeout=20000)
     assert window.workspace.current_label(first) is None
     assert window.workspace.label_history(first)[0].source == "undo"
 
@@ -76,8 +78,9 @@ def test_a_label_that_cannot_be_saved_is_not_reported_saved(qtbot, window, monke
         raise WorkspaceBusy("the workspace is busy: another Loupe process is writing; try again")
 
     monkeypatch.setattr(window.workspace, "add_label", busy)
-    assert window.labels.commit() is None
-    assert window.labels.state.text().startswith("NOT saved")
+    assert window.labels.commit()  # sent: "saving…"
+    qtbot.waitUntil(lambda: window.labels.state.text().startswith("NOT saved"), timeout=20000)
+    assert "busy" in window.labels.state.text()
     assert window.labels.chosen() == ["neg"]  # the choice stays on screen for a retry
     assert window.worklist.current_image_id() == image_id
 
@@ -88,13 +91,15 @@ def test_queue_mode_walks_the_queue_and_says_why(qtbot, window):
                                               why={"entropy": 0.62, "P(rare) × cost": 1.55, "diversity rank": k + 1})
                                     for k, i in enumerate(unlabelled)])
     window.queue.reload()
+    qtbot.waitUntil(lambda: len(window.queue.items) == 3, timeout=20000)
     window.toggle_queue_mode()
     qtbot.waitUntil(lambda: window.labels.image_id == unlabelled[0], timeout=20000)
     assert "entropy 0.62" in window.queue.reason.text()
+    assert "entropy 0.62" in window.banner.why.text() and "1 of 3 in the queue" in window.banner.position.text()
     window.labels.choose(1)
     window.confirm_and_next()
     qtbot.waitUntil(lambda: window.labels.image_id == unlabelled[1], timeout=20000)
-    assert [i.image_id for i in window.queue.items] == unlabelled[1:]
+    qtbot.waitUntil(lambda: [i.image_id for i in window.queue.items] == unlabelled[1:], timeout=20000)
 
 
 def test_shortcut_sheet_lists_the_keys(qtbot, window):

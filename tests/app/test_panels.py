@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from core.types import Prediction, QueueItem
 from core.worklist import worklist_rows
 
@@ -25,14 +27,22 @@ def test_prediction_panel_shows_calibrated_probabilities_and_threshold_flag(qtbo
     assert sig.args == ["x1"]
 
 
-def test_label_panel_multilabel_severity_note_and_history(qtbot, labelled_workspace):
+@pytest.fixture
+def session(qtbot, labelled_workspace):
+    from app.session import Reader, ReviewSession
+
+    s = ReviewSession(labelled_workspace, Reader("reader"), poll_ms=0)
+    yield s
+    s.shutdown(5)
+
+
+def test_label_panel_multilabel_severity_note_and_history(qtbot, labelled_workspace, session):
     from app.widgets.label_panel import LabelPanel
 
     ws = labelled_workspace
-    panel = LabelPanel()
+    panel = LabelPanel(session)
     qtbot.addWidget(panel)
-    panel.annotator = "reader"
-    panel.set_workspace(ws, ["effusion", "nodule", "normal"], multilabel=True)
+    panel.set_classes(["effusion", "nodule", "normal"], multilabel=True)
     image_id = ws.images()[-1].id
     panel.show_image(image_id)
     panel.choose(0)
@@ -41,48 +51,62 @@ def test_label_panel_multilabel_severity_note_and_history(qtbot, labelled_worksp
     panel.severity.setCurrentIndex(3)
     panel.note.setText("left base")
     panel.flag.setChecked(True)
-    label = panel.commit()
+    with qtbot.waitSignal(panel.saved, timeout=20000) as saved:
+        assert panel.commit()
+        assert panel.state.text() == "saving…"
+    assert panel.state.text() == "saved: effusion;nodule"
     stored = ws.current_label(image_id)
-    assert label is not None and stored.classes == ("effusion", "nodule")
+    assert saved.args[1].classes == stored.classes == ("effusion", "nodule")
     assert (stored.severity, stored.note, stored.flag_wrong, stored.annotator) == (2, "left base", True, "reader")
     panel.show_image(image_id)
-    assert panel.chosen() == ["effusion", "nodule"] and panel.history.count() >= 1
+    qtbot.waitUntil(lambda: panel.history.count() >= 1, timeout=20000)
+    assert panel.chosen() == ["effusion", "nodule"]
     assert "effusion;nodule" in panel.history.item(0).text()
 
 
-def test_label_panel_asks_for_a_name_before_saving(qtbot, labelled_workspace):
+def test_label_panel_without_a_reader_refuses_without_a_dialog(qtbot, labelled_workspace, session):
+    from PySide6.QtWidgets import QApplication, QDialog
+
     from app.widgets.label_panel import LabelPanel
 
-    panel = LabelPanel()
+    session.reader = None
+    panel = LabelPanel(session)
     qtbot.addWidget(panel)
-    panel.set_workspace(labelled_workspace, ["neg", "pos"])
+    panel.set_classes(["neg", "pos"])
     image_id = labelled_workspace.images()[-1].id
     panel.show_image(image_id)
     panel.choose(1)
     asked = []
     panel.annotator_needed.connect(lambda: asked.append(True))
-    assert panel.commit() is None and asked == [True]
+    assert panel.commit() is False and asked == [True]
+    assert "who is labelling" in panel.state.text()
+    assert not [w for w in QApplication.topLevelWidgets() if isinstance(w, QDialog) and w.isVisible()]
+    session.wait()
     assert labelled_workspace.current_label(image_id) is None
 
 
-def test_queue_panel_lists_names_reasons_and_drops_labelled_cases(qtbot, labelled_workspace, runner):
+def test_queue_panel_lists_names_reasons_and_drops_labelled_cases(qtbot, labelled_workspace, session):
     from app.widgets.queue_panel import QueuePanel, why_text
 
     ws = labelled_workspace
     free = [r.ref.id for r in worklist_rows(ws) if r.status == "unlabelled"][:2]
     ws.replace_queue([QueueItem(image_id=i, score=0.9 - k * 0.1, rank=k + 1, strategy="default",
                                 why={"entropy": 0.61, "reason": "uncertain / costly"}) for k, i in enumerate(free)])
-    panel = QueuePanel(runner, ws)
+    panel = QueuePanel(session)
     qtbot.addWidget(panel)
     panel.names = {free[0]: "first.png"}
     panel.reload()
-    assert panel.list.count() == 2 and "first.png" in panel.list.item(0).text()
+    qtbot.waitUntil(lambda: panel.list.count() == 2, timeout=20000)
+    assert "first.png" in panel.list.item(0).text()
     assert "uncertain / costly" in panel.list.item(0).text()
     assert panel.next_id() == free[0]
     panel.show_reason(free[0])
     assert panel.reason.text() == "#1 · " + why_text({"entropy": 0.61, "reason": "uncertain / costly"})
-    panel.mark_done(free[0])
-    assert panel.next_id() == free[1] and panel.list.count() == 1
+    # another process labels the top case: the queue is the workspace's, so it drops out on the next read
+    ws.add_label(free[0], ["neg"], "someone else")
+    panel.reload()
+    qtbot.waitUntil(lambda: panel.list.count() == 1, timeout=20000)
+    assert panel.next_id() == free[1]
 
 
 def test_worklist_widget_steps_through_visible_images(qtbot, labelled_workspace):

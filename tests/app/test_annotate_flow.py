@@ -1,0 +1,182 @@
+"""An annotator's loop at the keyboard (issue #16): N / number / Enter labels the queued cases in rank order.
+
+Outside queue mode and in queue mode, twenty labels land on twenty distinct queued
+cases, highest rank first; after each commit the counters, the queue panel and the
+worklist show the change; no dialog opens. The queue is the workspace's: a label
+written by another process takes its case out of the window's queue too.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QDialog
+
+from app.main_window import MainWindow
+from app.settings import Settings
+from core.types import QueueItem
+
+N_IMAGES, N_QUEUED, N_LABELS = 40, 30, 20
+
+
+@pytest.fixture
+def queued_workspace(tmp_path):
+    """40 unlabelled 32-px images, a tiny untrained model, and 30 of them queued in a shuffled rank order."""
+    from core.importer import import_paths
+    from core.models.versions import create_version
+    from core.workspace import Workspace
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(N_IMAGES):
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(folder / f"case_{i:03d}.png")
+    ws = Workspace.open(tmp_path / "ws.sqlite")
+    import_paths(ws, [folder])
+    create_version(ws, "resnet18", ["neg", "pos"], pretrained="none", input_size=32)
+    ws.set_setting("retrain_after_labels", 100)  # the automatic retrain is not what this test is about
+    ids = [r.id for r in ws.images()]
+    picked = random.Random(1).sample(ids, N_QUEUED)  # rank order unrelated to the worklist order
+    ws.replace_queue([QueueItem(image_id=i, score=1.0 - k / 100, rank=k + 1, strategy="default",
+                                why={"reason": "uncertain / costly", "entropy": 0.9 - k / 100})
+                      for k, i in enumerate(picked)])
+    yield ws, picked
+    ws.close()
+
+
+@pytest.fixture
+def window(qtbot, queued_workspace, tmp_path):
+    ws, picked = queued_workspace
+    settings = Settings(path=str(tmp_path / "settings.ini"))
+    win = MainWindow(ws, settings, reader="annotator one")
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: len(win.rows) == N_IMAGES and len(win.queue.items) == N_QUEUED, timeout=30000)
+    yield win, ws, picked
+    win.session.shutdown(5)
+
+
+def _open_dialogs() -> list:
+    return [w for w in QApplication.topLevelWidgets() if isinstance(w, QDialog) and w.isVisible()]
+
+
+@pytest.mark.parametrize("queue_mode", [False, True], ids=["worklist-mode", "queue-mode"])
+def test_n_number_enter_labels_distinct_queued_cases_in_rank_order(qtbot, window, queue_mode):
+    win, ws, picked = window
+    assert "0 labelled · 30 queued · 0 disagreement · 0 labels since the last training (retrain at 100)" \
+        == win.banner.counters.text()
+    if queue_mode:
+        win.toggle_queue_mode()  # opens the top case
+    for k in range(N_LABELS):
+        if not queue_mode:
+            qtbot.keyClick(win, Qt.Key_N)
+        qtbot.waitUntil(lambda: win.labels.image_id == picked[k], timeout=20000)
+        # while the case is open, the reading panel says why it was queued and where it stands
+        assert win.banner.position.text() == f"Queued #{k + 1} · 1 of {N_QUEUED - k} in the queue"
+        assert win.banner.why.text().startswith("Uncertain or costly to miss.")
+        qtbot.keyClick(win, Qt.Key_1 if k % 2 else Qt.Key_2)
+        qtbot.keyClick(win, Qt.Key_Return)
+        # after the commit: counters, queue panel, worklist status and the workspace all agree
+        qtbot.waitUntil(lambda: win.banner.counters.text().startswith(f"{k + 1} labelled · {N_QUEUED - k - 1} queued"),
+                        timeout=20000)
+        assert win.labels.state.text().startswith("saved") or win.labels.image_id != picked[k]
+        assert len(win.queue.items) == win.queue.list.count() == N_QUEUED - k - 1
+        assert picked[k] not in [i.image_id for i in win.queue.items]
+        assert win.rows[picked[k]].status == "labelled"
+        assert f"{k + 1} label{'s' if k else ''} since the last training (retrain at 100)" in win.banner.counters.text()
+        assert f"{k + 1} labelled" in win.worklist.summary.text()
+        assert [i.image_id for i in ws.queue()] == picked[k + 1:]  # what `loupe queue next` reads
+        assert not _open_dialogs()
+    labels = ws.current_labels()
+    assert [i for i in picked if i in labels] == picked[:N_LABELS]
+    assert len(labels) == N_LABELS and {lab.annotator for lab in labels.values()} == {"annotator one"}
+    if queue_mode:  # Enter of the last label already opened the next case in rank order
+        qtbot.waitUntil(lambda: win.labels.image_id == picked[N_LABELS], timeout=20000)
+
+
+def test_keys_typed_faster_than_the_commits_still_label_distinct_cases(qtbot, window):
+    """N, number, Enter sent back to back (no waiting for saves): a case being saved is never opened again."""
+    win, ws, picked = window
+    for k in range(10):
+        qtbot.keyClick(win, Qt.Key_N)
+        qtbot.keyClick(win, Qt.Key_2)
+        qtbot.keyClick(win, Qt.Key_Return)
+    qtbot.waitUntil(lambda: len(ws.current_labels()) == 10 and not win.session.pending, timeout=30000)
+    labels = ws.current_labels()
+    assert sorted(labels, key=picked.index) == picked[:10]
+    qtbot.waitUntil(lambda: len(win.queue.items) == N_QUEUED - 10, timeout=20000)
+    assert not _open_dialogs()
+
+
+def test_a_label_written_by_another_process_takes_the_case_out_of_the_queue(qtbot, window):
+    from core.workspace import Workspace
+
+    win, ws, picked = window
+    with Workspace.open(ws.path) as other:  # e.g. `loupe label` in a terminal
+        other.add_label(picked[0], ["neg"], "cli")
+    win.session._poll_queue()
+    qtbot.waitUntil(lambda: picked[0] not in [i.image_id for i in win.queue.items], timeout=20000)
+    qtbot.waitUntil(lambda: win.banner.counters.text().startswith("1 labelled · 29 queued"), timeout=20000)
+    qtbot.keyClick(win, Qt.Key_N)
+    qtbot.waitUntil(lambda: win.labels.image_id == picked[1], timeout=20000)
+
+
+def test_the_queue_tops_itself_up_when_it_runs_low(qtbot, window, monkeypatch):
+    from app import jobs
+    from app.session import QUEUE_LOW_WATER
+
+    win, ws, picked = window
+    rebuilt = []
+
+    def fake_refresh(workspace, strategy="default", n=50, progress=None, cancel=None):
+        rebuilt.append((strategy, n))  # stands in for the model: queue every unlabelled case still out
+        labelled = set(workspace.current_labels())
+        free = [r.id for r in workspace.images() if r.id not in labelled]
+        items = [QueueItem(image_id=i, score=0.5, rank=k + 1, strategy=strategy, why={"reason": "refill"})
+                 for k, i in enumerate(free[:n])]
+        workspace.replace_queue(items)
+        return items
+
+    monkeypatch.setattr(jobs, "refresh_queue", fake_refresh)
+    ws.replace_queue([QueueItem(image_id=i, score=0.5, rank=k + 1, strategy="default", why={})
+                      for k, i in enumerate(picked[:QUEUE_LOW_WATER + 1])])
+    win.reload()
+    qtbot.waitUntil(lambda: len(win.queue.items) == QUEUE_LOW_WATER + 1, timeout=20000)
+    qtbot.keyClick(win, Qt.Key_N)
+    qtbot.waitUntil(lambda: win.labels.image_id == picked[0], timeout=20000)
+    qtbot.keyClick(win, Qt.Key_1)
+    qtbot.keyClick(win, Qt.Key_Return)
+    qtbot.waitUntil(lambda: len(win.queue.items) == N_IMAGES - 1, timeout=30000)
+    assert rebuilt == [("default", 50)]
+
+
+def test_the_reader_comes_from_the_environment_without_a_dialog(qtbot, queued_workspace, tmp_path, monkeypatch):
+    ws, _ = queued_workspace
+    monkeypatch.setenv("LOUPE_READER", "dr env")
+    win = MainWindow(ws, Settings(path=str(tmp_path / "s.ini")))
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: len(win.rows) == N_IMAGES, timeout=30000)
+    qtbot.waitUntil(lambda: win.device.text() != "device: …", timeout=60000)
+    assert win.session.reader.name == "dr env" and "dr env" in win.reader_label.text()
+    assert not _open_dialogs()
+    win.session.shutdown(5)
+
+
+def test_unexpected_errors_reach_the_window_and_the_log(qtbot, window, caplog):
+    import sys
+
+    win, _, _ = window
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        info = sys.exc_info()
+    with qtbot.waitSignal(win.session.error, timeout=5000) as sig:
+        win.session.report_unexpected(*info, where="a test")
+    assert "RuntimeError: boom" in sig.args[0]
+    assert "RuntimeError: boom" in win.notice.text()
+    assert any("Traceback" in r.getMessage() for r in caplog.records)
