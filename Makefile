@@ -44,7 +44,14 @@ bench: $(VENV)/.loupe-bench
 	$(BIN)/python bench/explain_sheet.py
 	$(BIN)/python bench/lime_segments.py
 	$(BIN)/python bench/al_bench.py
+	$(BIN)/python bench/al_real_loop.py
+	$(BIN)/python bench/explain_real.py
+	$(BIN)/python bench/lime_fair.py
+	$(BIN)/python bench/explain_fullres.py
+	$(BIN)/python bench/fast_reading_bench.py
+	$(BIN)/python bench/team_load_bench.py
 	$(BIN)/python bench/startup_bench.py
+	$(BIN)/python bench/annotate_bench.py
 
 ## make package: freeze Loupe with PyInstaller into /tmp/loupe-build/dist/loupe and smoke-test it (packaging/README.md)
 package: $(STAMP)
