@@ -20,7 +20,7 @@ from app.workstation.access import runner_of, workspace_of
 logger = logging.getLogger(__name__)
 
 #: shortcuts for main-window actions that were made without one (matched by their text)
-MISSING_SHORTCUTS = {"Annotator name…": "Ctrl+Shift+U", "Evaluate on test split": "Ctrl+Shift+E",
+MISSING_SHORTCUTS = {"Annotator name…": "Ctrl+Shift+U", "Reader…": "Ctrl+Shift+U", "Evaluate on test split": "Ctrl+Shift+E",
                      "Training": "Ctrl+Alt+T", "Metrics": "Ctrl+Alt+M", "Worklist": "Ctrl+Alt+W",
                      "Reading": "Ctrl+Alt+R", "Import labels CSV…": "Ctrl+Shift+L"}
 

@@ -174,6 +174,8 @@ def test_a_new_reader_runs_the_whole_loop_from_the_window(qtbot, tmp_path, monke
         assert window.labels.chosen() == [cls], (QApplication.focusWidget(), QApplication.activeWindow())
         qtbot.keyClick(window, Qt.Key_Return)
         qtbot.waitUntil(lambda: window.workspace.current_label(image_id) is not None, timeout=30000)
+        # outside queue mode the worklist moves on once the commit has returned ("saved")
+        qtbot.waitUntil(lambda: window.worklist.current_image_id() != image_id, timeout=30000)
         labelled.append(image_id)
         if len(labelled) == 10:
             _shot(window, "07_labelling", qtbot)
