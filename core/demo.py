@@ -31,7 +31,9 @@ def prepare_demo(workspace, demo_dir: str | Path, train: bool = True, progress: 
 
     demo_dir = Path(demo_dir)
     report(progress, 0, 4, "importing the demo studies")
-    imported = import_paths(workspace, [demo_dir], labels_csv=demo_dir / "labels.csv", actor="demo", cancel=cancel)
+    # the demo PNGs are chest radiographs (PneumoniaMNIST): windowed, augmented and shown as radiographs
+    imported = import_paths(workspace, [demo_dir], labels_csv=demo_dir / "labels.csv", actor="demo", cancel=cancel,
+                            as_modality="CR")
     summary = {"import": imported.to_json(), "images": workspace.image_count()}
     if workspace.active_model() is None:
         from core.models.versions import create_version
