@@ -18,14 +18,17 @@ COLUMNS = ("Case", "Status", "Prediction", "Conf.", "Label")
 ID_ROLE = Qt.UserRole + 1
 STATUS_ROLE = Qt.UserRole + 2
 RANK_ROLE = Qt.UserRole + 3
+READER_ROLE = Qt.UserRole + 4  # who wrote the image's current label (None: unlabelled)
+ALL_READERS = "All readers"
 
 
 class _Filter(QSortFilterProxyModel):
-    """Text search over every column plus a status filter; parents stay when a child matches."""
+    """Text search over every column plus a status and a reader filter; parents stay when a child matches."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.status: Optional[str] = None
+        self.reader: Optional[str] = None
         self.setRecursiveFilteringEnabled(True)
         self.setFilterCaseSensitivity(Qt.CaseInsensitive)
         self.setFilterKeyColumn(-1)
@@ -36,6 +39,8 @@ class _Filter(QSortFilterProxyModel):
         if image_id is None:  # a patient or study row: shown when one of its images is
             return False
         if self.status and index.data(STATUS_ROLE) != self.status:
+            return False
+        if self.reader and index.data(READER_ROLE) != self.reader:
             return False
         return super().filterAcceptsRow(row, parent)
 
@@ -60,6 +65,10 @@ class WorklistWidget(QWidget):
         self.status_filter = QComboBox()
         self.status_filter.addItems(["All"] + [s.capitalize() for s in STATUSES])
         self.status_filter.currentIndexChanged.connect(self._on_status)
+        self.reader_filter = QComboBox()  # cases whose current label a given reader wrote
+        self.reader_filter.addItem(ALL_READERS)
+        self.reader_filter.setToolTip("Show the cases whose current label this reader wrote")
+        self.reader_filter.currentTextChanged.connect(self._on_reader)
         self.view = QTreeView()
         self.view.setModel(self.proxy)
         self.view.setAlternatingRowColors(True)
@@ -73,6 +82,7 @@ class WorklistWidget(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.search, 1)
         top.addWidget(self.status_filter)
+        top.addWidget(self.reader_filter)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
@@ -127,8 +137,22 @@ class WorklistWidget(QWidget):
         for col, width in enumerate((230, 90, 90, 50)):
             self.view.setColumnWidth(col, width)
         self.summary.setText(f"{len(rows)} images · " + " · ".join(f"{n} {s}" for s, n in counts.items() if n))
+        self._fill_readers(rows)
         if current:
             self.select(current)
+
+    def _fill_readers(self, rows: list[WorklistRow]) -> None:
+        """The reader filter's choices: every reader who wrote a current label (the choice is kept)."""
+        names = sorted({row.label.annotator for row in rows if row.label is not None and row.label.annotator})
+        chosen = self.reader_filter.currentText()
+        self.reader_filter.blockSignals(True)
+        self.reader_filter.clear()
+        self.reader_filter.addItems([ALL_READERS] + names)
+        if chosen in names:
+            self.reader_filter.setCurrentText(chosen)
+        self.reader_filter.blockSignals(False)
+        if chosen != self.reader_filter.currentText():
+            self._on_reader(self.reader_filter.currentText())
 
     def show_progress(self, progress) -> None:
         """The summary line from the session's counters (a :class:`core.active.counters.LabellingProgress`),
@@ -156,6 +180,11 @@ class WorklistWidget(QWidget):
                     item.setData(row.queue_rank, RANK_ROLE)
                     if item.data(STATUS_ROLE) != row.status:
                         item.setData(row.status, STATUS_ROLE)
+                    reader = new.data(READER_ROLE)
+                    if item.data(READER_ROLE) != reader:
+                        item.setData(reader, READER_ROLE)
+                        if reader and self.reader_filter.findText(reader) < 0:
+                            self.reader_filter.addItem(reader)
                 else:
                     parent.setChild(item.row(), col, new)
                 continue
@@ -177,6 +206,7 @@ class WorklistWidget(QWidget):
         name = QStandardItem(row.ref.path.rsplit("/", 1)[-1])
         name.setData(row.ref.id, ID_ROLE)
         name.setData(row.status, STATUS_ROLE)
+        name.setData(row.label.annotator if row.label is not None else None, READER_ROLE)
         name.setToolTip(row.ref.path)
         status = QStandardItem(row.status)
         status.setForeground(QBrush(QColor(COLORS[row.status])))
@@ -231,6 +261,12 @@ class WorklistWidget(QWidget):
 
     def _on_search(self, text: str) -> None:
         self.proxy.setFilterFixedString(text)
+        self.view.expandAll()
+
+    def _on_reader(self, text: str) -> None:
+        self.proxy.beginFilterChange()
+        self.proxy.reader = None if text in ("", ALL_READERS) else text
+        self.proxy.endFilterChange()
         self.view.expandAll()
 
     def _on_status(self, index: int) -> None:

@@ -124,3 +124,28 @@ def test_worklist_widget_steps_through_visible_images(qtbot, labelled_workspace)
     widget.status_filter.setCurrentText("Labelled")
     assert all(r.status == "labelled" for r in rows if r.ref.id in widget.visible_ids())
     assert len(widget.visible_ids()) == 16
+
+
+def test_worklist_filters_by_the_reader_who_labelled(qtbot, labelled_workspace):
+    from app.widgets.worklist import ALL_READERS, WorklistWidget
+
+    ws = labelled_workspace
+    free = [r.ref.id for r in worklist_rows(ws) if r.status == "unlabelled"]
+    ws.add_label(free[0], ["neg"], "alice")
+    ws.add_label(free[1], ["pos"], "alice")
+    ws.add_label(free[2], ["neg"], "bob")
+    widget = WorklistWidget()
+    qtbot.addWidget(widget)
+    widget.set_rows(worklist_rows(ws))
+    choices = [widget.reader_filter.itemText(i) for i in range(widget.reader_filter.count())]
+    assert choices[0] == ALL_READERS and {"alice", "bob", "import"} <= set(choices[1:])
+    widget.reader_filter.setCurrentText("alice")
+    assert sorted(widget.visible_ids()) == sorted(free[:2])
+    # a new label by bob moves the case out of alice's view at once (the row is edited in place)
+    ws.add_label(free[1], ["neg"], "bob")
+    widget.update_row(next(r for r in worklist_rows(ws) if r.ref.id == free[1]))
+    assert widget.visible_ids() == [free[0]]
+    widget.set_rows(worklist_rows(ws))  # a reload keeps the chosen reader
+    assert widget.reader_filter.currentText() == "alice" and widget.visible_ids() == [free[0]]
+    widget.reader_filter.setCurrentText(ALL_READERS)
+    assert len(widget.visible_ids()) == len(worklist_rows(ws))
