@@ -24,11 +24,13 @@ STATES = ("done", "failed", "cancelled")
 JobFactory = Callable[[str, Any], Any]
 
 
-def default_job_factory(workspace_path: str, config, log_path: Optional[str] = None) -> Any:
-    """Start a real training process (see :class:`core.models.jobs.TrainingJob`); its stderr goes to ``log_path``."""
+def default_job_factory(workspace_path: str, config, log_path: Optional[str] = None, nproc: int = 1) -> Any:
+    """Start a real training process (see :class:`core.models.jobs.TrainingJob`); its stderr goes to ``log_path``.
+
+    ``nproc`` > 1 starts that many data-parallel ranks (one per GPU) through torch's launcher."""
     from core.models.jobs import TrainingJob
 
-    return TrainingJob(workspace_path, config, log_path=log_path)
+    return TrainingJob(workspace_path, config, log_path=log_path, nproc=nproc)
 
 
 def training_log_path(workspace_path: str | Path) -> Path:
@@ -107,8 +109,10 @@ class TrainingController(QObject):
         """The current (or last) job object, or ``None``."""
         return self._job
 
-    def start(self, workspace_path: str | Path, config) -> bool:
+    def start(self, workspace_path: str | Path, config, nproc: int = 1) -> bool:
         """Start training ``workspace_path`` with ``config`` (a TrainConfig); False when refused.
+
+        ``nproc`` > 1: that many data-parallel ranks (several GPUs), cancelled together.
 
         Refused while a run is live, or when the process cannot be started
         (the reason is emitted as ``refused`` and kept in :attr:`message`).
@@ -123,10 +127,11 @@ class TrainingController(QObject):
         self._log_start = self._log_size()
         self.log_tail = ""
         try:
+            extra = {"nproc": int(nproc)} if nproc > 1 else {}
             if self._factory is default_job_factory:
-                job = self._factory(str(workspace_path), config, log_path=str(self.log_path))
+                job = self._factory(str(workspace_path), config, log_path=str(self.log_path), **extra)
             else:
-                job = self._factory(str(workspace_path), config)
+                job = self._factory(str(workspace_path), config, **extra)
         except Exception as exc:  # noqa: BLE001 - shown to the person, details in the log
             logger.exception("could not start the training process")
             self.message = f"could not start the training process: {exc}"

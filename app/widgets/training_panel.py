@@ -25,6 +25,16 @@ from app.widgets.line_chart import LineChart
 
 logger = logging.getLogger(__name__)
 
+
+def gpu_count() -> int:
+    """How many CUDA GPUs this machine has (0 without torch's CUDA); decides whether several ranks are offered."""
+    try:
+        import torch
+
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no GPU information is no GPU
+        return 0
+
 COLUMNS = ("Version", "Status", "Arch", "Macro AUC", "Rare-class sensitivity", "Created", "Reason")
 STATE_COLOURS = {"idle": COLORS["muted"], "running": COLORS["accent"], "done": COLORS["ok"],
                  "failed": COLORS["bad"], "cancelled": COLORS["warn"]}
@@ -94,6 +104,14 @@ class TrainingPanel(QWidget):
         for label, widget in (("Mode", self.mode), ("Epochs", self.epochs_spin), ("Loss", self.loss),
                               ("Sampler", self.sampler), ("Device", self.device)):
             form.addRow(label, widget)
+        gpus = gpu_count()
+        # several GPUs: one data-parallel rank per GPU (NCCL), offered only where there is more than one
+        self.ranks = QSpinBox(minimum=1, maximum=max(1, gpus), value=max(1, gpus))
+        self.ranks.setToolTip("data-parallel ranks, one per GPU; cancel stops them all")
+        if gpus > 1:
+            form.addRow("GPUs", self.ranks)
+        else:
+            self.ranks.hide()
         self.start_button = QPushButton("Start training", objectName="primary")
         self.cancel_button = QPushButton("Cancel")
         self.start_button.clicked.connect(self.start)
@@ -187,7 +205,8 @@ class TrainingPanel(QWidget):
         config = self.config()
         self.epochs = config.epochs
         self._reset_run()
-        if not self.controller.start(self.workspace_path, config):
+        nproc = self.ranks.value() if self.ranks.isVisibleTo(self) and config.device != "cpu" else 1
+        if not self.controller.start(self.workspace_path, config, nproc=nproc):
             return False
         self._set_state("running", f"fine-tuning {active.version} ({config.mode}, {config.epochs} epochs)")
         return True
@@ -299,7 +318,7 @@ class TrainingPanel(QWidget):
         running = state == "running"
         self.start_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-        for w in (self.mode, self.epochs_spin, self.loss, self.sampler, self.device,
+        for w in (self.mode, self.epochs_spin, self.loss, self.sampler, self.device, self.ranks,
                   self.activate_button, self.rollback_button):
             w.setEnabled(not running)  # a run compares itself with the active version: keep it still
 

@@ -266,3 +266,26 @@ def test_real_training_process_end_to_end(qtbot, tmp_path, monkeypatch):
     assert result["version"] in versions and len(versions) == 2
     assert panel.table.rowCount() == 2
     assert panel.device_label.text().startswith("CPU: CPU requested")
+
+
+def test_several_gpus_offer_one_rank_each_and_the_run_gets_them(qtbot, ws_path, monkeypatch):
+    import app.widgets.training_panel as tp
+
+    made = []
+
+    def factory(path, config, nproc=1):
+        made.append(nproc)
+        return FakeJob(script())
+
+    monkeypatch.setattr(tp, "gpu_count", lambda: 1)
+    one = TrainingPanel(TrainingController(job_factory=factory), ws_path)
+    qtbot.addWidget(one)
+    assert not one.ranks.isVisibleTo(one)  # one GPU or none: nothing to choose
+    monkeypatch.setattr(tp, "gpu_count", lambda: 4)
+    panel = TrainingPanel(TrainingController(job_factory=factory), ws_path)
+    qtbot.addWidget(panel)
+    assert panel.ranks.isVisibleTo(panel) and panel.ranks.value() == 4 and panel.ranks.maximum() == 4
+    panel.ranks.setValue(2)
+    assert panel.start()
+    assert made == [2]
+    qtbot.waitUntil(lambda: not panel.controller.running, timeout=30000)
