@@ -78,10 +78,10 @@ def import_paths(
     plan = _plan(workspace, scan, actor, integrity)
     errors[:0] = plan.errors
     new_ids, existing_ids = workspace.add_images(plan.to_add, actor=actor)
-    relabel = [i for i in dict.fromkeys(tuple(existing_ids) + tuple(plan.kept_ids))]
-    if as_modality is not None and relabel:
+    present = tuple(dict.fromkeys(tuple(existing_ids) + tuple(plan.kept_ids)))  # images already in the workspace
+    if as_modality is not None and present:
         # an explicit --as-modality also corrects pictures imported before (DICOM is left alone)
-        workspace.set_image_details({i: {"modality": as_modality} for i in relabel}, actor=actor)
+        workspace.set_image_details({i: {"modality": as_modality} for i in present}, actor=actor)
     for issue in plan.skipped:
         logger.info("import skipped %s: %s", issue.path, issue.reason)
     for issue in plan.errors:
@@ -97,7 +97,7 @@ def import_paths(
         imported=len(new_ids),
         skipped=len(plan.skipped) - len(scan.skipped),  # images already present; sidecars are only listed
         errors=tuple(errors),
-        image_ids=tuple(dict.fromkeys(tuple(new_ids) + tuple(existing_ids) + tuple(plan.kept_ids))),
+        image_ids=tuple(dict.fromkeys(tuple(new_ids) + present)),
         labels_added=labels_added,
         skipped_files=tuple(plan.skipped),
         replaced=tuple(plan.replaced),
