@@ -105,7 +105,57 @@ def translate_errors(path: Path) -> Iterator[None]:
         raise WorkspaceError(f"the workspace {path} could not be read or written: {error}") from error
 
 
-class ConnectionPool:
+class _PerThreadPool:
+    """What both pools share: one connection per thread, every one closable from :meth:`close`.
+
+    Subclasses set ``path`` and call :meth:`_init_pool`, keep each thread's
+    database in ``self._local.db`` and say how to reach its raw connection
+    (:meth:`_raw`).
+    """
+
+    path: object
+
+    def _init_pool(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list = []
+        self._closed = False
+
+    @staticmethod
+    def _raw(db):
+        """The DB-API connection behind a thread's database object."""
+        return db.conn
+
+    def release_thread(self) -> None:
+        """Close the calling thread's connection (for worker threads that are about to end)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            return
+        self._local.db = None
+        conn = self._raw(db)
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise :class:`WorkspaceError`."""
+        with self._lock:
+            conns, self._all = self._all, []
+            self._closed = True
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover - closing another thread's connection is best effort
+                logger.warning("could not close a connection to %s", self.path, exc_info=True)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+
+class ConnectionPool(_PerThreadPool):
     """One :class:`sqlite_utils.Database` per thread (and per process), all on one file."""
 
     def __init__(self, path: Path, timeout: float, uri: str | None = None) -> None:
@@ -113,10 +163,7 @@ class ConnectionPool:
         self.timeout = timeout
         #: an SQLite URI (``file:...?mode=ro``) used instead of ``path`` for read-only workspaces
         self.uri = uri
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
-        self._closed = False
+        self._init_pool()
 
     def get(self) -> sqlite_utils.Database:
         """This thread's database, connecting on first use."""
@@ -181,34 +228,7 @@ class ConnectionPool:
         with translate_errors(self.path):
             yield db
 
-    def release_thread(self) -> None:
-        """Close the calling thread's connection (for worker threads that are about to end)."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            return
-        self._local.db = None
-        with self._lock:
-            if db.conn in self._all:
-                self._all.remove(db.conn)
-        db.conn.close()
-
-    def close(self) -> None:
-        """Close every thread's connection; later calls raise :class:`WorkspaceError`."""
-        with self._lock:
-            conns, self._all = self._all, []
-            self._closed = True
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:  # pragma: no cover - closing is best effort
-                logger.warning("could not close a connection to %s", self.path, exc_info=True)
-
     @property
     def readonly(self) -> bool:
         """Whether this pool opened the file read-only."""
         return self.uri is not None
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed

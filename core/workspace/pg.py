@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Sequence
 
 from core.errors import WorkspaceBusy, WorkspaceError
+from core.workspace.connection import _PerThreadPool
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def redact(url: str) -> str:
     return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1:***@", url)
 
 
-class PgPool:
+class PgPool(_PerThreadPool):
     """One psycopg connection per thread (and process) on one PostgreSQL database.
 
     Same interface as :class:`~core.workspace.connection.ConnectionPool`:
@@ -241,10 +241,7 @@ class PgPool:
         self.url = url
         self.path = redact(url)  # what messages name
         self.timeout = timeout
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._all: list = []
-        self._closed = False
+        self._init_pool()
 
     def _connect(self):
         import os
@@ -325,26 +322,6 @@ class PgPool:
                 finally:
                     self._local.depth = 0
 
-    def release_thread(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            return
-        self._local.db = None
-        with self._lock:
-            if db._conn in self._all:
-                self._all.remove(db._conn)
-        db._conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            conns, self._all = self._all, []
-            self._closed = True
-        for conn in conns:
-            try:
-                conn.close()
-            except Exception:  # closing from another thread; nothing to save
-                logger.debug("closing a connection failed", exc_info=True)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    @staticmethod
+    def _raw(db):
+        return db._conn
