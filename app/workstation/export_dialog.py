@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Optional
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLineEdit, QMessageBox, QPushButton, QVBoxLayout, QWidget)
 
-from app.workstation.access import runner_of, workspace_of
+from app.workstation.job_dialog import JobDialog
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +43,14 @@ def audit_message(result) -> tuple[bool, str]:
                    f"and tell whoever is responsible for it.")
 
 
-class ExportDialog(QDialog):
+class ExportDialog(JobDialog):
     """Choose format, de-identification and destination; export with progress; emits ``exported(report)``."""
 
     exported = Signal(object)
+    verb = "export"
 
     def __init__(self, window, parent: Optional[QWidget] = None):
-        super().__init__(parent or window)
-        self.window = window
-        self.workspace = workspace_of(window)
-        self.runner = runner_of(window)
-        self.job = None
-        self.report = None
+        super().__init__(window, parent)
         self.setWindowTitle("Export")
         self.setObjectName("export_dialog")
         self.format = QComboBox()
@@ -71,15 +67,13 @@ class ExportDialog(QDialog):
         row = QHBoxLayout()
         row.addWidget(self.out, 1)
         row.addWidget(browse)
-        self.progress = QProgressBar(minimum=0, maximum=0)
-        self.progress.hide()
-        self.state = QLabel("", wordWrap=True)
         form = QFormLayout()
         form.addRow("&Format", self.format)
         form.addRow("", self.deidentify)
         form.addRow("D&estination", row)
         self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         self.buttons.button(QDialogButtonBox.Ok).setText("Export")
+        self.go_button = self.buttons.button(QDialogButtonBox.Ok)
         self.buttons.accepted.connect(self.start)
         self.buttons.rejected.connect(self.cancel)
         layout = QVBoxLayout(self)
@@ -118,43 +112,10 @@ class ExportDialog(QDialog):
         if Path(out).exists():
             self.state.setText(f"{out} already exists: choose a new name so nothing is overwritten.")
             return
-        self.buttons.button(QDialogButtonBox.Ok).setEnabled(False)
-        self.progress.setRange(0, 0)
-        self.progress.show()
-        self.state.setText("exporting…")
-        actor = getattr(getattr(self.window, "settings", None), "annotator", "") or "app"
-        self.job = self.runner.submit("export", run_export, self.workspace, out, self.format.currentData(),
-                                      self.deidentify.isChecked(), actor, on_done=self._on_done,
-                                      on_error=self._on_error, on_progress=self._on_progress)
-
-    def _on_progress(self, progress) -> None:
-        if getattr(progress, "total", 0):
-            self.progress.setRange(0, progress.total)
-            self.progress.setValue(progress.done)
-        if getattr(progress, "message", ""):
-            self.state.setText(progress.message)
-
-    def cancel(self) -> None:
-        """Stop a running export, or close."""
-        if self.job is not None:
-            self.job.cancel.cancel()
-            self.job = None
-            self.progress.hide()
-            self.buttons.button(QDialogButtonBox.Ok).setEnabled(True)
-            self.state.setText("export cancelled")
-            return
-        self.reject()
-
-    def _on_error(self, message: str) -> None:
-        self.job = None
-        self.progress.hide()
-        self.buttons.button(QDialogButtonBox.Ok).setEnabled(True)
-        self.state.setText(f"not exported: {message}")
+        self._run_job("export", run_export, self.workspace, out, self.format.currentData(),
+                      self.deidentify.isChecked(), self.actor())
 
     def _on_done(self, report) -> None:
-        self.job = None
-        self.report = report
-        self.progress.hide()
         counts = ", ".join(f"{v} {k}" for k, v in report.counts.items()) or "nothing to export"
         skipped = f"; skipped {len(report.skipped)}" if report.skipped else ""
         self.state.setText(f"exported{' (de-identified)' if report.deidentified else ''} to {report.out}: "

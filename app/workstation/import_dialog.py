@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Optional
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QLineEdit, QListWidget, QProgressBar, QPushButton, QRadioButton, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialogButtonBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
+                               QLineEdit, QListWidget, QPushButton, QRadioButton, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
 
-from app.workstation.access import runner_of, workspace_of
+from app.workstation.job_dialog import JobDialog
 
 logger = logging.getLogger(__name__)
 
@@ -83,21 +83,17 @@ def run_import(workspace, paths: list[str], labels_csv: Optional[str], as_modali
                         **kwargs)
 
 
-class ImportDialog(QDialog):
+class ImportDialog(JobDialog):
     """Choose folders/files, say what pictures are, import with progress and cancel, read and save the report.
 
     Emits ``imported(report)`` when an import finished.
     """
 
     imported = Signal(object)
+    verb = "import"
 
     def __init__(self, window, paths: Optional[list[str]] = None, parent: Optional[QWidget] = None):
-        super().__init__(parent or window)
-        self.window = window
-        self.workspace = workspace_of(window)
-        self.runner = runner_of(window)
-        self.job = None
-        self.report = None
+        super().__init__(window, parent)
         self.setWindowTitle("Import studies")
         self.setObjectName("import_dialog")
         self.paths = QListWidget()
@@ -130,9 +126,6 @@ class ImportDialog(QDialog):
         csv_row = QHBoxLayout()
         csv_row.addWidget(self.labels_csv, 1)
         csv_row.addWidget(browse)
-        self.progress = QProgressBar(minimum=0, maximum=0)
-        self.progress.hide()
-        self.state = QLabel("", wordWrap=True)
         self.rejected = QTableWidget(0, 3)
         self.rejected.setObjectName("import_rejected")
         self.rejected.setHorizontalHeaderLabels(["File", "Reason", "What to do"])
@@ -151,6 +144,7 @@ class ImportDialog(QDialog):
         self.import_button = QPushButton("&Import", objectName="primary")
         self.import_button.setDefault(True)
         self.import_button.clicked.connect(self.start)
+        self.go_button = self.import_button
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
         buttons = QDialogButtonBox()
@@ -224,48 +218,11 @@ class ImportDialog(QDialog):
             self.state.setText("Add a folder or files first.")
             return
         labels = self.labels_csv.text().strip() or None
-        self.import_button.setEnabled(False)
-        self.progress.setRange(0, 0)
-        self.progress.show()
-        self.state.setText("importing…")
         self.rejected.hide()
         self.save_report.hide()
-        actor = getattr(getattr(self.window, "settings", None), "annotator", "") or "app"
-        self.job = self.runner.submit("import", run_import, self.workspace, paths, labels, self.chosen_modality(),
-                                      actor, on_done=self._on_done, on_error=self._on_error,
-                                      on_progress=self._on_progress)
-
-    def _on_progress(self, progress) -> None:
-        total = getattr(progress, "total", 0)
-        if total:
-            self.progress.setRange(0, total)
-            self.progress.setValue(getattr(progress, "done", 0))
-        message = getattr(progress, "message", "")
-        if message:
-            self.state.setText(message)
-
-    def cancel(self) -> None:
-        """Stop a running import (nothing half-imported is kept), or close the dialog."""
-        if self.job is not None and not self.job.cancel.cancelled and self.import_button.isEnabled() is False:
-            self.job.cancel.cancel()
-            self.job = None
-            self.progress.hide()
-            self.import_button.setEnabled(True)
-            self.state.setText("import cancelled")
-            return
-        self.reject()
-
-    def _on_error(self, message: str) -> None:
-        self.job = None
-        self.progress.hide()
-        self.import_button.setEnabled(True)
-        self.state.setText(f"not imported: {message}")
+        self._run_job("import", run_import, self.workspace, paths, labels, self.chosen_modality(), self.actor())
 
     def _on_done(self, report) -> None:
-        self.job = None
-        self.report = report
-        self.progress.hide()
-        self.import_button.setEnabled(True)
         self.cancel_button.setText("Close")
         errors = list(report.errors)
         self.state.setText(f"imported {report.imported}, already present {report.skipped}, rejected {len(errors)}"

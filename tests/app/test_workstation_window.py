@@ -299,3 +299,41 @@ def test_adding_a_finding_offers_a_model_version_with_a_wider_head(qtbot, labell
     win.runner.cancel_all()
     win.runner.wait(30000)
     win.training_controller.shutdown(5)
+
+
+def test_import_and_export_dialogs_share_progress_and_cancel_and_report_errors(qtbot, empty_window):
+    """The shared job dialog: the button is disabled while the job runs, Cancel stops it and re-enables it, progress
+    moves the bar, and a failure is a plain sentence in the state line."""
+    import threading
+    from types import SimpleNamespace
+
+    from app.workstation.export_dialog import ExportDialog
+    from app.workstation.import_dialog import ImportDialog
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow(cancel=None, progress=None):
+        progress(SimpleNamespace(total=4, done=1, message="1 of 4"))
+        started.set()
+        release.wait(20)
+        return None
+
+    dialog = ImportDialog(empty_window, ["/nowhere"])
+    qtbot.addWidget(dialog)
+    dialog._run_job("import", slow)
+    assert not dialog.import_button.isEnabled() and dialog.state.text() == "importing…"
+    qtbot.waitUntil(lambda: dialog.progress.maximum() == 4 and dialog.progress.value() == 1, timeout=10000)
+    assert dialog.state.text() == "1 of 4"
+    dialog.cancel()
+    assert dialog.import_button.isEnabled() and dialog.state.text() == "import cancelled" and dialog.job is None
+    release.set()
+
+    def fails():
+        from core.errors import LoupeError
+        raise LoupeError("the destination disk is full: nothing was written")
+
+    export = ExportDialog(empty_window)
+    qtbot.addWidget(export)
+    export._run_job("export", fails)
+    qtbot.waitUntil(lambda: export.state.text().startswith("not exported"), timeout=10000)
+    assert "disk is full" in export.state.text() and export.go_button.isEnabled() and export.job is None
