@@ -30,6 +30,9 @@ def add_parsers(sub, common) -> None:
     q.set_defaults(func=cmd_query)
     r = psub.add_parser("retrieve", parents=[common, node], help="retrieve a study and import it")
     r.add_argument("--study-uid", required=True)
+    r.add_argument("--move-port", type=int, default=0, metavar="PORT",
+                   help="retrieve with C-MOVE instead of C-GET: listen on PORT as a storage SCP named --aet "
+                        "(the node must know that AE title, this host and PORT as a move destination)")
     r.add_argument("--store", metavar="FOLDER",
                    help="where retrieved files are kept (default: a 'pacs' folder beside the workspace)")
     r.set_defaults(func=cmd_retrieve)
@@ -42,7 +45,7 @@ def _node(args):
     from core.pacs import PacsNode
 
     node = PacsNode(host=args.host, port=args.port, aet=args.aet, called_aet=args.called_aet,
-                    dicomweb=args.dicomweb, timeout=args.timeout)
+                    dicomweb=args.dicomweb, timeout=args.timeout, move_port=getattr(args, "move_port", 0) or 0)
     node.validate()
     return node
 

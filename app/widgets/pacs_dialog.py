@@ -62,6 +62,13 @@ class PacsDialog(QDialog):
         self.called_aet = QLineEdit(saved.get("called_aet", "ANY-SCP"))
         self.dicomweb = QLineEdit(saved.get("dicomweb", ""))
         self.dicomweb.setPlaceholderText("http://server/dicom-web (instead of host and port)")
+        self.move_port = QSpinBox()
+        self.move_port.setObjectName("pacs_move_port")
+        self.move_port.setRange(0, 65535)
+        self.move_port.setSpecialValueText("off (C-GET)")
+        self.move_port.setValue(int(saved.get("move_port", 0) or 0))
+        self.move_port.setToolTip("Retrieve with C-MOVE: this workstation listens on this port under our AE title; "
+                                  "the PACS must know that AE title, this host and port as a move destination")
         self.timeout = QDoubleSpinBox()
         self.timeout.setRange(1, 600)
         self.timeout.setValue(float(saved.get("timeout", 30)))
@@ -72,6 +79,7 @@ class PacsDialog(QDialog):
         form.addRow("Our AE title", self.aet)
         form.addRow("Node AE title", self.called_aet)
         form.addRow("DICOMweb URL", self.dicomweb)
+        form.addRow("C-MOVE port", self.move_port)
         form.addRow("Timeout (s)", self.timeout)
         self.patient_id = QLineEdit()
         self.study_uid = QLineEdit()
@@ -120,7 +128,7 @@ class PacsDialog(QDialog):
 
         node = PacsNode(host=self.host.text().strip(), port=self.port.value(), aet=self.aet.text().strip(),
                         called_aet=self.called_aet.text().strip(), dicomweb=self.dicomweb.text().strip(),
-                        timeout=self.timeout.value())
+                        timeout=self.timeout.value(), move_port=self.move_port.value())
         node.validate()
         if self.settings is not None:
             self.settings.set(NODE_SETTING, {**node.to_json(), "timeout": node.timeout})

@@ -1,4 +1,4 @@
-"""DIMSE with pynetdicom: C-FIND (study root), C-GET into a folder, C-STORE of files."""
+"""DIMSE with pynetdicom: C-FIND (study root), C-GET or C-MOVE into a folder, C-STORE of files."""
 
 from __future__ import annotations
 
@@ -140,26 +140,16 @@ def query(node: PacsNode, patient_id: Optional[str] = None, study_uid: Optional[
         assoc.release()
 
 
-def retrieve(node: PacsNode, study_uid: str, folder: Path, progress: Optional[ProgressCallback] = None,
-             cancel: Optional[CancelToken] = None) -> tuple[list[Path], list[dict]]:
-    """C-GET every instance of a study into ``folder`` (one file per SOP instance).
+class _Receiver:
+    """The storage SCP side of a retrieve: each arriving instance is written atomically as ``<SOP UID>.dcm``."""
 
-    Returns the files written and the failures (``{"path", "reason"}``). Raises
-    :class:`PacsError` when the node cannot be reached or the C-GET fails as a whole.
-    """
-    from pydicom.dataset import Dataset
-    from pynetdicom import evt
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+    def __init__(self, folder: Path, cancel: CancelToken):
+        self.folder, self.cancel = folder, cancel
+        self.written: list[Path] = []
+        self.failures: list[dict] = []
 
-    if not _UID.match(study_uid or ""):
-        raise PacsError(f"'{study_uid}' is not a DICOM UID (digits and dots)")
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    failures: list[dict] = []
-    cancel = cancel or CancelToken()
-
-    def on_store(event) -> int:
-        if cancel.cancelled:
+    def on_store(self, event) -> int:
+        if self.cancel.cancelled:
             return 0xA700  # refused: the user cancelled
         try:
             ds = event.dataset
@@ -167,42 +157,109 @@ def retrieve(node: PacsNode, study_uid: str, folder: Path, progress: Optional[Pr
             uid = str(ds.SOPInstanceUID)
             if not _UID.match(uid):
                 raise ValueError(f"bad SOP Instance UID '{uid}'")
-            path = folder / f"{uid}.dcm"
+            path = self.folder / f"{uid}.dcm"
             tmp = path.with_suffix(".part")
             ds.save_as(tmp, enforce_file_format=True)
             tmp.replace(path)
-            written.append(path)
+            self.written.append(path)
             return 0x0000
         except Exception as exc:  # a bad instance is reported, the others still arrive
             logger.warning("could not store a retrieved instance: %s", exc)
-            failures.append({"path": "", "reason": f"could not store a retrieved instance: {exc}"})
+            self.failures.append({"path": "", "reason": f"could not store a retrieved instance: {exc}"})
             return 0xA700
+
+
+def _study_identifier(study_uid: str):
+    from pydicom.dataset import Dataset
+
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "STUDY"
+    ident.StudyInstanceUID = study_uid
+    return ident
+
+
+def _follow(responses, receiver: _Receiver, progress: Optional[ProgressCallback]) -> Optional[int]:
+    """Read a C-GET/C-MOVE's pending responses to the final status, reporting progress."""
+    final = None
+    for status, _ in responses:
+        if not status:
+            raise PacsError("the DICOM node stopped answering the retrieve (connection lost or timed out)")
+        final = int(status.Status)
+        remaining = int(status.get("NumberOfRemainingSuboperations", 0) or 0)
+        done = len(receiver.written)
+        report(progress, done, done + remaining, f"received {done} instance(s)")
+    return final
+
+
+def _outcome(final: Optional[int], receiver: _Receiver, study_uid: str, how: str) -> tuple[list[Path], list[dict]]:
+    if final not in (0x0000, 0xB000, 0xFE00) and not receiver.written:
+        if how == "C-MOVE" and final == 0xA801:
+            raise PacsError(f"the DICOM node does not know this workstation as a move destination "
+                            f"(status 0xA801): add its AE title, host and C-MOVE port to the node's configuration")
+        raise PacsError(f"the DICOM node could not send study {study_uid} with {how} "
+                        f"(status 0x{(final or 0):04X}); is the study UID right?")
+    if final == 0xB000:
+        receiver.failures.append({"path": "", "reason": "the node reported that some instances could not be sent"})
+    return receiver.written, receiver.failures
+
+
+def retrieve(node: PacsNode, study_uid: str, folder: Path, progress: Optional[ProgressCallback] = None,
+             cancel: Optional[CancelToken] = None) -> tuple[list[Path], list[dict]]:
+    """Every instance of a study into ``folder`` (one file per SOP instance): C-GET, or C-MOVE when
+    ``node.move_port`` is set.
+
+    Returns the files written and the failures (``{"path", "reason"}``). Raises
+    :class:`PacsError` when the node cannot be reached or the retrieve fails as a whole.
+    """
+    if not _UID.match(study_uid or ""):
+        raise PacsError(f"'{study_uid}' is not a DICOM UID (digits and dots)")
+    folder.mkdir(parents=True, exist_ok=True)
+    receiver = _Receiver(folder, cancel or CancelToken())
+    if node.move_port:
+        return _retrieve_move(node, study_uid, receiver, progress)
+    from pynetdicom import evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
 
     ae = _ae(node)
     ae.add_requested_context(GET)
     contexts, roles = _get_contexts()
     for context in contexts:
         ae.add_requested_context(context.abstract_syntax, context.transfer_syntax)
-    assoc = _associate(ae, node, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    final = None
+    assoc = _associate(ae, node, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, receiver.on_store)])
     try:
-        ident = Dataset()
-        ident.QueryRetrieveLevel = "STUDY"
-        ident.StudyInstanceUID = study_uid
-        for status, _ in assoc.send_c_get(ident, GET):
-            if not status:
-                raise PacsError("the DICOM node stopped answering the retrieve (connection lost or timed out)")
-            final = int(status.Status)
-            remaining = int(status.get("NumberOfRemainingSuboperations", 0) or 0)
-            report(progress, len(written), len(written) + remaining, f"received {len(written)} instance(s)")
+        final = _follow(assoc.send_c_get(_study_identifier(study_uid), GET), receiver, progress)
     finally:
         assoc.release()
-    if final not in (0x0000, 0xB000, 0xFE00) and not written:
-        raise PacsError(f"the DICOM node could not send study {study_uid} "
-                        f"(status 0x{(final or 0):04X}); is the study UID right?")
-    if final == 0xB000:
-        failures.append({"path": "", "reason": "the node reported that some instances could not be sent"})
-    return written, failures
+    return _outcome(final, receiver, study_uid, "C-GET")
+
+
+def _retrieve_move(node: PacsNode, study_uid: str, receiver: _Receiver,
+                   progress: Optional[ProgressCallback]) -> tuple[list[Path], list[dict]]:
+    """C-MOVE to this workstation: a storage SCP listens on ``node.move_port`` while the move runs."""
+    from pynetdicom import evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
+
+    scp = _ae(node)
+    contexts, _roles = _get_contexts()
+    for context in contexts:
+        scp.add_supported_context(context.abstract_syntax, context.transfer_syntax)
+    try:
+        server = scp.start_server(("", int(node.move_port)), block=False,
+                                  evt_handlers=[(evt.EVT_C_STORE, receiver.on_store)])
+    except OSError as exc:
+        raise PacsError(f"cannot listen on port {node.move_port} for C-MOVE ({exc.strerror or exc}): "
+                        f"choose a free port, the one the node sends to") from exc
+    try:
+        ae = _ae(node)
+        ae.add_requested_context(MOVE)
+        assoc = _associate(ae, node)
+        try:
+            final = _follow(assoc.send_c_move(_study_identifier(study_uid), node.aet, MOVE), receiver, progress)
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+    return _outcome(final, receiver, study_uid, "C-MOVE")
 
 
 def send(node: PacsNode, files: Iterable[Path], progress: Optional[ProgressCallback] = None,

@@ -19,7 +19,9 @@ class PacsError(LoupeError):
 class PacsNode:
     """Where the studies are: ``host``/``port``/``called_aet`` for DIMSE, or ``dicomweb`` (a base URL).
 
-    ``aet`` is this workstation's own AE title (the calling AE title).
+    ``aet`` is this workstation's own AE title (the calling AE title). ``move_port`` > 0 retrieves with C-MOVE
+    instead of C-GET: this workstation listens on that port as a storage SCP named ``aet``, and the node must
+    know ``aet`` as a move destination with this host and port (many archives offer only C-MOVE).
     """
 
     host: str = ""
@@ -28,6 +30,7 @@ class PacsNode:
     called_aet: str = "ANY-SCP"
     dicomweb: str = ""
     timeout: float = 30.0
+    move_port: int = 0
 
     @property
     def is_web(self) -> bool:
@@ -43,6 +46,8 @@ class PacsNode:
             raise PacsError("give the PACS host (--host) or a DICOMweb address (--dicomweb)")
         if not 0 < int(self.port) < 65536:
             raise PacsError(f"the port must be between 1 and 65535, got {self.port}")
+        if not 0 <= int(self.move_port) < 65536:
+            raise PacsError(f"the C-MOVE storage port must be between 1 and 65535, got {self.move_port}")
         for name, title in (("--aet", self.aet), ("--called-aet", self.called_aet)):
             if not title or len(title) > 16 or not title.isascii() or "\\" in title:
                 raise PacsError(f"{name} must be 1 to 16 plain ASCII characters, got '{title}'")
@@ -52,7 +57,7 @@ class PacsNode:
 
     def to_json(self) -> dict:
         return {"host": self.host, "port": self.port, "aet": self.aet, "called_aet": self.called_aet,
-                "dicomweb": self.dicomweb}
+                "dicomweb": self.dicomweb, "move_port": self.move_port}
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,24 @@ def wait_port(port: int, proc: subprocess.Popen, seconds: float = 60.0) -> None:
     raise RuntimeError(f"server did not open port {port}")
 
 
-def start_qrscp(folder: Path, aet: str = "QRSCP"):
-    """Start ``python -m pynetdicom qrscp`` with its database and instances in ``folder``; returns (proc, port)."""
+def start_qrscp(folder: Path, aet: str = "QRSCP", move_destinations: dict | None = None):
+    """Start ``python -m pynetdicom qrscp`` with its database and instances in ``folder``; returns (proc, port).
+
+    ``move_destinations``: ``{AE title: port}`` on 127.0.0.1 that the SCP may C-MOVE to (its configuration file).
+    """
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "qrscp.ini"
+    lines = ["[DEFAULT]", f"ae_title: {aet}", f"port: {port}", "max_pdu: 16382", "acse_timeout: 30",
+             "dimse_timeout: 30", "network_timeout: 30", "bind_address:",
+             f"instance_location: {folder / 'instances'}", f"database_location: {folder / 'db.sqlite'}",
+             "log_identifier: True"]
+    for title, dest_port in (move_destinations or {}).items():
+        lines += ["", f"[{title}]", "address: 127.0.0.1", f"port: {dest_port}"]
+    config.write_text("\n".join(lines) + "\n")
     log = open(folder / "qrscp.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "pynetdicom", "qrscp", "--port", str(port), "-aet", aet,
-                             "--database-location", str(folder / "db.sqlite"),
+    proc = subprocess.Popen([sys.executable, "-m", "pynetdicom", "qrscp", "-c", str(config), "--port", str(port),
+                             "-aet", aet, "--database-location", str(folder / "db.sqlite"),
                              "--instance-location", str(folder / "instances")],
                             stdout=log, stderr=subprocess.STDOUT, cwd=folder)
     wait_port(port, proc)

@@ -88,6 +88,36 @@ def test_compressed_study_and_errors(qrscp, tmp_path, workspace):
     assert result["sent"] == 1 and [f["path"] for f in result["failed"]] == [str(bad)]
 
 
+def test_c_move_retrieve_into_a_listening_workstation(tmp_path, workspace):
+    """Archives that offer only C-MOVE: Loupe listens as a storage SCP while the node moves the study to it; an
+    unknown move destination is refused in words; the command line takes --move-port."""
+    from tests.core.pacs_servers import free_port
+
+    move_port = free_port()
+    proc, port = start_qrscp(tmp_path / "qrscp", move_destinations={"LOUPE": move_port})
+    try:
+        storescu(port, [NIH, RG2])
+        node = PacsNode(host="127.0.0.1", port=port, aet="LOUPE", called_aet="QRSCP", timeout=30, move_port=move_port)
+        (match,) = query(node, patient_id="10RG2")
+        files, failures = retrieve(node, match.study_uid, tmp_path / "moved")
+        assert len(files) == 1 and not failures
+        import pydicom
+
+        assert (pydicom.dcmread(files[0]).pixel_array == pydicom.dcmread(RG2).pixel_array).all()
+        stranger = PacsNode(host="127.0.0.1", port=port, aet="STRANGER", called_aet="QRSCP", timeout=30,
+                            move_port=free_port())
+        with pytest.raises(PacsError, match="move destination"):
+            retrieve(stranger, match.study_uid, tmp_path / "nothing")
+        ws = tmp_path / "ws.sqlite"
+        (nih,) = query(node, patient_id="Covid0000")
+        got = _loupe(ws, "pacs", "retrieve", "--host", "127.0.0.1", "--port", str(port), "--aet", "LOUPE",
+                     "--called-aet", "QRSCP", "--move-port", str(move_port), "--study-uid", nih.study_uid, "--json")
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["imported"] == 1
+    finally:
+        stop(proc)
+
+
 def send_files(node, paths):
     return send(node, paths)
 
