@@ -115,7 +115,10 @@ def main(argv=None) -> int:
         return 1
     counts = [int(x) for x in args.readers.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="loupe-teambench-"))
-    os.environ["LOUPE_CACHE_DIR"] = str(tmp / "cache")
+    os.environ["LOUPE_CACHE_DIR"] = str(tmp / "cache")  # for the reader processes (they read it at start-up)
+    from core.workspace import set_cache_root
+
+    set_cache_root(tmp / "cache")
     server = PgServer().start()
     rows = []
     try:

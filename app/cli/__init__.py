@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     from app.logging_setup import setup_cli_logging
 
     setup_cli_logging(verbose=args.verbose)
+    from core.workspace import CACHE_ENV, set_cache_root
+
+    set_cache_root(os.environ.get(CACHE_ENV))  # the environment is read here, at the edge, never in core
     try:
         return args.func(args)
     except LoupeError as exc:

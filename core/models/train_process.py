@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.nice and hasattr(os, "nice"):
         os.nice(args.nice)  # background training yields the CPU to the reader's interactive work
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    from core.workspace import CACHE_ENV, set_cache_root
+
+    set_cache_root(os.environ.get(CACHE_ENV))  # this process is an entry point: it reads its environment here
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     emit = _emitter(rank)

@@ -6,6 +6,6 @@ else calls :class:`Workspace` methods.
 
 from .connection import DEFAULT_TIMEOUT
 from .images import image_id_for_key
-from .workspace import Workspace
+from .workspace import CACHE_ENV, Workspace, set_cache_root
 
-__all__ = ["DEFAULT_TIMEOUT", "Workspace", "image_id_for_key"]
+__all__ = ["CACHE_ENV", "DEFAULT_TIMEOUT", "Workspace", "image_id_for_key", "set_cache_root"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Optional
 from urllib.parse import quote
 
 from core.errors import WorkspaceError
@@ -54,6 +55,20 @@ def _readonly_uri(path: Path) -> str | None:
 
 PGREF_SUFFIX = ".pgref"
 
+#: ``LOUPE_CACHE_DIR`` names this workstation's cache folder; read by the entry points, never by the core itself.
+CACHE_ENV = "LOUPE_CACHE_DIR"
+_cache_root: Optional[Path] = None
+
+
+def set_cache_root(path: Optional[str | os.PathLike]) -> None:
+    """Where this workstation keeps shared workspaces' reference files and model caches.
+
+    ``None`` (the default) means the platform's user cache folder. The command line,
+    the window and the training process set it from ``LOUPE_CACHE_DIR`` at start-up.
+    """
+    global _cache_root
+    _cache_root = Path(path) if path else None
+
 
 def _pgref_for(url: str) -> Path:
     """Where this workstation keeps the reference file and model cache of a shared workspace."""
@@ -63,7 +78,7 @@ def _pgref_for(url: str) -> Path:
 
     from .pg import redact
 
-    root = Path(os.environ.get("LOUPE_CACHE_DIR") or user_cache_dir("loupe", appauthor=False))
+    root = _cache_root or Path(user_cache_dir("loupe", appauthor=False))
     return root / "pg" / hashlib.sha1(redact(url).encode()).hexdigest()[:12] / f"workspace{PGREF_SUFFIX}"
 
 

@@ -38,7 +38,8 @@ def pg_url(pg_server, request, tmp_path, monkeypatch):
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
-    monkeypatch.setenv("LOUPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LOUPE_CACHE_DIR", str(tmp_path / "cache"))  # for the CLI and training processes
+    monkeypatch.setattr("core.workspace.workspace._cache_root", tmp_path / "cache")  # for this one
     return pg_server.url.rsplit("/", 1)[0] + "/" + name
 
 
@@ -137,7 +138,7 @@ def test_model_files_in_the_database_cached_by_hash(pg_url, tmp_path, monkeypatc
         record = tiny_model(ws)
         digest = record.file_hash
     # another workstation: another cache folder, no model file on its disk
-    monkeypatch.setenv("LOUPE_CACHE_DIR", str(tmp_path / "other-workstation"))
+    monkeypatch.setattr("core.workspace.workspace._cache_root", tmp_path / "other-workstation")
     with Workspace.open(pg_url) as ws2:
         active = ws2.active_model()
         assert Path(active.path).name == f"{digest}.pt" and str(tmp_path / "other-workstation") in active.path
