@@ -53,6 +53,31 @@ def rare_sensitivity(model) -> tuple[Optional[str], Optional[float]]:
     return rare, None
 
 
+def read_versions(workspace_path: str) -> list:
+    """Background job: the registry's versions (opening the workspace may wait for another writer)."""
+    from core.workspace import Workspace
+
+    with Workspace.open(workspace_path) as ws:
+        return ws.models()
+
+
+def activate_version(workspace_path: str, version: str, actor: str, reason: str) -> str:
+    """Background job: make ``version`` the active model (audited with ``reason``); returns it."""
+    from core.workspace import Workspace
+
+    with Workspace.open(workspace_path) as ws:
+        ws.activate_model(version, actor=actor, reason=reason)
+    return version
+
+
+def rollback_version(workspace_path: str, actor: str, reason: str) -> str:
+    """Background job: re-activate the previously active version; returns it."""
+    from core.workspace import Workspace
+
+    with Workspace.open(workspace_path) as ws:
+        return ws.rollback(actor=actor, reason=reason).version
+
+
 class TrainingPanel(QWidget):
     """Settings, Start/Cancel, live progress and curves, the versions table, Activate / Roll back.
 
@@ -63,6 +88,7 @@ class TrainingPanel(QWidget):
     """
 
     model_changed = Signal(str)
+    versions_loaded = Signal()  # the versions table was re-read
 
     def __init__(self, controller, workspace_path: str | Path, actor: str = "app",
                  config_defaults: Optional[dict] = None, parent: Optional[QWidget] = None):
@@ -75,6 +101,13 @@ class TrainingPanel(QWidget):
         self.epochs = 1
         self.curves: dict[str, list] = {"step_loss": [], "train_loss": [], "val_loss": [], "val_auc": []}
         self.last_decision = ""
+        from app.workers import Runner
+
+        #: the registry is read and written here, never on the UI thread
+        self.runner = Runner(self, max_threads=1)
+        self.versions: list = []
+        self.active_version: Optional[str] = None
+        self._versions_loaded = False
         self._redraw_timer = QTimer(self, singleShot=True, interval=150)
         self._redraw_timer.timeout.connect(self._draw_curves)
         self._build()
@@ -187,19 +220,15 @@ class TrainingPanel(QWidget):
         return TrainConfig(**values)
 
     def start(self) -> bool:
-        """Start a run through the controller; False (with the reason shown) when it is refused."""
+        """Start a run through the controller; False (with the reason shown) when it is refused.
+
+        The active model is known from the versions read in the background; the
+        training process itself refuses plainly if the registry changed since.
+        """
         if self.controller.running:
             self._on_refused("a training run is already in progress")
             return False
-        from core.workspace import Workspace
-
-        try:
-            with Workspace.open(self.workspace_path) as ws:
-                active = ws.active_model()
-        except Exception as exc:  # noqa: BLE001 - shown in words
-            self._set_state("failed", f"cannot read the workspace: {exc}")
-            return False
-        if active is None:
+        if self._versions_loaded and self.active_version is None:
             self._set_state("failed", "no model is active; create or activate one before training")
             return False
         config = self.config()
@@ -208,7 +237,8 @@ class TrainingPanel(QWidget):
         nproc = self.ranks.value() if self.ranks.isVisibleTo(self) and config.device != "cpu" else 1
         if not self.controller.start(self.workspace_path, config, nproc=nproc):
             return False
-        self._set_state("running", f"fine-tuning {active.version} ({config.mode}, {config.epochs} epochs)")
+        self._set_state("running", f"fine-tuning {self.active_version or 'the active model'} "
+                                   f"({config.mode}, {config.epochs} epochs)")
         return True
 
     def cancel(self) -> None:
@@ -339,17 +369,18 @@ class TrainingPanel(QWidget):
     # --- versions --------------------------------------------------------------------------
 
     def refresh_versions(self) -> None:
-        """Reload the versions table from the workspace (a quick read)."""
-        from core.workspace import Workspace
+        """Reload the versions table from the workspace in the background (``versions_loaded`` follows)."""
+        self.runner.submit("versions", read_versions, self.workspace_path, on_done=self._show_versions,
+                           on_error=self._versions_failed)
 
-        try:
-            with Workspace.open(self.workspace_path) as ws:
-                models = ws.models()
-        except Exception as exc:  # noqa: BLE001 - shown in words
-            logger.exception("could not read the model registry")
-            self.decision_label.setText(f"Could not read the model versions: {exc}")
-            return
+    def _versions_failed(self, message: str) -> None:
+        logger.warning("could not read the model registry: %s", message)
+        self.decision_label.setText(f"Could not read the model versions: {message}")
+
+    def _show_versions(self, models: list) -> None:
+        self._versions_loaded = True
         self.versions = [m.version for m in models]
+        self.active_version = next((m.version for m in models if m.status == "active"), None)
         self.table.setRowCount(len(models))
         bold = QFont()
         bold.setBold(True)
@@ -370,6 +401,7 @@ class TrainingPanel(QWidget):
                 elif m.status == "rejected" and c == 1:
                     item.setForeground(QColor(COLORS["bad"]))
                 self.table.setItem(r, c, item)
+        self.versions_loaded.emit()
 
     def selected_version(self) -> Optional[str]:
         """The version of the selected row, or None."""
@@ -389,7 +421,10 @@ class TrainingPanel(QWidget):
         return text
 
     def activate_selected(self) -> Optional[str]:
-        """Activate the selected version after asking why; returns the version or None."""
+        """Ask why, then activate the selected version in the background; returns the version asked for, or None.
+
+        ``model_changed(version)`` follows once the workspace committed it.
+        """
         version = self.selected_version()
         if version is None:
             self.decision_label.setText("Select a version in the table to activate it.")
@@ -397,35 +432,33 @@ class TrainingPanel(QWidget):
         reason = self._ask_reason("Activate model", f"Why should {version} become the active model?")
         if reason is None:
             return None
-        from core.workspace import Workspace
 
-        try:
-            with Workspace.open(self.workspace_path) as ws:
-                ws.activate_model(version, actor=self.actor, reason=reason)
-        except Exception as exc:  # noqa: BLE001 - shown in words
-            logger.exception("activation failed")
-            self.decision_label.setText(f"Could not activate {version}: {exc}")
-            return None
-        self.decision_label.setText(f"{version} is now the active model (activated by {self.actor}: {reason}).")
-        self.refresh_versions()
-        self.model_changed.emit(version)
+        def done(v: str) -> None:
+            self.decision_label.setText(f"{v} is now the active model (activated by {self.actor}: {reason}).")
+            self.refresh_versions()
+            self.model_changed.emit(v)
+
+        self.decision_label.setText(f"activating {version}…")
+        self.runner.submit("registry", activate_version, self.workspace_path, version, self.actor, reason,
+                           on_done=done, on_error=lambda m: self.decision_label.setText(
+                               f"Could not activate {version}: {m}"))
         return version
 
-    def rollback(self) -> Optional[str]:
-        """Re-activate the previously active version after asking why; returns it or None."""
+    def rollback(self) -> bool:
+        """Ask why, then re-activate the previously active version in the background; False when not asked.
+
+        ``model_changed(version)`` follows once the workspace committed it; a refusal is shown in words.
+        """
         reason = self._ask_reason("Roll back model", "Why roll back to the previously active model?")
         if reason is None:
-            return None
-        from core.workspace import Workspace
+            return False
 
-        try:
-            with Workspace.open(self.workspace_path) as ws:
-                model = ws.rollback(actor=self.actor, reason=reason)
-        except Exception as exc:  # noqa: BLE001 - shown in words
-            logger.info("rollback refused: %s", exc)
-            self.decision_label.setText(f"Could not roll back: {exc}")
-            return None
-        self.decision_label.setText(f"Rolled back: {model.version} is the active model again ({reason}).")
-        self.refresh_versions()
-        self.model_changed.emit(model.version)
-        return model.version
+        def done(v: str) -> None:
+            self.decision_label.setText(f"Rolled back: {v} is the active model again ({reason}).")
+            self.refresh_versions()
+            self.model_changed.emit(v)
+
+        self.decision_label.setText("rolling back…")
+        self.runner.submit("registry", rollback_version, self.workspace_path, self.actor, reason, on_done=done,
+                           on_error=lambda m: self.decision_label.setText(f"Could not roll back: {m}"))
+        return True

@@ -82,6 +82,7 @@ def make_panel(qtbot, ws_path, jobs, **kwargs):
     controller = TrainingController(job_factory=factory)
     panel = TrainingPanel(controller, ws_path, **kwargs)
     qtbot.addWidget(panel)
+    qtbot.waitUntil(lambda: panel._versions_loaded, timeout=10000)  # the registry is read in the background
     return panel, controller, made
 
 
@@ -180,7 +181,8 @@ def test_versions_table_lists_the_workspace_versions(qtbot, ws_path):
     assert rows["v2"][6] == "not promoted: pos sensitivity would drop"
     with Workspace.open(ws_path) as ws:
         ws.add_model(ModelVersion("v3", "resnet18", ("neg", "pos"), "/nowhere/v3.pt", parent="v2"))
-    panel.refresh_button.click()
+    with qtbot.waitSignal(panel.versions_loaded, timeout=10000):
+        panel.refresh_button.click()
     assert table.rowCount() == 3
 
 
@@ -198,7 +200,7 @@ def test_activate_and_rollback_ask_for_a_reason_and_go_through_the_workspace(qtb
     monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *a, **k: answers.pop(0)))
     panel, _, _ = make_panel(qtbot, ws_path, [], actor="dr.test")
     _select(panel, "v2")
-    with qtbot.waitSignal(panel.model_changed, timeout=1000) as blocker:
+    with qtbot.waitSignal(panel.model_changed, timeout=10000) as blocker:
         assert panel.activate_selected() == "v2"
     assert blocker.args == ["v2"]
     with Workspace.open(ws_path) as ws:
@@ -206,13 +208,13 @@ def test_activate_and_rollback_ask_for_a_reason_and_go_through_the_workspace(qtb
         assert any(e["subject"] == "v2" and e["actor"] == "dr.test"
                    and e["detail"]["reason"] == "v2 is better on the rare class"
                    for e in ws.audit_log(action="model.activate"))
-    with qtbot.waitSignal(panel.model_changed, timeout=1000) as blocker:
-        assert panel.rollback() == "v1"
+    with qtbot.waitSignal(panel.model_changed, timeout=10000) as blocker:
+        assert panel.rollback() is True
     assert blocker.args == ["v1"]
     with Workspace.open(ws_path) as ws:
         assert ws.active_model().version == "v1"
         assert any(e["subject"] == "v1" and e["actor"] == "dr.test" for e in ws.audit_log(action="model.rollback"))
-    assert panel.rollback() is None  # dialog cancelled: nothing happens
+    assert panel.rollback() is False  # dialog cancelled: nothing happens
     with Workspace.open(ws_path) as ws:
         assert ws.active_model().version == "v1"
 
@@ -264,7 +266,7 @@ def test_real_training_process_end_to_end(qtbot, tmp_path, monkeypatch):
     with Workspace.open(path) as ws:
         versions = {m.version for m in ws.models()}
     assert result["version"] in versions and len(versions) == 2
-    assert panel.table.rowCount() == 2
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 2, timeout=10000)
     assert panel.device_label.text().startswith("CPU: CPU requested")
 
 
