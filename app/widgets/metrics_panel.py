@@ -74,11 +74,11 @@ def _save_threshold_job(workspace_path: str, version: str, class_name: str, valu
 
 
 def _evaluate_active_job(workspace_path: str, split: str, cancel=None) -> dict:
-    """Run the active model over the confirmed labels of ``split`` (runs in the Runner's pool)."""
+    """Run the active model over the confirmed labels of ``split`` (runs in the Runner's pool), through the same
+    core service as ``loupe evaluate``."""
+    from app.widgets.reader_metrics import reader_followup
     from core.errors import ModelError
-    from core.models.data import labelled_set
-    from core.models.device import choose_device
-    from core.models.inference import run_inference
+    from core.models.service import score_split
     from core.models.versions import load_version
     from core.workspace import Workspace
 
@@ -86,22 +86,14 @@ def _evaluate_active_job(workspace_path: str, split: str, cancel=None) -> dict:
         loaded = load_version(ws)
         if loaded.multilabel:
             raise ModelError("the metrics panel shows multi-class models; use `loupe evaluate` for multi-label ones")
-        data = labelled_set(ws, list(loaded.classes), splits=(split,))
-        if len(data) == 0:
-            raise ModelError(f"no confirmed labels on images marked '{split}'; import a labels CSV with a split column")
-        result = run_inference(loaded, list(zip(data.image_ids, data.paths)), batch_size=32,
-                               device=choose_device("auto").device, with_embeddings=False, cancel=cancel)
-        row = {image_id: i for i, image_id in enumerate(data.image_ids)}
-        rows = [row[i] for i in result.image_ids]
-        from app.widgets.reader_metrics import reader_followup
-
-        reader = reader_followup(ws, loaded, data.severities[rows], result.severity_logits)
-    y = data.targets[rows]
-    return {"classes": list(loaded.classes), "y_true": y, "probs": result.probs,
+        scores = score_split(ws, split=split, cancel=cancel, loaded=loaded)
+        reader = reader_followup(ws, loaded, scores.true_grades, scores.severity_logits)
+    y = scores.y_true
+    return {"classes": list(loaded.classes), "y_true": y, "probs": scores.probs,
             "thresholds": {c: loaded.thresholds.get(c) for c in loaded.classes},
             "version": loaded.version.version, "split": split, "reader": reader,
             "title": f"{loaded.version.version} on '{split}' ({len(y)} images"
-                     + (f", {len(result.failed)} unreadable)" if result.failed else ")")}
+                     + (f", {len(scores.failed)} unreadable)" if scores.failed else ")")}
 
 
 class MetricsPanel(QWidget):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 from core.errors import ModelError
 from core.models.device import choose_device
@@ -44,6 +45,47 @@ def mark_found_damaged(workspace, result) -> None:
         workspace.mark_damaged(image_id, reasons.get(image_id, "the image data is damaged"), actor="inference")
 
 
+@dataclass
+class SplitScores:
+    """A version's outputs on the confirmed labels of one split, row-aligned with their truth."""
+
+    loaded: Any  # core.models.versions.LoadedModel
+    split: str
+    image_ids: list
+    y_true: Any  # (n, classes) targets
+    probs: Any  # (n, classes) calibrated probabilities
+    true_grades: Any  # (n,) severity grades (-1 where none)
+    severity_logits: Any  # (n, levels - 1) or None
+    failed: list  # [(image id, reason)] images that could not be read
+
+
+def score_split(workspace, version: Optional[str] = None, split: str = "test", batch_size: int = 32,
+                device: str = "auto", progress: Optional[ProgressCallback] = None,
+                cancel: Optional[CancelToken] = None, loaded=None) -> SplitScores:
+    """Run ``version`` (default: active; or the already ``loaded`` model) over the confirmed labels of images
+    marked ``split``.
+
+    Images found damaged are recorded (they leave prediction, the queue and
+    training). Raises ModelError when the split has no labelled images.
+    """
+    from core.models.data import labelled_set
+    from core.models.inference import run_inference
+    from core.models.versions import load_version
+
+    loaded = loaded if loaded is not None else load_version(workspace, version)
+    data = labelled_set(workspace, loaded.classes, loaded.multilabel, splits=(split,))
+    if len(data) == 0:
+        raise ModelError(f"no confirmed labels on images marked '{split}'; import a labels CSV with a split column")
+    result = run_inference(loaded, list(zip(data.image_ids, data.paths)), batch_size=batch_size,
+                           device=choose_device(device).device, with_embeddings=False, progress=progress,
+                           cancel=cancel)
+    mark_found_damaged(workspace, result)
+    keep = {image_id: i for i, image_id in enumerate(data.image_ids)}
+    rows = [keep[i] for i in result.image_ids]
+    return SplitScores(loaded, split, list(result.image_ids), data.targets[rows], result.probs,
+                       data.severities[rows], result.severity_logits, list(result.failed))
+
+
 def evaluate_version(workspace, version: Optional[str] = None, split: str = "test", batch_size: int = 32,
                      device: str = "auto", n_boot: int = 1000, progress: Optional[ProgressCallback] = None) -> dict:
     """Metrics of ``version`` (default: active) on the confirmed labels of images marked ``split``.
@@ -52,26 +94,16 @@ def evaluate_version(workspace, version: Optional[str] = None, split: str = "tes
     Returns :func:`core.models.metrics.evaluate`'s dict plus ``version`` and
     ``split``. Raises ModelError when the split has no labelled images.
     """
-    from core.models.data import labelled_set
-    from core.models.inference import run_inference
     from core.models.metrics import evaluate
-    from core.models.versions import load_version
 
-    loaded = load_version(workspace, version)
-    data = labelled_set(workspace, loaded.classes, loaded.multilabel, splits=(split,))
-    if len(data) == 0:
-        raise ModelError(f"no confirmed labels on images marked '{split}'; import a labels CSV with a split column")
-    choice = choose_device(device)
-    result = run_inference(loaded, list(zip(data.image_ids, data.paths)), batch_size=batch_size,
-                           device=choice.device, with_embeddings=False, progress=progress)
-    keep = {image_id: i for i, image_id in enumerate(data.image_ids)}
-    rows = [keep[i] for i in result.image_ids]
-    metrics = evaluate(data.targets[rows], result.probs, list(loaded.classes),
+    scores = score_split(workspace, version, split, batch_size, device, progress)
+    loaded = scores.loaded
+    metrics = evaluate(scores.y_true, scores.probs, list(loaded.classes),
                        thresholds=[loaded.thresholds.get(c) for c in loaded.classes],
                        n_boot=n_boot, multilabel=loaded.multilabel)
     out = {"version": loaded.version.version, "split": split, **metrics,
-           "failed": [{"id": i, "reason": r} for i, r in result.failed]}
-    out.update(reader_metrics(workspace, loaded, data.severities[rows], result.severity_logits, n_boot))
+           "failed": [{"id": i, "reason": r} for i, r in scores.failed]}
+    out.update(reader_metrics(workspace, loaded, scores.true_grades, scores.severity_logits, n_boot))
     return out
 
 
