@@ -111,7 +111,7 @@ class TrainingPanel(QWidget):
         self._redraw_timer = QTimer(self, singleShot=True, interval=150)
         self._redraw_timer.timeout.connect(self._draw_curves)
         self._build()
-        controller.event.connect(self.on_event)
+        controller.typed_event.connect(self.on_event)
         controller.finished.connect(self.on_finished)
         controller.refused.connect(self._on_refused)
         self._set_state("running" if controller.running else "idle", "")
@@ -256,55 +256,55 @@ class TrainingPanel(QWidget):
         self.data_label.setText("")
         self._draw_curves()
 
-    def on_event(self, ev: dict) -> None:
-        """Show one training event (called on the UI thread by the controller)."""
-        kind = ev.get("event")
-        if kind == "start":
-            cfg = ev.get("config") or {}
-            self.epochs = int(cfg.get("epochs", self.epochs) or 1)
-            self.device_label.setText(f"{ev.get('device', '?')}: {ev.get('device_reason', '')}")
-            counts = ev.get("counts")
+    def on_event(self, ev) -> None:
+        """Show one typed training event (:mod:`core.models.events`; called on the UI thread by the controller)."""
+        from core.models import events as E
+
+        if isinstance(ev, E.Start):
+            self.epochs = int((ev.config or {}).get("epochs", self.epochs) or 1)
+            self.device_label.setText(f"{ev.device or '?'}: {ev.device_reason}")
+            counts = ev.counts
             if isinstance(counts, dict):
                 counts = ", ".join(f"{k} {v}" for k, v in counts.items())
             elif isinstance(counts, (list, tuple)):
                 counts = ", ".join(str(v) for v in counts)
-            self.data_label.setText(f"{ev.get('n_train', '?')} training images ({counts}), "
-                                    f"{ev.get('n_val', '?')} validation; rare class: {ev.get('rare_class') or '—'}")
-            self.detail_label.setText(f"Starting from {ev.get('parent', '?')}")
-        elif kind == "decode":
-            done, total = int(ev.get("done", 0)), max(int(ev.get("total", 1)), 1)
+            self.data_label.setText(f"{ev.n_train} training images ({counts}), {ev.n_val} validation; "
+                                    f"rare class: {ev.rare_class or '—'}")
+            self.detail_label.setText(f"Starting from {ev.parent or '?'}")
+        elif isinstance(ev, E.Decode):
+            done, total = int(ev.done), max(int(ev.total), 1)
             self._progress(0.0, f"decoding images {done}/{total}")
             self.detail_label.setText(f"Decoding images: {done} of {total}")
-        elif kind == "embed":
-            self.detail_label.setText(str(ev.get("message", "computing embeddings")).capitalize())
-        elif kind == "step":
-            epoch, step, steps = int(ev["epoch"]), int(ev["step"]), max(int(ev["steps"]), 1)
-            self.curves["step_loss"].append((epoch - 1 + step / steps, float(ev["loss"])))
+        elif isinstance(ev, E.Embed):
+            self.detail_label.setText(str(ev.message or "computing embeddings").capitalize())
+        elif isinstance(ev, E.Step) and ev.loss is not None:
+            epoch, step, steps = int(ev.epoch), int(ev.step), max(int(ev.steps), 1)
+            self.curves["step_loss"].append((epoch - 1 + step / steps, float(ev.loss)))
             self._progress(((epoch - 1) + step / steps) / self.epochs,
                            f"epoch {epoch}/{self.epochs} · step {step}/{steps}")
-            self.detail_label.setText(f"Batch loss {float(ev['loss']):.4f}")
+            self.detail_label.setText(f"Batch loss {float(ev.loss):.4f}")
             self._redraw_timer.start()
-        elif kind == "epoch":
-            epoch = int(ev["epoch"])
-            self.epochs = int(ev.get("epochs", self.epochs) or self.epochs)
+        elif isinstance(ev, E.Epoch):
+            epoch = int(ev.epoch)
+            self.epochs = int(ev.epochs or self.epochs)
             for key in ("train_loss", "val_loss", "val_auc"):
-                if ev.get(key) is not None:
-                    self.curves[key].append((float(epoch), float(ev[key])))
+                if getattr(ev, key) is not None:
+                    self.curves[key].append((float(epoch), float(getattr(ev, key))))
             self._progress(epoch / self.epochs, f"epoch {epoch}/{self.epochs}")
-            self.detail_label.setText(f"Epoch {epoch}: train loss {_fmt(ev.get('train_loss'), 4)}, "
-                                      f"validation loss {_fmt(ev.get('val_loss'), 4)}, "
-                                      f"validation AUC {_fmt(ev.get('val_auc'))} (batch size {ev.get('batch_size', '?')})")
+            self.detail_label.setText(f"Epoch {epoch}: train loss {_fmt(ev.train_loss, 4)}, "
+                                      f"validation loss {_fmt(ev.val_loss, 4)}, "
+                                      f"validation AUC {_fmt(ev.val_auc)} (batch size {ev.batch_size or '?'})")
             self._redraw_timer.start()
-        elif kind == "oom":
-            self.detail_label.setText(f"Out of memory: batch size lowered to {ev.get('batch_size')}.")
-        elif kind == "early_stop":
-            self.detail_label.setText(f"Stopped early after epoch {ev.get('epoch')}: validation stopped "
-                                      f"improving (best epoch {ev.get('best_epoch')}).")
-        elif kind == "evaluate":
+        elif isinstance(ev, E.Oom):
+            self.detail_label.setText(f"Out of memory: batch size lowered to {ev.batch_size}.")
+        elif isinstance(ev, E.EarlyStop):
+            self.detail_label.setText(f"Stopped early after epoch {ev.epoch}: validation stopped "
+                                      f"improving (best epoch {ev.best_epoch}).")
+        elif isinstance(ev, E.Evaluate):
             self._progress(1.0, "evaluating")
             self.detail_label.setText("Calibrating and comparing with the active model on the validation images…")
-        elif kind in ("error", "cancelled"):
-            self.detail_label.setText(str(ev.get("message", "")))
+        elif isinstance(ev, (E.Error, E.Cancelled)):
+            self.detail_label.setText(str(ev.message))
 
     def on_finished(self, result, state: str) -> None:
         """The run ended: show the outcome, refresh the versions, announce a new active model."""
