@@ -22,6 +22,20 @@ READER_ROLE = Qt.UserRole + 4  # who wrote the image's current label (None: unla
 ALL_READERS = "All readers"
 
 
+
+def summary_text(images: int, statuses: dict) -> str:
+    """The footer line, in the reading panel's terms: every labelled image counts as labelled, and how many of
+    them the model disagrees with (or were flagged "model was wrong") is said within, so the two never differ."""
+    labelled = sum(statuses.get(s, 0) for s in ("labelled", "flagged", "disagreement"))
+    within = [f"{statuses[s]} {word}" for s, word in (("disagreement", "disagree with the model"),
+                                                      ("flagged", "flagged model wrong")) if statuses.get(s)]
+    parts = [f"{statuses[s]} {s}" for s in ("unlabelled", "queued") if statuses.get(s)]
+    if labelled:
+        parts.append(f"{labelled} labelled" + (f" ({', '.join(within)})" if within else ""))
+    parts += [f"{n} {s}" for s, n in statuses.items()
+              if n and s not in ("unlabelled", "queued", "labelled", "flagged", "disagreement")]
+    return " · ".join([f"{images} images", *parts])
+
 class _Filter(QSortFilterProxyModel):
     """Text search over every column plus a status and a reader filter; parents stay when a child matches."""
 
@@ -136,7 +150,7 @@ class WorklistWidget(QWidget):
         self.view.expandAll() if len(rows) <= 200 else self.view.expandToDepth(0)
         for col, width in enumerate((230, 90, 90, 50)):
             self.view.setColumnWidth(col, width)
-        self.summary.setText(f"{len(rows)} images · " + " · ".join(f"{n} {s}" for s, n in counts.items() if n))
+        self.summary.setText(summary_text(len(rows), counts))
         self._fill_readers(rows)
         if current:
             self.select(current)
@@ -159,8 +173,7 @@ class WorklistWidget(QWidget):
         so it moves with every commit, not only when the tree is rebuilt."""
         if progress is None:
             return
-        counts = progress.statuses
-        self.summary.setText(f"{progress.images} images · " + " · ".join(f"{n} {s}" for s, n in counts.items() if n))
+        self.summary.setText(summary_text(progress.images, progress.statuses))
 
     def update_row(self, row: WorklistRow) -> None:
         """Refresh one image's cells (after a label or a prediction) without rebuilding the tree.
