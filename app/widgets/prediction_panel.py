@@ -64,6 +64,7 @@ class PredictionPanel(QWidget):
             if threshold is not None:
                 text += f"  (threshold {threshold:.2f}{' — FLAG' if flagged else ''})"
             label = QLabel(text)
+            label.setWordWrap(True)
             bar = QProgressBar()
             bar.setRange(0, 1000)
             bar.setValue(int(round(p * 1000)))
@@ -85,6 +86,7 @@ class PredictionPanel(QWidget):
                        + (f" of {len(names) - 1}" if names else "") + ")"
                        + (f" — probability {p:.1%}" if p is not None else ""))
         label.setObjectName("severity")
+        label.setWordWrap(True)
         label.setToolTip("From the ordinal severity head: the grade whose thresholds the case passes, "
                          "and that grade's probability")
         self.severity_label = label

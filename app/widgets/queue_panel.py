@@ -52,6 +52,7 @@ class QueuePanel(QWidget):
         self.reason = QLabel("", objectName="muted")
         self.reason.setWordWrap(True)
         self.state = QLabel("", objectName="muted")
+        self.state.setWordWrap(True)  # a long state line wraps instead of widening the reading dock
         top = QHBoxLayout()
         top.addWidget(QLabel("Strategy"))
         top.addWidget(self.strategy, 1)
