@@ -26,6 +26,12 @@ class PredictionPanel(QWidget):
         super().__init__(parent)
         self.title = QLabel("No model yet", objectName="muted")
         self.title.setWordWrap(True)
+        # fast reading: which version predicted ("Fast reading: INT8 v5 of v4"); hidden when it is off
+        self.reading_note = QLabel("", objectName="fast_reading")
+        self.reading_note.setWordWrap(True)
+        self.reading_note.setStyleSheet(f"color: {COLORS['accent']}")
+        self.reading_note.setVisible(False)
+        self.reading: Optional[dict] = None  # the model summary's "reading" (core.models.fast_mode.ReadingModel)
         self.bars_box = QVBoxLayout()
         self.similar = QListWidget()
         self.similar.setMaximumHeight(110)
@@ -33,6 +39,7 @@ class PredictionPanel(QWidget):
         self.similar.itemActivated.connect(lambda item: self.similar_activated.emit(item.data(Qt.UserRole)))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.reading_note)
         layout.addWidget(self.title)
         layout.addLayout(self.bars_box)
         layout.addWidget(QLabel("Similar labelled cases", objectName="muted"))
@@ -51,6 +58,7 @@ class PredictionPanel(QWidget):
             w.deleteLater()
         self._widgets = []
         self.severity_label = None
+        self._show_reading(prediction)
         if prediction is None:
             self.title.setText(note or ("Not predicted yet by " + version if version else "No model yet"))
             return
@@ -76,6 +84,22 @@ class PredictionPanel(QWidget):
                 self._widgets.append(w)
         if prediction.severity is not None:
             self._show_severity(prediction, grade_names or [])
+
+    def set_reading(self, reading: Optional[dict]) -> None:
+        """Which version predicts for the reader (the model summary's ``reading``); shown above the bars."""
+        self.reading = reading
+        self._show_reading(None)
+
+    def _show_reading(self, prediction: Optional[Prediction]) -> None:
+        fast = (self.reading or {}).get("fast")
+        text = (self.reading or {}).get("describe", "") if fast else ""
+        if fast and prediction is not None and prediction.version != fast:
+            text += f" — this case was predicted by the full model {prediction.version} ({fast} has not read it yet)"
+        self.reading_note.setText(text)
+        self.reading_note.setToolTip(f"Predictions come from {fast}, a compressed copy that passed the quality "
+                                     f"checks against {self.reading.get('teacher')}; explanations still come from "
+                                     f"{self.reading.get('teacher')}" if fast else "")
+        self.reading_note.setVisible(bool(text))
 
     def _show_severity(self, prediction: Prediction, names: list[str]) -> None:
         k = int(prediction.severity)
