@@ -260,9 +260,14 @@ def prefetch(path: str, record=None):
 
 def explain_image(workspace, image_id: str, method: str, target: Optional[str] = None,
                   progress=None, cancel: Optional[CancelToken] = None):
-    """The method's map for ``image_id`` by the active model (from the workspace cache when present)."""
-    from core.explain import explain_image as explain
+    """The method's map for ``image_id`` by the active model (from the workspace cache when present).
 
+    Under fast reading "the predicted class" is the one the fast version predicted (what the reader sees); the
+    map is still computed by the active (full) model."""
+    from core.explain import explain_image as explain
+    from core.models.fast_mode import explanation_target
+
+    target = target if target is not None else explanation_target(workspace, image_id)
     return explain(workspace, image_id, method, target, cancel=cancel, progress=progress)
 
 
@@ -270,7 +275,9 @@ def faithfulness(workspace, image_id: str, method: str, target: Optional[str] = 
                  cancel: Optional[CancelToken] = None):
     """The same request as :func:`explain_image` with deletion/insertion AUC computed and stored with the map."""
     from core.explain import explain_image as explain
+    from core.models.fast_mode import explanation_target
 
+    target = target if target is not None else explanation_target(workspace, image_id)
     return explain(workspace, image_id, method, target, faithfulness=True, cancel=cancel)
 
 

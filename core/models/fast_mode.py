@@ -165,6 +165,22 @@ def reading_predictions(workspace, image_ids: Optional[Iterable[str]] = None,
     return out
 
 
+def explanation_target(workspace, image_id: str, reading: Optional[ReadingModel] = None) -> Optional[str]:
+    """The class an explanation of "the predicted class" should explain under fast reading: the one the fast
+    version predicted for ``image_id`` (what the reader sees), explained by the full model.
+
+    None when fast reading is off, the fast version has not read the image, or it predicted several findings
+    (multi-label): the explainer then uses the full model's own predicted class.
+    """
+    reading = reading or reading_model(workspace)
+    if not reading.fast:
+        return None
+    prediction = workspace.predictions(reading.fast, [image_id]).get(image_id)
+    if prediction is None or not prediction.predicted or ";" in prediction.predicted:
+        return None
+    return prediction.predicted
+
+
 def set_fast_reading(workspace, on: bool, actor: str = "system") -> ReadingModel:
     """Turn fast reading on or off (the audited ``fast_reading`` setting); returns the reading model in effect.
 

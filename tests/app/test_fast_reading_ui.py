@@ -94,6 +94,7 @@ def test_fast_reading_predicts_with_the_gated_copy_and_explanations_stay_with_th
         win.overlay.method.setCurrentIndex(1)  # Grad-CAM
         qtbot.waitUntil(lambda: win.overlay.last is not None, timeout=120000)
         assert win.overlay.last.version == "v1"
+        assert win.overlay.last.target == win.rows[image_id].prediction.predicted  # the class the reader sees
         assert win.overlay.state.text().startswith(
             "Explanation from the full model v1 (fast reading predicts with v2)")
         # off again: the full model's predictions, and the panel no longer speaks of fast reading

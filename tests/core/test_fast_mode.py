@@ -98,6 +98,18 @@ def test_fast_reading_predicts_the_pool_with_the_gated_copy_and_the_reader_sees_
     assert {r.prediction.version for r in worklist_rows(ws)} == {"v1"} and len(ws.predictions("v2")) == 40
 
 
+def test_explanations_of_the_predicted_class_explain_what_the_fast_copy_shows(fast):
+    from core.models.fast_mode import explanation_target
+
+    ws = fast
+    image_id = ws.images()[0].id
+    assert explanation_target(ws, image_id) is None  # off: the full model's own predicted class
+    set_fast_reading(ws, True)
+    assert explanation_target(ws, image_id) is None  # on, but the copy has not read it yet
+    predict_pool(ws, [image_id])
+    assert explanation_target(ws, image_id) == ws.predictions("v2")[image_id].predicted
+
+
 def test_an_image_not_yet_read_by_the_fast_copy_keeps_the_full_models_prediction(fast):
     ws = fast
     ids = [r.id for r in ws.images()]
