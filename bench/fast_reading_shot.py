@@ -72,17 +72,17 @@ def main() -> None:
     win.resize(1560, 940)
     win.show()
 
-    def wait(cond, timeout=300.0):
+    def wait(cond, timeout=300.0, quiet=False):
         end = time.monotonic() + timeout
         while not cond() and time.monotonic() < end:
             loop = QEventLoop()
             QTimer.singleShot(50, loop.quit)
             loop.exec()
-        if not cond():
+        if not cond() and not quiet:
             print("warning: timed out waiting", flush=True)
 
     def shot(name):
-        wait(lambda: False, 0.8)
+        wait(lambda: False, 0.8, quiet=True)
         pixmap = app.primaryScreen().grabWindow(win.winId())
         if pixmap.isNull() or app.platformName() == "offscreen":
             pixmap = win.grab()

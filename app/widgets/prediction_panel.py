@@ -32,6 +32,8 @@ class PredictionPanel(QWidget):
         self.reading_note.setStyleSheet(f"color: {COLORS['accent']}")
         self.reading_note.setVisible(False)
         self.reading: Optional[dict] = None  # the model summary's "reading" (core.models.fast_mode.ReadingModel)
+        self.teacher_reads: dict[str, str] = {}  # image id -> the full model's stored predicted class
+        self._current: Optional[Prediction] = None
         self.bars_box = QVBoxLayout()
         self.similar = QListWidget()
         self.similar.setMaximumHeight(110)
@@ -87,14 +89,28 @@ class PredictionPanel(QWidget):
 
     def set_reading(self, reading: Optional[dict]) -> None:
         """Which version predicts for the reader (the model summary's ``reading``); shown above the bars."""
+        if (reading or {}).get("teacher") != (self.reading or {}).get("teacher"):
+            self.teacher_reads.clear()
         self.reading = reading
-        self._show_reading(None)
+        self._show_reading(self._current)
+
+    def set_teacher_read(self, image_id: str, predicted: Optional[str]) -> None:
+        """The full model's stored predicted class for ``image_id`` (fast reading says when it differs)."""
+        if predicted:
+            self.teacher_reads[image_id] = predicted
+            if self._current is not None and self._current.image_id == image_id:
+                self._show_reading(self._current)
 
     def _show_reading(self, prediction: Optional[Prediction]) -> None:
+        self._current = prediction
         fast = (self.reading or {}).get("fast")
         text = (self.reading or {}).get("describe", "") if fast else ""
         if fast and prediction is not None and prediction.version != fast:
             text += f" — this case was predicted by the full model {prediction.version} ({fast} has not read it yet)"
+        elif fast and prediction is not None:
+            theirs = self.teacher_reads.get(prediction.image_id)
+            if theirs and theirs != prediction.predicted:
+                text += f" — the full model {self.reading.get('teacher')} predicts <b>{theirs}</b> here"
         self.reading_note.setText(text)
         self.reading_note.setToolTip(f"Predictions come from {fast}, a compressed copy that passed the quality "
                                      f"checks against {self.reading.get('teacher')}; explanations still come from "

@@ -48,6 +48,17 @@ def predict_unread(workspace, progress=None, cancel=None) -> str:
     return text + (f"; {len(failed)} could not be read" if failed else "")
 
 
+def teacher_read(workspace, image_id: str) -> tuple[str, Optional[str]]:
+    """(image id, the full model's stored predicted class or None) while fast reading is on."""
+    from core.models.fast_mode import reading_model
+
+    reading = reading_model(workspace)
+    if not reading.fast:
+        return image_id, None
+    prediction = workspace.predictions(reading.teacher, [image_id]).get(image_id)
+    return image_id, prediction.predicted if prediction else None
+
+
 def fast_build_log(workspace_path: str) -> Optional[str]:
     """Where the child's stderr goes: ``<workspace>.fast_reading.log`` beside a workspace file (None for a server)."""
     text = str(workspace_path)
@@ -200,6 +211,7 @@ def install(window) -> dict[str, QAction]:
     window.fast_label.setObjectName("fast_reading_status")
     window.statusBar().addPermanentWidget(window.fast_label)
     window.session.model_changed.connect(lambda summary: show_reading(window, summary))
+    window.worklist.image_selected.connect(lambda image_id: ask_teacher_read(window, image_id))
     acts = {"fast_reading": fast, "make_fast_reading": make}
     getattr(window, "workstation_actions", {}).update(acts)
     return acts
@@ -223,6 +235,15 @@ def show_reading(window, summary: Optional[dict]) -> None:
     action.setStatusTip(tip)
     window.prediction.set_reading(reading if reading.get("fast") else None)
     window.fast_label.setText(f"fast reading: {reading['fast']}" if reading.get("fast") else "")
+
+
+def ask_teacher_read(window, image_id: str) -> None:
+    """Under fast reading, look up (off the UI thread) what the full model predicted for the case on screen."""
+    if not ((window.loaded_model or {}).get("reading") or {}).get("fast"):
+        return
+    window.session.db.submit("teacher-read", teacher_read, window.session.workspace, image_id,
+                             on_done=lambda pair: window.prediction.set_teacher_read(*pair),
+                             on_error=lambda message: logger.debug("teacher read: %s", message))
 
 
 def toggle(window, on: bool) -> None:

@@ -68,11 +68,13 @@ def test_without_a_gated_version_the_action_is_disabled_and_says_why(qtbot, ws, 
 
 def test_fast_reading_predicts_with_the_gated_copy_and_explanations_stay_with_the_teacher(qtbot, ws, tmp_path):
     from core.active.settings import read_settings
+    from core.models.fast_mode import predict_pool
     from core.models.fast_reading import quantize_version
 
     # every convolution kept in float: the INT8 copy reads as its teacher and genuinely passes the gate
     version, _ = quantize_version(ws, keep_float=_all_convs(ws), actor="test")
     assert version.version == "v2"
+    predict_pool(ws, fast=False)  # the full model has read the pool before fast reading is turned on
     win = _window(qtbot, ws, tmp_path)
     try:
         action = win.fast_reading_action
@@ -83,12 +85,20 @@ def test_fast_reading_predicts_with_the_gated_copy_and_explanations_stay_with_th
                                                        for r in win.rows.values()), timeout=60000)
         assert read_settings(ws)["fast_reading"] == "on" and action.isChecked()
         assert win.fast_label.text() == "fast reading: v2"
-        image_id = next(iter(win.rows))
+        image_id = next(i for i in win.rows if i != win.worklist.current_image_id())
         win.worklist.select(image_id)
         qtbot.waitUntil(lambda: win._shown == image_id, timeout=10000)
         note = win.prediction.reading_note
         assert not note.isHidden() and note.text() == "Fast reading: INT8 v2 of v1"
         assert "Model v2" in win.prediction.title.text()
+        # what the full model predicted for the case is looked up off the UI thread; the copy agrees here
+        qtbot.waitUntil(lambda: image_id in win.prediction.teacher_reads, timeout=20000)
+        assert win.prediction.teacher_reads[image_id] == ws.predictions("v1")[image_id].predicted
+        assert note.text() == "Fast reading: INT8 v2 of v1"
+        other = next(c for c in ("neg", "pos") if c != win.rows[image_id].prediction.predicted)
+        win.prediction.set_teacher_read(image_id, other)  # a case where the two would differ: said plainly
+        assert note.text() == f"Fast reading: INT8 v2 of v1 — the full model v1 predicts <b>{other}</b> here"
+        win.prediction.teacher_reads.pop(image_id)
         # the explanation is computed by the full model, and says so
         win.side.setCurrentWidget(win.overlay)
         win.overlay.method.setCurrentIndex(1)  # Grad-CAM
