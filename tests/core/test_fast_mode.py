@@ -218,3 +218,24 @@ def test_build_in_a_child_process(fast):
     assert isinstance(result, FastBuildResult) and result.registered, result.message
     assert result.teacher == "v1" and fast.model(result.version).parent == "v1"
     assert gated_fast_version(fast).version == result.version  # the newest passing copy serves
+
+
+def _texts(ds):
+    for item in ds.get("ContentSequence", []):
+        if "TextValue" in item:
+            yield str(item.TextValue)
+        yield from _texts(item)
+
+
+def test_the_dicom_sr_names_the_fast_version_as_the_algorithm_that_predicted(fast, tmp_path):
+    import pydicom
+
+    from core.export.exporter import export_workspace
+
+    ws = fast
+    set_fast_reading(ws, True)
+    predict_pool(ws)
+    export_workspace(ws, tmp_path / "sr", "dicom-sr")
+    sr = pydicom.dcmread(sorted((tmp_path / "sr").glob("SR-*.dcm"))[0])
+    texts = set(_texts(sr))
+    assert "Loupe v2" in texts and "v2" in texts and "Loupe v1" not in texts
