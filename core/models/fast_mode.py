@@ -181,6 +181,17 @@ def explanation_target(workspace, image_id: str, reading: Optional[ReadingModel]
     return prediction.predicted
 
 
+def ranked_by_note(item_version: Optional[str], reading: Optional[dict]) -> str:
+    """A sentence for a queued case's reason under fast reading: the queue is ranked by the full model, whose
+    probabilities the reason quotes, while the bars show the fast version's ("" when there is nothing to say).
+
+    ``reading``: :meth:`ReadingModel.to_json` (the window's model summary carries it)."""
+    fast = (reading or {}).get("fast")
+    if not fast or not item_version or item_version == fast:
+        return ""
+    return f" Ranked by the full model {item_version}; fast reading predicts with {fast}."
+
+
 def set_fast_reading(workspace, on: bool, actor: str = "system") -> ReadingModel:
     """Turn fast reading on or off (the audited ``fast_reading`` setting); returns the reading model in effect.
 

@@ -31,6 +31,10 @@ def ws(tmp_path):
     csv = write_dataset(folder, n=40, splits=["val"] * 16 + ["train"] * 24)
     workspace = Workspace.open(tmp_path / "ws.sqlite")
     import_paths(workspace, [folder], csv)
+    pool = tmp_path / "pool"  # unlabelled cases for the queue
+    write_dataset(pool, n=6, seed=1)
+    (pool / "labels.csv").unlink()
+    import_paths(workspace, [pool])
     torch.manual_seed(0)
     create_version(workspace, "resnet18", ["neg", "pos"], pretrained="none", input_size=32)
     yield workspace
@@ -75,6 +79,9 @@ def test_fast_reading_predicts_with_the_gated_copy_and_explanations_stay_with_th
     version, _ = quantize_version(ws, keep_float=_all_convs(ws), actor="test")
     assert version.version == "v2"
     predict_pool(ws, fast=False)  # the full model has read the pool before fast reading is turned on
+    from core.active.loop import refresh_queue
+
+    queued = [item.image_id for item in refresh_queue(ws, n=3)]  # ranked by the full model v1
     win = _window(qtbot, ws, tmp_path)
     try:
         action = win.fast_reading_action
@@ -85,7 +92,7 @@ def test_fast_reading_predicts_with_the_gated_copy_and_explanations_stay_with_th
                                                        for r in win.rows.values()), timeout=60000)
         assert read_settings(ws)["fast_reading"] == "on" and action.isChecked()
         assert win.fast_label.text() == "fast reading: v2"
-        image_id = next(i for i in win.rows if i != win.worklist.current_image_id())
+        image_id = next(i for i in win.rows if i != win.worklist.current_image_id() and i not in queued)
         win.worklist.select(image_id)
         qtbot.waitUntil(lambda: win._shown == image_id, timeout=10000)
         note = win.prediction.reading_note
@@ -99,6 +106,12 @@ def test_fast_reading_predicts_with_the_gated_copy_and_explanations_stay_with_th
         win.prediction.set_teacher_read(image_id, other)  # a case where the two would differ: said plainly
         assert note.text() == f"Fast reading: INT8 v2 of v1 — the full model v1 predicts <b>{other}</b> here"
         win.prediction.teacher_reads.pop(image_id)
+        # a queued case: its reason quotes the full model, and says so
+        win.worklist.select(queued[0])
+        qtbot.waitUntil(lambda: win._shown == queued[0], timeout=10000)
+        assert win.banner.why.text().endswith("Ranked by the full model v1; fast reading predicts with v2.")
+        win.worklist.select(image_id)
+        qtbot.waitUntil(lambda: win._shown == image_id, timeout=10000)
         # the explanation is computed by the full model, and says so
         win.side.setCurrentWidget(win.overlay)
         win.overlay.method.setCurrentIndex(1)  # Grad-CAM

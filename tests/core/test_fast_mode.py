@@ -59,6 +59,16 @@ def test_is_gated_by_hand():
     assert not is_gated(plain)  # a full model is no fast reading version
 
 
+def test_ranked_by_note_by_hand():
+    from core.models.fast_mode import ReadingModel, ranked_by_note
+
+    on = ReadingModel("v4", "v5", "INT8", True, "v5").to_json()
+    assert ranked_by_note("v4", on) == " Ranked by the full model v4; fast reading predicts with v5."
+    assert ranked_by_note("v5", on) == "" and ranked_by_note(None, on) == ""
+    assert ranked_by_note("v4", ReadingModel("v4", None, "", False, "v5").to_json()) == ""
+    assert ranked_by_note("v4", None) == ""
+
+
 def test_no_gated_version_means_the_full_model_predicts_and_says_why(small):
     assert gated_fast_version(small) is None
     reading = reading_model(small, fast=True)
