@@ -249,3 +249,17 @@ def test_the_dicom_sr_names_the_fast_version_as_the_algorithm_that_predicted(fas
     sr = pydicom.dcmread(sorted((tmp_path / "sr").glob("SR-*.dcm"))[0])
     texts = set(_texts(sr))
     assert "Loupe v2" in texts and "v2" in texts and "Loupe v1" not in texts
+
+
+def test_a_distilled_student_serves_fast_reading(small):
+    from core.models.fast_build import run_build
+
+    ws = small
+    # a resnet18 student distilled for one epoch from the untrained teacher's soft labels: on these images it
+    # picks the teacher's top class everywhere, so it genuinely passes the checks
+    result = run_build(ws, "distilled", student="resnet18", epochs=1, pretrained="none")
+    assert result.registered, result.summary()
+    reading = set_fast_reading(ws, True)
+    assert reading.describe() == f"Fast reading: distilled resnet18 {result.version} of v1"
+    _, preds, failed = predict_pool(ws)
+    assert len(preds) == 40 and not failed and {p.version for p in preds} == {result.version}
