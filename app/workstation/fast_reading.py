@@ -140,7 +140,7 @@ class FastVersionDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(self.state)
         layout.addLayout(buttons)
-        self.resize(520, 320)
+        self.setMinimumWidth(560)
 
     def kind(self) -> str:
         """"int8" or "distilled"."""
@@ -173,10 +173,11 @@ class FastVersionDialog(QDialog):
         self.cancel_button.setText("Close")
         self.state.setStyleSheet(f"color: {colour}" if colour else "")
         self.state.setText(text)
+        self.adjustSize()  # room for the verdict, one check per line
 
     def _done(self, result) -> None:
         self.result = result
-        self._reset(result.summary(), COLORS["ok"] if result.registered else COLORS["bad"])
+        self._reset(result.summary(lines=True), COLORS["ok"] if result.registered else COLORS["bad"])
         self.built.emit(result)
 
     def _failed(self, message: str) -> None:

@@ -47,20 +47,25 @@ class FastBuildResult:
         """Names of the checks the candidate failed."""
         return [c["check"] for c in self.checks if not c.get("passed")]
 
-    def summary(self) -> str:
-        """The gate's outcome in words: the new version with its figures, or which check failed and why."""
+    def summary(self, lines: bool = False) -> str:
+        """The gate's outcome in words: the new version with its figures, or which check failed and why.
+
+        ``lines``: one check per line (for a dialog) instead of one sentence (for a status bar)."""
         def f(v):
             return "n/a" if v is None else f"{v:.4f}"
 
-        what = "INT8" if self.kind == "int8" else "distilled"
+        what = "INT8" if self.kind == "int8" else "Distilled"
+        sep, bullet = ("\n", "• ") if lines else ("; ", "")
         if self.registered:
-            figures = "; ".join(f"{c['check']} {f(c['candidate'])} (teacher {f(c['teacher'])})" for c in self.checks)
-            return (f"{what} version {self.version} of {self.teacher} registered: it passed every check "
-                    f"({figures}). Model → Fast reading predicts with it.")
+            figures = sep.join(f"{bullet}{c['check']} {f(c['candidate'])} (teacher {f(c['teacher'])})"
+                               for c in self.checks)
+            return (f"{what} version {self.version} of {self.teacher} registered: it passed every check"
+                    + (f":\n{figures}\n" if lines else f" ({figures}). ") + "Model → Fast reading predicts with it.")
         if self.checks:
-            bad = "; ".join(f"{c['check']} {f(c['candidate'])} vs teacher {f(c['teacher'])} ({c['rule']})"
-                            for c in self.checks if not c.get("passed"))
-            return f"{what} version not registered — failed {', '.join(self.failed)}: {bad}"
+            bad = sep.join(f"{bullet}{c['check']} {f(c['candidate'])} vs teacher {f(c['teacher'])} ({c['rule']})"
+                           for c in self.checks if not c.get("passed"))
+            return (f"{what} version not registered — failed {', '.join(self.failed)}" + (":\n" if lines else ": ")
+                    + bad)
         return f"{what} version not made: {self.message}"
 
     def to_json(self) -> str:
