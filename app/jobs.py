@@ -32,13 +32,15 @@ def model_summary(workspace) -> Optional[dict]:
     active = workspace.active_model()
     if active is None:
         return None
+    from core.models.fast_mode import reading_model
     from core.models.severity import severity_scale
 
     config = active.params.get("config", {})
     return {"version": active.version, "arch": active.arch, "classes": list(active.classes),
             "multilabel": config.get("head") == "multilabel", "thresholds": active.params.get("thresholds", {}),
             "metrics": active.metrics, "reason": active.reason,
-            "severity_grades": severity_scale(workspace, int(config.get("severity_levels") or 0))}
+            "severity_grades": severity_scale(workspace, int(config.get("severity_levels") or 0)),
+            "reading": reading_model(workspace).to_json()}  # fast reading: which version predicts for the reader
 
 
 def load_worklist(workspace) -> tuple[list[WorklistRow], Optional[dict]]:
@@ -122,9 +124,11 @@ def queue_ids(workspace) -> list[str]:
 def one_row(workspace, image_id: str) -> WorklistRow:
     """The worklist row of one image, freshly read."""
     ref = workspace.image(image_id)
-    active = workspace.active_model()
+    from core.models.fast_mode import reading_predictions
+
     hidden = workspace.model_hidden()  # blinded double reading: no prediction reaches the reader
-    prediction = workspace.predictions(active.version, [image_id]).get(image_id) if active and not hidden else None
+    # the active model's prediction, or its fast reading copy's when fast reading is on
+    prediction = reading_predictions(workspace, [image_id]).get(image_id) if not hidden else None
     label = workspace.current_label(image_id)
     rank = next((item.rank for item in workspace.queue() if item.image_id == image_id), None)
     why = workspace.damaged_images().get(image_id)
@@ -139,13 +143,19 @@ def mark_damaged(workspace, image_id: str, reason: str) -> WorklistRow:
 
 
 def predict_all(workspace, progress=None, cancel: Optional[CancelToken] = None) -> str:
-    """Predict every image with the active model (probabilities and embeddings cached per version).
+    """Predict every image with the active model (probabilities and embeddings cached per version), or with its
+    gated fast reading copy when fast reading is on (predictions only; the queue's outputs stay the full model's).
 
     Reports Progress events through ``progress``; returns a one-line summary.
     """
     from core.active.loop import model_outputs
+    from core.models.fast_mode import predict_pool, reading_model
 
     limit_torch_threads()
+    if reading_model(workspace).on:  # fast reading: the pool is predicted by the gated INT8/distilled copy
+        reading, predictions, failed = predict_pool(workspace, progress=progress, cancel=cancel)
+        text = f"predicted {len(predictions)} images with {reading.fast} ({reading.describe()})"
+        return text + (f"; {len(failed)} could not be read" if failed else "")
     outputs, failed = model_outputs(workspace, progress=progress, cancel=cancel)
     text = f"predicted {len(outputs.image_ids)} images with {outputs.version}"
     return text + (f"; {len(failed)} could not be read" if failed else "")
@@ -250,9 +260,14 @@ def prefetch(path: str, record=None):
 
 def explain_image(workspace, image_id: str, method: str, target: Optional[str] = None,
                   progress=None, cancel: Optional[CancelToken] = None):
-    """The method's map for ``image_id`` by the active model (from the workspace cache when present)."""
-    from core.explain import explain_image as explain
+    """The method's map for ``image_id`` by the active model (from the workspace cache when present).
 
+    Under fast reading "the predicted class" is the one the fast version predicted (what the reader sees); the
+    map is still computed by the active (full) model."""
+    from core.explain import explain_image as explain
+    from core.models.fast_mode import explanation_target
+
+    target = target if target is not None else explanation_target(workspace, image_id)
     return explain(workspace, image_id, method, target, cancel=cancel, progress=progress)
 
 
@@ -260,7 +275,9 @@ def faithfulness(workspace, image_id: str, method: str, target: Optional[str] = 
                  cancel: Optional[CancelToken] = None):
     """The same request as :func:`explain_image` with deletion/insertion AUC computed and stored with the map."""
     from core.explain import explain_image as explain
+    from core.models.fast_mode import explanation_target
 
+    target = target if target is not None else explanation_target(workspace, image_id)
     return explain(workspace, image_id, method, target, faithfulness=True, cancel=cancel)
 
 

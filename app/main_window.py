@@ -242,6 +242,9 @@ class MainWindow(QMainWindow):
         from app.workstation.menus import install as install_workstation
 
         install_workstation(self)  # workspaces, findings, import/export, new model, settings, audit, tags
+        from app.workstation.fast_reading import install as install_fast_reading
+
+        install_fast_reading(self)  # Model → Fast reading, Make fast reading version…
 
     # --- data ---------------------------------------------------------------------------------------
 

@@ -82,13 +82,17 @@ def status_of(label: Optional[Label], prediction: Optional[Prediction], queued: 
 def worklist_rows(workspace, version: Optional[str] = None) -> list[WorklistRow]:
     """All images in worklist order with status, current label and the ``version``'s prediction.
 
-    ``version`` defaults to the active model; without a model there are no predictions.
+    ``version`` defaults to the version the reader's predictions come from: the active model, or its gated
+    fast reading copy when fast reading is on (:func:`core.models.fast_mode.reading_predictions`); without a
+    model there are no predictions.
     """
-    if version is None:
-        active = workspace.active_model()
-        version = active.version if active else None
     hidden = getattr(workspace, "model_hidden", lambda: False)()  # blinded double reading
-    predictions = workspace.predictions(version) if version and not hidden else {}
+    if version is None:
+        from core.models.fast_mode import reading_predictions
+
+        predictions = reading_predictions(workspace) if not hidden else {}
+    else:
+        predictions = workspace.predictions(version) if not hidden else {}
     labels = workspace.current_labels()
     queue = {item.image_id: item.rank for item in workspace.queue()}
     damaged = workspace.damaged_images()

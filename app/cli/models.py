@@ -69,6 +69,8 @@ def add_parsers(sub, common) -> None:
     pr.add_argument("--version")
     pr.add_argument("--batch-size", type=int, default=16)
     pr.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    pr.add_argument("--fast", action="store_true",
+                    help="predict with the active model's gated fast reading version (INT8 or distilled)")
     pr.set_defaults(func=cmd_predict)
 
 
@@ -220,15 +222,32 @@ def cmd_predict(args) -> int:
     if not args.images and not args.all:
         print("loupe predict: give IMAGE arguments or --all", file=sys.stderr)
         return 2
+    if args.fast and args.version:
+        print("loupe predict: --fast predicts with the active model's fast reading version; drop --version",
+              file=sys.stderr)
+        return 2
+    teacher = None
     with open_workspace(args) as ws:
         ids = None if args.all else [ws.find_image(i).id for i in args.images]
-        predictions, failed = predict_images(ws, ids, args.version, batch_size=args.batch_size, device=args.device)
+        if args.fast:
+            from core.models.fast_mode import predict_pool
+
+            reading, predictions, failed = predict_pool(ws, ids, fast=True, batch_size=args.batch_size,
+                                                        device=args.device)
+            teacher = reading.teacher
+            info(reading.describe())
+        else:
+            predictions, failed = predict_images(ws, ids, args.version, batch_size=args.batch_size,
+                                                 device=args.device)
         grade_names = _grade_names(ws, args.version)
     for image_id, reason in failed:
         info(f"could not predict {image_id}: {reason}")
     rows = []
     for p in predictions:
-        row = {"id": p.image_id, "version": p.version, "probs": p.probs, "predicted": p.predicted}
+        row = {"id": p.image_id, "version": p.version, "probs": p.probs, "predicted": p.predicted,
+               "fast": bool(args.fast)}
+        if teacher is not None:
+            row["teacher"] = teacher  # the full model the fast reading version was checked against
         if p.severity is not None:
             row.update(severity=grade_names[p.severity] if p.severity < len(grade_names) else str(p.severity),
                        severity_grade=p.severity, severity_probability=p.severity_probability)

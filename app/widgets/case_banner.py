@@ -54,7 +54,9 @@ class CaseBanner(QWidget):
             return
         place = f" · {where[0]} of {where[1]} in the queue" if where else " · being saved"
         self.position.setText(f"Queued #{item.rank}{place}")
-        self.why.setText(why_text(item.why))
+        from core.models.fast_mode import ranked_by_note
+
+        self.why.setText(why_text(item.why) + ranked_by_note(item.version, (self.session.model or {}).get("reading")))
         self.why.setVisible(True)
 
     def show_progress(self, progress) -> None:

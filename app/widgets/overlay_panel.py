@@ -80,7 +80,8 @@ class OverlayPanel(QWidget):
             self.target.addItem(name, name)
         self.target.blockSignals(False)
         self.setEnabled(model is not None)
-        self.state.setText("" if model else "no model yet: create or train one to see explanations")
+        note = ((model or {}).get("reading") or {}).get("explanation")
+        self.state.setText(note if note else "" if model else "no model yet: create or train one to see explanations")
 
     def show_image(self, ref) -> None:
         """The viewer moved to another image: drop the old map and request one for this image."""
@@ -109,7 +110,10 @@ class OverlayPanel(QWidget):
         self.last = explanation
         self._show(explanation)
         how = "from cache" if explanation.cached else f"{explanation.seconds:.1f} s"
-        self.state.setText(f"{self.method.currentText()} for '{explanation.target}' by {explanation.version} ({how})")
+        what = f"{self.method.currentText()} for '{explanation.target}'"
+        note = ((self.model or {}).get("reading") or {}).get("explanation")  # fast reading: say where maps come from
+        self.state.setText(f"{note}: {what} ({how})" if note and explanation.version == self.model["reading"]["teacher"]
+                           else f"{what} by {explanation.version} ({how})")
         self._badge(explanation)
 
     def _show(self, explanation) -> None:

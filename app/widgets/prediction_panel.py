@@ -26,6 +26,14 @@ class PredictionPanel(QWidget):
         super().__init__(parent)
         self.title = QLabel("No model yet", objectName="muted")
         self.title.setWordWrap(True)
+        # fast reading: which version predicted ("Fast reading: INT8 v5 of v4"); hidden when it is off
+        self.reading_note = QLabel("", objectName="fast_reading")
+        self.reading_note.setWordWrap(True)
+        self.reading_note.setStyleSheet(f"color: {COLORS['accent']}")
+        self.reading_note.setVisible(False)
+        self.reading: Optional[dict] = None  # the model summary's "reading" (core.models.fast_mode.ReadingModel)
+        self.teacher_reads: dict[str, str] = {}  # image id -> the full model's stored predicted class
+        self._current: Optional[Prediction] = None
         self.bars_box = QVBoxLayout()
         self.similar = QListWidget()
         self.similar.setMaximumHeight(110)
@@ -33,6 +41,7 @@ class PredictionPanel(QWidget):
         self.similar.itemActivated.connect(lambda item: self.similar_activated.emit(item.data(Qt.UserRole)))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.reading_note)
         layout.addWidget(self.title)
         layout.addLayout(self.bars_box)
         layout.addWidget(QLabel("Similar labelled cases", objectName="muted"))
@@ -51,6 +60,7 @@ class PredictionPanel(QWidget):
             w.deleteLater()
         self._widgets = []
         self.severity_label = None
+        self._show_reading(prediction)
         if prediction is None:
             self.title.setText(note or ("Not predicted yet by " + version if version else "No model yet"))
             return
@@ -77,6 +87,36 @@ class PredictionPanel(QWidget):
                 self._widgets.append(w)
         if prediction.severity is not None:
             self._show_severity(prediction, grade_names or [])
+
+    def set_reading(self, reading: Optional[dict]) -> None:
+        """Which version predicts for the reader (the model summary's ``reading``); shown above the bars."""
+        if (reading or {}).get("teacher") != (self.reading or {}).get("teacher"):
+            self.teacher_reads.clear()
+        self.reading = reading
+        self._show_reading(self._current)
+
+    def set_teacher_read(self, image_id: str, predicted: Optional[str]) -> None:
+        """The full model's stored predicted class for ``image_id`` (fast reading says when it differs)."""
+        if predicted:
+            self.teacher_reads[image_id] = predicted
+            if self._current is not None and self._current.image_id == image_id:
+                self._show_reading(self._current)
+
+    def _show_reading(self, prediction: Optional[Prediction]) -> None:
+        self._current = prediction
+        fast = (self.reading or {}).get("fast")
+        text = (self.reading or {}).get("describe", "") if fast else ""
+        if fast and prediction is not None and prediction.version != fast:
+            text += f" — this case was predicted by the full model {prediction.version} ({fast} has not read it yet)"
+        elif fast and prediction is not None:
+            theirs = self.teacher_reads.get(prediction.image_id)
+            if theirs and theirs != prediction.predicted:
+                text += f" — the full model {self.reading.get('teacher')} predicts <b>{theirs}</b> here"
+        self.reading_note.setText(text)
+        self.reading_note.setToolTip(f"Predictions come from {fast}, a compressed copy that passed the quality "
+                                     f"checks against {self.reading.get('teacher')}; explanations still come from "
+                                     f"{self.reading.get('teacher')}" if fast else "")
+        self.reading_note.setVisible(bool(text))
 
     def _show_severity(self, prediction: Prediction, names: list[str]) -> None:
         k = int(prediction.severity)

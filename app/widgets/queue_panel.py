@@ -113,8 +113,12 @@ class QueuePanel(QWidget):
 
     def show_reason(self, image_id: str) -> None:
         """Show why ``image_id`` was queued (empty when it is not in the queue)."""
+        from core.models.fast_mode import ranked_by_note
+
         item = self.session.queue_item(image_id)
-        self.reason.setText(f"#{item.rank} · {why_text(item.why)}" if item else "")
+        reading = (self.session.model or {}).get("reading")
+        self.reason.setText(f"#{item.rank} · {why_text(item.why)}{ranked_by_note(item.version, reading)}"
+                            if item else "")
 
     def _open(self, image_id: Optional[str]) -> None:
         if image_id:

@@ -95,6 +95,9 @@ SPECS: tuple[SettingSpec, ...] = (
                 "automatic retrain: learning rate"),
     SettingSpec("train.device", "train.device", "auto", _choice(("auto", "cpu", "cuda", "mps")),
                 "automatic retrain: device", ("auto", "cpu", "cuda", "mps")),
+    SettingSpec("fast_reading", "fast_reading", "off", _choice(("on", "off")),
+                "predict the whole pool with the active model's gated INT8/distilled copy when one exists "
+                "(explanations still come from the full model)", ("on", "off")),
 )
 BY_KEY = {s.key: s for s in SPECS}
 

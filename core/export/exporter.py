@@ -177,7 +177,10 @@ def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportRep
     out.mkdir(parents=True, exist_ok=True)
     labels = ws.current_labels()
     model = ws.active_model()
-    predictions = ws.predictions(model.version) if model else {}
+    from core.models.fast_mode import reading_predictions
+
+    predictions = reading_predictions(ws) if model else {}  # the fast reading copy's when fast reading is on
+    producers = {v: ws.model(v) for v in {p.version for p in predictions.values()} if model and v != model.version}
     refs = ws.images()
     series: dict[tuple[str, str], str] = {}
     manifest: list[dict] = []
@@ -230,8 +233,10 @@ def _export_dicom(ws, out: Path, deid: Optional[Deidentifier], result: ExportRep
                 source = deid.deidentify(source)
         study = str(source.StudyInstanceUID)
         if label is not None:
-            sr = build_sr(source, label, annotator=annotator_name(label.annotator, deid), model=model,
-                          prediction=predictions.get(ref.id),
+            prediction = predictions.get(ref.id)
+            sr = build_sr(source, label, annotator=annotator_name(label.annotator, deid),
+                          model=producers.get(prediction.version, model) if prediction else model,
+                          prediction=prediction,
                           series_uid=series.setdefault((study, "sr"), hd.UID()), instance_number=counts["sr"] + 1)
             write(sr, "sr", ref, str(source.SOPInstanceUID))
         # burned-in images reach this point in a de-identified export only when included explicitly

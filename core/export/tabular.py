@@ -65,7 +65,7 @@ def image_row(ref: ImageRef, label: Optional[Label], prediction: Optional[Predic
         "flag_wrong": bool(label.flag_wrong) if label else None,
         "note": ("" if deid else label.note) if label else None,
         "predicted": prediction.predicted if prediction else None,
-        "model_version": version if prediction else None,
+        "model_version": (prediction.version or version) if prediction else None,
         "predicted_severity": (names[grade] if grade < len(names) else str(grade)) if grade is not None else None,
         "predicted_severity_probability": (round(float(prediction.severity_probability), 6)
                                            if grade is not None and prediction.severity_probability is not None
@@ -86,7 +86,9 @@ def build_rows(ws, deid: Optional[Deidentifier] = None) -> tuple[list[dict], lis
     model = ws.active_model()
     version = model.version if model else None
     classes = list(model.classes) if model else []
-    predictions = ws.predictions(version) if model else {}
+    from core.models.fast_mode import reading_predictions
+
+    predictions = reading_predictions(ws) if model else {}  # the fast reading copy's when fast reading is on
     from core.models.severity import severity_scale
 
     levels = int((model.params.get("config") or {}).get("severity_levels") or 0) if model else 0
