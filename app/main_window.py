@@ -49,6 +49,7 @@ class MainWindow(QMainWindow):
         self.runner = self.session.interactive
         self.queue_mode = False
         self._shown: Optional[str] = None  # the case on screen
+        self._from_queue: Optional[str] = None  # the case on screen when it was opened from the queue (N, queue panel)
         self._clock: Optional[tuple[str, float, str]] = None  # (key, time, image) of the last Enter/N, for the trace
         self._labelled_since_check = False
         self.setWindowTitle(f"Loupe — {Path(workspace.path).name}")
@@ -279,6 +280,8 @@ class MainWindow(QMainWindow):
         if row is None:
             return
         same = image_id == self._shown and self.viewer.current_path == row.ref.path
+        if image_id != self._shown:
+            self._from_queue = None  # set again by _open_from_queue when the queue opened it
         self._shown = image_id
         model = self.loaded_model
         if not same:
@@ -368,14 +371,21 @@ class MainWindow(QMainWindow):
         self.reader_label.setText(f"reader: {reader.name}" if reader else "reader: not set (Edit → Reader…)")
 
     def confirm_and_next(self) -> None:
-        """Commit the chosen label; once it is saved move on (the queue in queue mode, else the worklist)."""
+        """Commit the chosen label and move on: to the next queued case at once when working the queue (queue
+        mode, or a case opened from the queue with ``N``), else to the next worklist row once it is saved.
+
+        The next case is decided here, at the key, never by when the save returns: ``Enter`` then ``N`` typed
+        at once lead to the same case whatever the commit's speed (a case opened with ``N`` is followed by the
+        next queued case, and the ``N`` after it finds that case already open).
+        """
         image_id = self.labels.image_id
+        working_queue = self.queue_mode or (image_id is not None and image_id == self._from_queue)
         if self.labels.commit():
             self._clock = ("enter", time.perf_counter(), image_id)
             trace("enter", image=image_id)
-            if self.queue_mode:
-                # queue mode is the fast path: the next case opens while the commit runs (the one being saved
-                # is skipped); a commit that fails is said in red and its case stays first in the queue
+            if working_queue:
+                # the fast path: the next case opens while the commit runs (the one being saved is skipped);
+                # a commit that fails is said in red and its case stays first in the queue
                 name = Path(self.rows[image_id].ref.path).name if image_id in self.rows else image_id
                 self.notify(f"saving label for {name}…")
                 self.next_queued(clock=False)
@@ -385,8 +395,8 @@ class MainWindow(QMainWindow):
         trace("saved", image=image_id)
         self.notify(f"saved label for {name}")
         if self._shown == image_id:  # still on the case just labelled (the reader did not move on meanwhile)
-            if self.queue_mode:
-                self.next_queued(clock=False)
+            if self.queue_mode or self._from_queue == image_id:
+                self.next_queued(clock=False)  # e.g. the queue was empty at Enter and has been topped up since
             else:
                 self.worklist.step(1)
         self._labelled_since_check = True  # the counters re-read after this commit decide about retraining
@@ -429,6 +439,8 @@ class MainWindow(QMainWindow):
             trace("n", image=image_id)
             if self._clock is None:
                 self._clock = ("n", time.perf_counter(), self._shown)
+        else:
+            trace("open", image=image_id)  # the case Enter moves on to (the benchmark waits for this one)
         self._open_from_queue(image_id)
 
     def _open_from_queue(self, image_id: str) -> None:
@@ -436,6 +448,8 @@ class MainWindow(QMainWindow):
             self.worklist.status_filter.setCurrentIndex(0)
             self.worklist.search.clear()
             self.worklist.select(image_id)
+        if self._shown == image_id:
+            self._from_queue = image_id
         self.side.setCurrentIndex(0)
 
     # --- model work --------------------------------------------------------------------------------

@@ -126,11 +126,27 @@ with Workspace.open(ws_path) as ws:
 """
 
 
+def _images_exist(ws: Path) -> bool:
+    """Whether the prepared workspace's image files are all still on disk."""
+    con = sqlite3.connect(ws)
+    try:
+        paths = [r[0] for r in con.execute("SELECT path FROM images")]
+    except sqlite3.Error:
+        return False
+    finally:
+        con.close()
+    return bool(paths) and all(Path(p).exists() for p in paths)
+
+
 def prepared(kind: str, cache: Path) -> Path:
     """The cached prepared workspace of ``kind`` ('demo' or '2k'), made on first use."""
     ws = cache / kind / "ws.sqlite"
     if (cache / kind / "READY").exists():
-        return ws
+        if _images_exist(ws):
+            return ws
+        # the demo's images live in the checkout that prepared it: a cache made from another checkout is stale
+        print(f"annotate_bench: {ws} points to images that are gone: preparing it again", file=sys.stderr)
+        shutil.rmtree(cache / kind)
     ws.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if kind == "demo":
@@ -185,16 +201,24 @@ class Trace:
         self.events += new
         return new
 
-    def wait(self, pred, timeout: float) -> dict | None:
+    def mark(self) -> int:
+        """The index the next event will have (read what has landed first)."""
+        self.poll()
+        return len(self.events)
+
+    def wait(self, pred, timeout: float, since: int | None = None) -> dict | None:
+        """The first event from index ``since`` on (default: events not read yet) for which ``pred`` holds."""
         end = time.time() + timeout
-        seen = len(self.events)
-        while time.time() < end:
-            self.poll()
+        seen = len(self.events) if since is None else since
+        while True:
             for ev in self.events[seen:]:
                 if pred(ev):
                     return ev
+            seen = len(self.events)
+            if time.time() >= end:
+                return None
             time.sleep(0.005)
-        return None
+            self.poll()
 
 
 def key(name: str, wid: str, display: str) -> None:
@@ -232,7 +256,7 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
                             env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
     trace = Trace(trace_path)
     keys_sent = {"n": 0, "choose": 0, "enter": 0}
-    ready_times, lost_waits, labelled_cases = [], 0, []
+    lost_waits, reopened, labelled_cases = 0, 0, []
     try:
         assert trace.wait(lambda e: e["event"] == "rows" and int(e.get("queued", 0)) > 0, 240), "no worklist"
         assert trace.wait(lambda e: e["event"] == "device", 240), "model stack never loaded"
@@ -248,30 +272,35 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
         # manager the input focus can fall back to the root when it closes
         xdo("mousemove", "1599", "999", display=display)
         time.sleep(1.0)
-        done: set[str] = set()
-
-        def is_new_queued(e):
-            return e["event"] == "case_ready" and e.get("queued") == "1" and e.get("image") not in done
-
+        # The case to label is the one the app says it opened for the keys just sent: "open" (Enter moved on
+        # to it) or "n" (N opened it), whichever comes first after the keys. A case that merely passes across
+        # the screen meanwhile is not it (before this, a worklist row shown while the save returned was taken
+        # for N's case when it happened to be queued, and the session stalled on a case it then thought done).
+        mark = trace.mark()
         if mode == "queue":
             key("ctrl+shift+q", wid, display)
         for k in range(n_labels):
             if mode == "worklist":
                 key("n", wid, display)
                 keys_sent["n"] += 1
-            ready = trace.wait(is_new_queued, 30)
-            if ready is None:
+            opened = trace.wait(lambda e: e["event"] in ("open", "n"), 30, since=mark)
+            image = opened["image"] if opened else None
+            ready = image and trace.wait(lambda e: e["event"] == "case_ready" and e.get("image") == image, 30,
+                                         since=mark)
+            if not ready:
                 lost_waits += 1
                 break
-            image = ready["image"]
+            if image in labelled_cases:
+                reopened += 1  # the app opened a case this session already labelled (counted, not hidden)
             time.sleep(think)
+            since = trace.mark()
             key("2" if k % 3 else "1", wid, display)
             keys_sent["choose"] += 1
-            if trace.wait(lambda e: e["event"] == "choose" and e.get("image") == image, 10) is None:
+            if trace.wait(lambda e: e["event"] == "choose" and e.get("image") == image, 10, since=since) is None:
                 lost_waits += 1
+            mark = trace.mark()
             key("Return", wid, display)
             keys_sent["enter"] += 1
-            done.add(image)
             labelled_cases.append(image)
         trace.wait(lambda e: e["event"] == "saved" and e.get("image") == labelled_cases[-1], 30)
         trace.wait(lambda e: False, 1.0)  # let the last lines land
@@ -287,13 +316,17 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
     got = {"n": sum(e["event"] == "n" for e in events), "choose": sum(e["event"] == "choose" for e in events),
            "enter": sum(e["event"] == "enter" for e in events)}
     keys_lost = sum(max(0, keys_sent[k] - got[k]) for k in keys_sent)
-    # Enter (as received) → the next queued case ready
+    # Enter (as received) → the next queued case (the one the app opened after it: "open" or "n") ready
     latencies = []
     for i, e in enumerate(events):
         if e["event"] != "enter":
             continue
+        opened = next((r for r in events[i + 1:] if r["event"] in ("open", "n") and r.get("image") != e.get("image")),
+                      None)
+        if opened is None:
+            continue
         nxt = next((r for r in events[i + 1:] if r["event"] == "case_ready" and r.get("queued") == "1"
-                    and r.get("image") != e.get("image")), None)
+                    and r.get("image") == opened["image"]), None)
         if nxt is not None:
             latencies.append((nxt["t"] - e["t"]) * 1000)
     con = sqlite3.connect(ws)
@@ -307,7 +340,7 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
     p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))] if lat else float("nan")
     return {"workspace": kind, "mode": mode, "labels_sent": len(labelled_cases), "labels_stored": len(stored),
             "distinct_queued": distinct_queued, "keys_sent": sum(keys_sent.values()), "keys_lost": keys_lost,
-            "stalled_waits": lost_waits, "enter_to_ready_ms_median": statistics.median(lat) if lat else float("nan"),
+            "stalled_waits": lost_waits, "reopened": reopened, "enter_to_ready_ms_median": statistics.median(lat) if lat else float("nan"),
             "enter_to_ready_ms_p95": p95, "n_latencies": len(lat), "load_before": load_before,
             "load_after": loadavg()}
 
