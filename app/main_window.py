@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QLineEdit, QMainWindow,
                                QMessageBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget)
@@ -50,6 +50,8 @@ class MainWindow(QMainWindow):
         self.queue_mode = False
         self._shown: Optional[str] = None  # the case on screen
         self._from_queue: Optional[str] = None  # the case on screen when it was opened from the queue (N, queue panel)
+        self._awaiting_queue: Optional[str] = None  # the case on screen when the next queued case was asked for
+        # and the queue was empty: the top case opens once the queue has been refilled (unless the reader moved)
         self._clock: Optional[tuple[str, float, str]] = None  # (key, time, image) of the last Enter/N, for the trace
         self._labelled_since_check = False
         self.setWindowTitle(f"Loupe — {Path(workspace.path).name}")
@@ -92,6 +94,7 @@ class MainWindow(QMainWindow):
     def _connect_session(self) -> None:
         s = self.session
         s.rows_changed.connect(self._on_rows)
+        s.queue_changed.connect(self._on_queue_changed)
         s.row_changed.connect(self._on_row)
         s.model_changed.connect(self._on_model)
         s.progress_changed.connect(self.worklist.show_progress)
@@ -112,7 +115,7 @@ class MainWindow(QMainWindow):
         self.worklist.image_selected.connect(self.show_image)
         self.viewer.image_loaded.connect(self._on_image_loaded)
         self._ready_pending = None
-        self.viewer.installEventFilter(self)
+        self.viewer.painted.connect(self._on_viewer_painted)
         self.worklist_dock = self._dock("Worklist", self.worklist, Qt.LeftDockWidgetArea)
         self.prediction = PredictionPanel()
         self.prediction.similar_activated.connect(self.worklist.select)
@@ -282,6 +285,7 @@ class MainWindow(QMainWindow):
         same = image_id == self._shown and self.viewer.current_path == row.ref.path
         if image_id != self._shown:
             self._from_queue = None  # set again by _open_from_queue when the queue opened it
+            self._awaiting_queue = None
         self._shown = image_id
         model = self.loaded_model
         if not same:
@@ -321,18 +325,19 @@ class MainWindow(QMainWindow):
         self._ready_pending = (image_id, clock, int(self.session.queue_item(image_id) is not None))
         self.viewer.update()
 
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt)
-        if obj is self.viewer and event.type() == QEvent.Paint and self._ready_pending is not None:
-            image_id, clock, queued = self._ready_pending
-            self._ready_pending = None
+    def _on_viewer_painted(self) -> None:
+        """The viewer has drawn the case (the window flushes it to the screen in the same turn): trace it.
 
-            def painted() -> None:  # runs after this paint event has been handled
-                since = (f"{clock[0]}_ms", f"{(time.perf_counter() - clock[1]) * 1000:.1f}") if clock else \
-                    ("after", "none")
-                trace("case_ready", image=image_id, queued=queued, **{since[0]: since[1]})
-
-            QTimer.singleShot(0, painted)
-        return False
+        Written here, at the end of the paint, not from a zero-delay timer queued by it: under X such a timer
+        could wait for the next input or worker event, which made a case look hundreds of ms slower than it
+        was on screen.
+        """
+        if self._ready_pending is None:
+            return
+        image_id, clock, queued = self._ready_pending
+        self._ready_pending = None
+        since = (f"{clock[0]}_ms", f"{(time.perf_counter() - clock[1]) * 1000:.1f}") if clock else ("after", "none")
+        trace("case_ready", image=image_id, queued=queued, **{since[0]: since[1]})
 
     def _on_row(self, row: WorklistRow) -> None:
         self.worklist.update_row(row)
@@ -429,9 +434,13 @@ class MainWindow(QMainWindow):
         """Open the highest-ranked case still waiting in the active-learning queue."""
         image_id = self.session.next_queued()
         if image_id is None:
-            if self.session.model is not None and not self.session.background.busy("queue"):
-                self.notify("the queue is empty: refreshing it in the background…")
+            refilling = self.session.background.busy("queue")
+            if self.session.model is not None and not refilling:
                 self.session.refresh_queue()
+                refilling = True
+            if refilling:  # the reader asked for the next case: it opens as soon as the queue is refilled
+                self._awaiting_queue = self._shown or ""
+                self.notify("the queue is empty: refilling it in the background; the next case opens when ready")
             else:
                 self.notify("the queue is empty: refresh it (F5) after predicting")
             return
@@ -442,6 +451,14 @@ class MainWindow(QMainWindow):
         else:
             trace("open", image=image_id)  # the case Enter moves on to (the benchmark waits for this one)
         self._open_from_queue(image_id)
+
+    def _on_queue_changed(self, _items) -> None:
+        """The queue was re-read: if the reader is waiting for the next queued case (the queue ran dry), open it."""
+        if self._awaiting_queue is None or self._awaiting_queue != (self._shown or ""):
+            return
+        if self.session.next_queued(after=self._shown) is not None:
+            self._awaiting_queue = None
+            self.next_queued(clock=False)
 
     def _open_from_queue(self, image_id: str) -> None:
         if not self.worklist.select(image_id):

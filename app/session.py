@@ -121,6 +121,7 @@ class ReviewSession(QObject):
         self._prefetched: dict = {}  # path -> LoadedFrame rendered ahead of time
         self.queue_strategy, self.queue_size = "default", 50
         self._seq = itertools.count()
+        self._warmed = False
         self._thread_error.connect(self.error)
         # the counters are re-read shortly after commits (one read for a burst), off the path to the next case
         self._progress_timer = QTimer(self)
@@ -147,6 +148,9 @@ class ReviewSession(QObject):
         self.model_changed.emit(state.model)
         self.rows_changed.emit(state.rows)
         self._set_queue(state.queue, state.progress)
+        if not self._warmed:
+            self._warmed = True
+            self.warm_up()
 
     def _set_queue(self, queue: list, progress) -> None:
         self.queue = list(queue)
@@ -225,6 +229,17 @@ class ReviewSession(QObject):
     def _on_queue_error(self, message: str) -> None:
         self.queue_changed.emit(self.queue)
         self.error.emit(f"queue not refreshed: {message}")
+
+    def warm_up(self) -> None:
+        """When there is a queue to work (an active model and cases waiting), load the queue's model stack in
+        the background (once, when the workspace is first read), so the first top-up in the middle of a
+        labelling session takes a fraction of a second instead of importing it then (tens of seconds of
+        interpreter time on a loaded two-core machine, which the reader would feel as lag)."""
+        if self.model is None or not self.queue:
+            trace("warm", model=0)
+            return
+        self.background.submit("warm", jobs.warm_up, self.workspace, on_done=lambda ok: trace("warm", model=int(ok)),
+                               on_error=lambda message: logger.info("queue warm-up skipped: %s", message))
 
     def _maybe_top_up(self) -> None:
         """When few cases are left, rebuild the queue in the background (cached outputs make it quick)."""

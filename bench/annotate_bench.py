@@ -247,7 +247,8 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
     trace_path = workdir / f"{kind}-{mode}.trace"
     trace_path.unlink(missing_ok=True)
     env = dict(os.environ, DISPLAY=display, LOUPE_TRACE=str(trace_path), PYTHONPATH=str(ROOT),
-               LOUPE_READER="", XDG_CONFIG_HOME=str(workdir / "config"))
+               LOUPE_READER="", XDG_CONFIG_HOME=str(workdir / "config"),
+               XDG_STATE_HOME=str(workdir / "state"))  # the app's log (loupe.log) beside the trace
     env.pop("QT_QPA_PLATFORM", None)
     log = open(workdir / f"{kind}-{mode}.log", "w")
     load_before = loadavg()
@@ -260,6 +261,9 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
     try:
         assert trace.wait(lambda e: e["event"] == "rows" and int(e.get("queued", 0)) > 0, 240), "no worklist"
         assert trace.wait(lambda e: e["event"] == "device", 240), "model stack never loaded"
+        # the window loads the queue's model stack in the background once it has read the workspace (so a
+        # top-up mid-session is quick): the annotator starts once the window has settled
+        trace.wait(lambda e: e["event"] == "warm", 240, since=0)
         wid = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", "^Loupe"],
                              capture_output=True, text=True, env=dict(os.environ, DISPLAY=display),
                              timeout=60).stdout.split()[0]

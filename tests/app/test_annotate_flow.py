@@ -283,3 +283,41 @@ def test_enter_on_a_case_opened_with_n_moves_on_in_the_queue_whatever_the_save_s
     qtbot.waitUntil(lambda: win.labels.image_id != other, timeout=20000)
     assert ws.current_label(other) is not None
     assert win.labels.image_id == win.worklist.visible_ids()[win.worklist.visible_ids().index(other) + 1]
+
+
+def test_when_the_queue_runs_dry_the_next_case_opens_once_it_is_refilled(qtbot, window, monkeypatch):
+    """Enter on the last queued case while the top-up is still running: nothing to open yet, no key lost;
+    the top case opens by itself as soon as the refilled queue is read (the reader pressed Enter for it)."""
+    import threading
+
+    from app import jobs
+
+    win, ws, picked = window
+    calls, release = [], threading.Event()
+    refill = _fake_top_up(calls)
+
+    def slow_refill(*args, **kwargs):
+        release.wait(20)  # the test says when the refill lands
+        return refill(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "refresh_queue", slow_refill)
+    ws.replace_queue([QueueItem(image_id=i, score=0.5, rank=k + 1, strategy="default", why={})
+                      for k, i in enumerate(picked[:2])])
+    win.reload()
+    qtbot.waitUntil(lambda: len(win.queue.items) == 2, timeout=20000)
+    qtbot.keyClick(win, Qt.Key_N)
+    assert win.labels.image_id == picked[0]
+    qtbot.keyClick(win, Qt.Key_1)
+    qtbot.keyClick(win, Qt.Key_Return)
+    assert win.labels.image_id == picked[1]
+    qtbot.waitUntil(lambda: not win.session.pending and win.session.background.busy("queue"), timeout=20000)
+    qtbot.keyClick(win, Qt.Key_2)
+    qtbot.keyClick(win, Qt.Key_Return)  # the last queued case: the top-up is still running
+    qtbot.waitUntil(lambda: not win.session.pending, timeout=20000)
+    assert win.labels.image_id == picked[1] and "refilling" in win.notice.text()
+    release.set()
+    qtbot.waitUntil(lambda: win.labels.image_id not in (picked[0], picked[1]), timeout=30000)
+    top = [i.image_id for i in ws.queue()][0]
+    assert win.labels.image_id == top and calls == [("default", 50)]
+    assert set(ws.current_labels()) == {picked[0], picked[1]}
+    assert not _open_dialogs()
