@@ -107,11 +107,12 @@ def label_history(workspace, image_id: str, reader: str = "") -> tuple[str, list
     return image_id, workspace.visible_history(image_id, reader)
 
 
-def progress(workspace):
-    """The counters (:func:`core.active.counters.labelling_progress`)."""
+def progress(workspace, rows: Optional[list] = None):
+    """The counters (:func:`core.active.counters.labelling_progress`); ``rows``: the worklist rows the window
+    holds (kept current per commit), so a label does not cost a read of the whole worklist."""
     from core.active.counters import labelling_progress
 
-    return labelling_progress(workspace)
+    return labelling_progress(workspace, rows)
 
 
 def queue_ids(workspace) -> list[str]:

@@ -159,8 +159,13 @@ class ReviewSession(QObject):
         self.progress_changed.emit(progress)
 
     def reload_progress(self) -> None:
-        """Re-read the counters in the background (``progress_changed`` follows)."""
-        self.db.submit("progress", jobs.progress, self.workspace, on_done=self._on_progress,
+        """Re-read the counters in the background (``progress_changed`` follows).
+
+        The statuses are tallied from the rows the session holds (each commit's row is read back with it, a
+        reload re-reads them all), the rest (queue, labels since the last training) from the workspace.
+        """
+        rows = list(self.rows.values()) or None
+        self.db.submit("progress", jobs.progress, self.workspace, rows, on_done=self._on_progress,
                        on_error=self.error.emit)
 
     def _on_progress(self, progress) -> None:
