@@ -453,12 +453,14 @@ class MainWindow(QMainWindow):
         self._open_from_queue(image_id)
 
     def _on_queue_changed(self, _items) -> None:
-        """The queue was re-read: if the reader is waiting for the next queued case (the queue ran dry), open it."""
-        if self._awaiting_queue is None or self._awaiting_queue != (self._shown or ""):
-            return
-        if self.session.next_queued(after=self._shown) is not None:
+        """The queue was re-read: if the reader is waiting for the next queued case (the queue ran dry), open it;
+        else make sure the case that comes next (a top-up re-ranks the queue) is being prefetched."""
+        following = self.session.next_queued(after=self._shown)
+        if self._awaiting_queue is not None and self._awaiting_queue == (self._shown or "") and following:
             self._awaiting_queue = None
             self.next_queued(clock=False)
+        elif self._shown is not None:
+            self.session.prefetch(following)
 
     def _open_from_queue(self, image_id: str) -> None:
         if not self.worklist.select(image_id):

@@ -119,6 +119,7 @@ class ReviewSession(QObject):
         self.progress = None
         self.pending: dict[str, float] = {}  # image id -> when its commit was sent
         self._prefetched: dict = {}  # path -> LoadedFrame rendered ahead of time
+        self._prefetching: Optional[str] = None  # the path being prefetched now
         self.queue_strategy, self.queue_size = "default", 50
         self._seq = itertools.count()
         self._warmed = False
@@ -316,20 +317,29 @@ class ReviewSession(QObject):
     def prefetch(self, image_id: Optional[str]) -> None:
         """Decode and render ``image_id``'s first frame in the background while the current case is being read."""
         row = self.rows.get(image_id) if image_id else None
-        if row is None or row.ref.path in self._prefetched:
+        if row is None or row.ref.path in self._prefetched or row.ref.path == self._prefetching:
             return
         path = row.ref.path
+        self._prefetching = path
 
         def keep(frame) -> None:
+            if self._prefetching == path:
+                self._prefetching = None
             self._prefetched[path] = frame
             while len(self._prefetched) > PREFETCH_KEEP:
                 self._prefetched.pop(next(iter(self._prefetched)))
 
-        self.interactive.submit("prefetch", jobs.prefetch, path, row.ref.record, on_done=keep,
-                                on_error=lambda message: logger.debug("prefetch of %s failed: %s", path, message))
+        def failed(message: str) -> None:
+            if self._prefetching == path:
+                self._prefetching = None
+            logger.debug("prefetch of %s failed: %s", path, message)
+
+        self.interactive.submit("prefetch", jobs.prefetch, path, row.ref.record, on_done=keep, on_error=failed)
 
     def take_prefetched(self, path: str):
         """The prefetched first frame of ``path`` (handed over once), or None."""
+        if self._prefetching == path:
+            self._prefetching = None  # the viewer renders it itself now; a later prefetch of it may start again
         return self._prefetched.pop(path, None)
 
     # --- life cycle -----------------------------------------------------------------------------
