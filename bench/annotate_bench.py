@@ -428,6 +428,21 @@ def report(results: list[dict], args) -> str:
                      f"| {r['enter_to_ready_ms_median']:.0f} ms | {r['enter_to_ready_ms_p95']:.0f} ms "
                      f"| {r['enter_to_ready_ms_max']:.0f} ms | ≤ {target:.0f} ms ({verdict}) | {r['top_ups']} "
                      f"| {r['load_before']} → {r['load_after']} |")
+    lines += [
+        "",
+        "Reading the table: in this session's runs the maxima came from two cases. On the demo, the first "
+        "display of `RG1_JLSN.dcm` (its JPEG-LS decode holds the interpreter lock, so the window stalls for about "
+        "half a second while that case is prefetched or shown: decoding compressed DICOM in a worker process "
+        "would remove it); on the radiographs, a case whose prefetch had not finished when `Enter` came (a "
+        "2,000 × 2,000 decode and render takes a few hundred ms on the loaded machine, against 0.25 s of "
+        "reading; worst when a queue top-up re-ranked the queue just before `Enter`). Earlier runs of this section (demo worklist "
+        "mode stopping after 22–59 labels, 146 / 184 ms) differ for two reasons besides the work taken off the "
+        "path since: the harness took the first queued case that appeared after `N` for the one `N` opened (in "
+        "worklist mode a save returning before `N` stepped the window down the worklist, sometimes onto a "
+        "queued case, which the harness then labelled and counted done, and it stopped when `N` opened that "
+        "case later); and the ready time was written from a zero-delay timer queued by the paint, which under "
+        "Xvfb often fired only at the next key or worker event (tens to hundreds of ms after the paint).",
+    ]
     stopped = [r for r in results if r["labels_sent"] < args.labels]
     for r in stopped:
         lines += ["", f"**{r['workspace']} / {r['mode']} stopped after {r['labels_sent']} labels**: no queued "
