@@ -344,10 +344,11 @@ def run_session(ws_src: Path, kind: str, mode: str, n_labels: int, think: float,
     p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))] if lat else float("nan")
     return {"workspace": kind, "mode": mode, "labels_sent": len(labelled_cases), "labels_stored": len(stored),
             "distinct_queued": distinct_queued, "keys_sent": sum(keys_sent.values()), "keys_lost": keys_lost,
-            "stalled_waits": lost_waits, "reopened": reopened, "enter_to_ready_ms_median": statistics.median(lat) if lat else float("nan"),
+            "stalled_waits": lost_waits, "reopened": reopened,
+            "enter_to_ready_ms_median": statistics.median(lat) if lat else float("nan"),
             "enter_to_ready_ms_p95": p95, "enter_to_ready_ms_max": lat[-1] if lat else float("nan"),
-            "top_ups": max(0, sum(e["event"] == "rows" for e in events) - 1), "n_latencies": len(lat), "load_before": load_before,
-            "load_after": loadavg()}
+            "top_ups": max(0, sum(e["event"] == "rows" for e in events) - 1), "n_latencies": len(lat),
+            "load_before": load_before, "load_after": loadavg()}
 
 
 def start_xvfb(display: str) -> subprocess.Popen:
@@ -435,9 +436,9 @@ def report(results: list[dict], args) -> str:
         "half a second while that case is prefetched or shown: decoding compressed DICOM in a worker process "
         "would remove it); on the radiographs, a case whose prefetch had not finished when `Enter` came (a "
         "2,000 × 2,000 decode and render takes a few hundred ms on the loaded machine, against 0.25 s of "
-        "reading; worst when a queue top-up re-ranked the queue just before `Enter`). Earlier runs of this section (demo worklist "
-        "mode stopping after 22–59 labels, 146 / 184 ms) differ for two reasons besides the work taken off the "
-        "path since: the harness took the first queued case that appeared after `N` for the one `N` opened (in "
+        "reading; worst when a queue top-up re-ranked the queue just before `Enter`). Earlier runs of this "
+        "section (demo worklist mode stopping after 22–59 labels, 146 / 184 ms) differ for two reasons besides "
+        "the work taken off the path since: the harness took the first queued case that appeared after `N` for the one `N` opened (in "
         "worklist mode a save returning before `N` stepped the window down the worklist, sometimes onto a "
         "queued case, which the harness then labelled and counted done, and it stopped when `N` opened that "
         "case later); and the ready time was written from a zero-delay timer queued by the paint, which under "
