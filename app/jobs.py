@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from core.progress import CancelToken
-from core.worklist import WorklistRow, status_of, worklist_rows
+from core.worklist import WorklistRow, worklist_row, worklist_rows
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +109,12 @@ def label_history(workspace, image_id: str, reader: str = "") -> tuple[str, list
     return image_id, workspace.visible_history(image_id, reader)
 
 
-def progress(workspace):
-    """The counters (:func:`core.active.counters.labelling_progress`)."""
+def progress(workspace, rows: Optional[list] = None):
+    """The counters (:func:`core.active.counters.labelling_progress`); ``rows``: the worklist rows the window
+    holds (kept current per commit), so a label does not cost a read of the whole worklist."""
     from core.active.counters import labelling_progress
 
-    return labelling_progress(workspace)
+    return labelling_progress(workspace, rows)
 
 
 def queue_ids(workspace) -> list[str]:
@@ -122,18 +123,8 @@ def queue_ids(workspace) -> list[str]:
 
 
 def one_row(workspace, image_id: str) -> WorklistRow:
-    """The worklist row of one image, freshly read."""
-    ref = workspace.image(image_id)
-    from core.models.fast_mode import reading_predictions
-
-    hidden = workspace.model_hidden()  # blinded double reading: no prediction reaches the reader
-    # the active model's prediction, or its fast reading copy's when fast reading is on
-    prediction = reading_predictions(workspace, [image_id]).get(image_id) if not hidden else None
-    label = workspace.current_label(image_id)
-    rank = next((item.rank for item in workspace.queue() if item.image_id == image_id), None)
-    why = workspace.damaged_images().get(image_id)
-    return WorklistRow(ref, status_of(label, prediction, rank is not None, why is not None), label, prediction, rank,
-                       damaged=why)
+    """The worklist row of one image, freshly read (per-image queries: this runs after every label)."""
+    return worklist_row(workspace, image_id)
 
 
 def mark_damaged(workspace, image_id: str, reason: str) -> WorklistRow:
@@ -248,6 +239,20 @@ def refresh_queue(workspace, strategy: str = "default", n: int = 50, progress=No
 
     limit_torch_threads()
     return rebuild(workspace, strategy, n, progress=progress, cancel=cancel)
+
+
+def warm_up(workspace) -> bool:
+    """Import what a queue refresh needs and load the active model (cached per file and hash), so a later
+    :func:`refresh_queue` does not pay for it. True when a model was loaded."""
+    import core.active.loop  # noqa: F401 (the acquisition stack: modAL, torchvision, …)
+
+    if workspace.active_model() is None:
+        return False
+    from core.models.versions import load_version
+
+    limit_torch_threads()
+    load_version(workspace)
+    return True
 
 
 def prefetch(path: str, record=None):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QLineEdit, QMainWindow,
                                QMessageBox, QScrollArea, QTabWidget, QVBoxLayout, QWidget)
@@ -49,6 +49,9 @@ class MainWindow(QMainWindow):
         self.runner = self.session.interactive
         self.queue_mode = False
         self._shown: Optional[str] = None  # the case on screen
+        self._from_queue: Optional[str] = None  # the case on screen when it was opened from the queue (N, queue panel)
+        self._awaiting_queue: Optional[str] = None  # the case on screen when the next queued case was asked for
+        # and the queue was empty: the top case opens once the queue has been refilled (unless the reader moved)
         self._clock: Optional[tuple[str, float, str]] = None  # (key, time, image) of the last Enter/N, for the trace
         self._labelled_since_check = False
         self.setWindowTitle(f"Loupe — {Path(workspace.path).name}")
@@ -91,6 +94,7 @@ class MainWindow(QMainWindow):
     def _connect_session(self) -> None:
         s = self.session
         s.rows_changed.connect(self._on_rows)
+        s.queue_changed.connect(self._on_queue_changed)
         s.row_changed.connect(self._on_row)
         s.model_changed.connect(self._on_model)
         s.progress_changed.connect(self.worklist.show_progress)
@@ -111,7 +115,7 @@ class MainWindow(QMainWindow):
         self.worklist.image_selected.connect(self.show_image)
         self.viewer.image_loaded.connect(self._on_image_loaded)
         self._ready_pending = None
-        self.viewer.installEventFilter(self)
+        self.viewer.painted.connect(self._on_viewer_painted)
         self.worklist_dock = self._dock("Worklist", self.worklist, Qt.LeftDockWidgetArea)
         self.prediction = PredictionPanel()
         self.prediction.similar_activated.connect(self.worklist.select)
@@ -282,6 +286,9 @@ class MainWindow(QMainWindow):
         if row is None:
             return
         same = image_id == self._shown and self.viewer.current_path == row.ref.path
+        if image_id != self._shown:
+            self._from_queue = None  # set again by _open_from_queue when the queue opened it
+            self._awaiting_queue = None
         self._shown = image_id
         model = self.loaded_model
         if not same:
@@ -321,18 +328,19 @@ class MainWindow(QMainWindow):
         self._ready_pending = (image_id, clock, int(self.session.queue_item(image_id) is not None))
         self.viewer.update()
 
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt)
-        if obj is self.viewer and event.type() == QEvent.Paint and self._ready_pending is not None:
-            image_id, clock, queued = self._ready_pending
-            self._ready_pending = None
+    def _on_viewer_painted(self) -> None:
+        """The viewer has drawn the case (the window flushes it to the screen in the same turn): trace it.
 
-            def painted() -> None:  # runs after this paint event has been handled
-                since = (f"{clock[0]}_ms", f"{(time.perf_counter() - clock[1]) * 1000:.1f}") if clock else \
-                    ("after", "none")
-                trace("case_ready", image=image_id, queued=queued, **{since[0]: since[1]})
-
-            QTimer.singleShot(0, painted)
-        return False
+        Written here, at the end of the paint, not from a zero-delay timer queued by it: under X such a timer
+        could wait for the next input or worker event, which made a case look hundreds of ms slower than it
+        was on screen.
+        """
+        if self._ready_pending is None:
+            return
+        image_id, clock, queued = self._ready_pending
+        self._ready_pending = None
+        since = (f"{clock[0]}_ms", f"{(time.perf_counter() - clock[1]) * 1000:.1f}") if clock else ("after", "none")
+        trace("case_ready", image=image_id, queued=queued, **{since[0]: since[1]})
 
     def _on_row(self, row: WorklistRow) -> None:
         self.worklist.update_row(row)
@@ -371,14 +379,21 @@ class MainWindow(QMainWindow):
         self.reader_label.setText(f"reader: {reader.name}" if reader else "reader: not set (Edit → Reader…)")
 
     def confirm_and_next(self) -> None:
-        """Commit the chosen label; once it is saved move on (the queue in queue mode, else the worklist)."""
+        """Commit the chosen label and move on: to the next queued case at once when working the queue (queue
+        mode, or a case opened from the queue with ``N``), else to the next worklist row once it is saved.
+
+        The next case is decided here, at the key, never by when the save returns: ``Enter`` then ``N`` typed
+        at once lead to the same case whatever the commit's speed (a case opened with ``N`` is followed by the
+        next queued case, and the ``N`` after it finds that case already open).
+        """
         image_id = self.labels.image_id
+        working_queue = self.queue_mode or (image_id is not None and image_id == self._from_queue)
         if self.labels.commit():
             self._clock = ("enter", time.perf_counter(), image_id)
             trace("enter", image=image_id)
-            if self.queue_mode:
-                # queue mode is the fast path: the next case opens while the commit runs (the one being saved
-                # is skipped); a commit that fails is said in red and its case stays first in the queue
+            if working_queue:
+                # the fast path: the next case opens while the commit runs (the one being saved is skipped);
+                # a commit that fails is said in red and its case stays first in the queue
                 name = Path(self.rows[image_id].ref.path).name if image_id in self.rows else image_id
                 self.notify(f"saving label for {name}…")
                 self.next_queued(clock=False)
@@ -388,8 +403,8 @@ class MainWindow(QMainWindow):
         trace("saved", image=image_id)
         self.notify(f"saved label for {name}")
         if self._shown == image_id:  # still on the case just labelled (the reader did not move on meanwhile)
-            if self.queue_mode:
-                self.next_queued(clock=False)
+            if self.queue_mode or self._from_queue == image_id:
+                self.next_queued(clock=False)  # e.g. the queue was empty at Enter and has been topped up since
             else:
                 self.worklist.step(1)
         self._labelled_since_check = True  # the counters re-read after this commit decide about retraining
@@ -422,9 +437,13 @@ class MainWindow(QMainWindow):
         """Open the highest-ranked case still waiting in the active-learning queue."""
         image_id = self.session.next_queued()
         if image_id is None:
-            if self.session.model is not None and not self.session.background.busy("queue"):
-                self.notify("the queue is empty: refreshing it in the background…")
+            refilling = self.session.background.busy("queue")
+            if self.session.model is not None and not refilling:
                 self.session.refresh_queue()
+                refilling = True
+            if refilling:  # the reader asked for the next case: it opens as soon as the queue is refilled
+                self._awaiting_queue = self._shown or ""
+                self.notify("the queue is empty: refilling it in the background; the next case opens when ready")
             else:
                 self.notify("the queue is empty: refresh it (F5) after predicting")
             return
@@ -432,13 +451,27 @@ class MainWindow(QMainWindow):
             trace("n", image=image_id)
             if self._clock is None:
                 self._clock = ("n", time.perf_counter(), self._shown)
+        else:
+            trace("open", image=image_id)  # the case Enter moves on to (the benchmark waits for this one)
         self._open_from_queue(image_id)
+
+    def _on_queue_changed(self, _items) -> None:
+        """The queue was re-read: if the reader is waiting for the next queued case (the queue ran dry), open it;
+        else make sure the case that comes next (a top-up re-ranks the queue) is being prefetched."""
+        following = self.session.next_queued(after=self._shown)
+        if self._awaiting_queue is not None and self._awaiting_queue == (self._shown or "") and following:
+            self._awaiting_queue = None
+            self.next_queued(clock=False)
+        elif self._shown is not None:
+            self.session.prefetch(following)
 
     def _open_from_queue(self, image_id: str) -> None:
         if not self.worklist.select(image_id):
             self.worklist.status_filter.setCurrentIndex(0)
             self.worklist.search.clear()
             self.worklist.select(image_id)
+        if self._shown == image_id:
+            self._from_queue = image_id
         self.side.setCurrentIndex(0)
 
     # --- model work --------------------------------------------------------------------------------

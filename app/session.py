@@ -119,8 +119,10 @@ class ReviewSession(QObject):
         self.progress = None
         self.pending: dict[str, float] = {}  # image id -> when its commit was sent
         self._prefetched: dict = {}  # path -> LoadedFrame rendered ahead of time
+        self._prefetching: Optional[str] = None  # the path being prefetched now
         self.queue_strategy, self.queue_size = "default", 50
         self._seq = itertools.count()
+        self._warmed = False
         self._thread_error.connect(self.error)
         # the counters are re-read shortly after commits (one read for a burst), off the path to the next case
         self._progress_timer = QTimer(self)
@@ -147,6 +149,9 @@ class ReviewSession(QObject):
         self.model_changed.emit(state.model)
         self.rows_changed.emit(state.rows)
         self._set_queue(state.queue, state.progress)
+        if not self._warmed:
+            self._warmed = True
+            self.warm_up()
 
     def _set_queue(self, queue: list, progress) -> None:
         self.queue = list(queue)
@@ -155,8 +160,13 @@ class ReviewSession(QObject):
         self.progress_changed.emit(progress)
 
     def reload_progress(self) -> None:
-        """Re-read the counters in the background (``progress_changed`` follows)."""
-        self.db.submit("progress", jobs.progress, self.workspace, on_done=self._on_progress,
+        """Re-read the counters in the background (``progress_changed`` follows).
+
+        The statuses are tallied from the rows the session holds (each commit's row is read back with it, a
+        reload re-reads them all), the rest (queue, labels since the last training) from the workspace.
+        """
+        rows = list(self.rows.values()) or None
+        self.db.submit("progress", jobs.progress, self.workspace, rows, on_done=self._on_progress,
                        on_error=self.error.emit)
 
     def _on_progress(self, progress) -> None:
@@ -225,6 +235,17 @@ class ReviewSession(QObject):
     def _on_queue_error(self, message: str) -> None:
         self.queue_changed.emit(self.queue)
         self.error.emit(f"queue not refreshed: {message}")
+
+    def warm_up(self) -> None:
+        """When there is a queue to work (an active model and cases waiting), load the queue's model stack in
+        the background (once, when the workspace is first read), so the first top-up in the middle of a
+        labelling session takes a fraction of a second instead of importing it then (tens of seconds of
+        interpreter time on a loaded two-core machine, which the reader would feel as lag)."""
+        if self.model is None or not self.queue:
+            trace("warm", model=0)
+            return
+        self.background.submit("warm", jobs.warm_up, self.workspace, on_done=lambda ok: trace("warm", model=int(ok)),
+                               on_error=lambda message: logger.info("queue warm-up skipped: %s", message))
 
     def _maybe_top_up(self) -> None:
         """When few cases are left, rebuild the queue in the background (cached outputs make it quick)."""
@@ -296,20 +317,29 @@ class ReviewSession(QObject):
     def prefetch(self, image_id: Optional[str]) -> None:
         """Decode and render ``image_id``'s first frame in the background while the current case is being read."""
         row = self.rows.get(image_id) if image_id else None
-        if row is None or row.ref.path in self._prefetched:
+        if row is None or row.ref.path in self._prefetched or row.ref.path == self._prefetching:
             return
         path = row.ref.path
+        self._prefetching = path
 
         def keep(frame) -> None:
+            if self._prefetching == path:
+                self._prefetching = None
             self._prefetched[path] = frame
             while len(self._prefetched) > PREFETCH_KEEP:
                 self._prefetched.pop(next(iter(self._prefetched)))
 
-        self.interactive.submit("prefetch", jobs.prefetch, path, row.ref.record, on_done=keep,
-                                on_error=lambda message: logger.debug("prefetch of %s failed: %s", path, message))
+        def failed(message: str) -> None:
+            if self._prefetching == path:
+                self._prefetching = None
+            logger.debug("prefetch of %s failed: %s", path, message)
+
+        self.interactive.submit("prefetch", jobs.prefetch, path, row.ref.record, on_done=keep, on_error=failed)
 
     def take_prefetched(self, path: str):
         """The prefetched first frame of ``path`` (handed over once), or None."""
+        if self._prefetching == path:
+            self._prefetching = None  # the viewer renders it itself now; a later prefetch of it may start again
         return self._prefetched.pop(path, None)
 
     # --- life cycle -----------------------------------------------------------------------------

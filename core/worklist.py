@@ -79,6 +79,26 @@ def status_of(label: Optional[Label], prediction: Optional[Prediction], queued: 
     return "queued" if queued else "unlabelled"
 
 
+def worklist_row(workspace, image_id: str, version: Optional[str] = None) -> WorklistRow:
+    """One image's worklist row, as :func:`worklist_rows` would list it, read with per-image queries (no table of
+    the workspace is read whole: this runs after every label). Raises :class:`core.errors.NotFound`."""
+    ref = workspace.image(image_id)
+    hidden = getattr(workspace, "model_hidden", lambda: False)()  # blinded double reading
+    if hidden:
+        prediction = None
+    elif version is None:  # what the reader sees: the active model's, or its fast reading copy's
+        from core.models.fast_mode import reading_predictions
+
+        prediction = reading_predictions(workspace, [image_id]).get(image_id)
+    else:
+        prediction = workspace.prediction(version, image_id)
+    label = workspace.current_label(image_id)
+    rank = workspace.queue_rank(image_id)
+    why = workspace.damaged_reason(image_id)
+    return WorklistRow(ref, status_of(label, prediction, rank is not None, why is not None), label, prediction, rank,
+                       why)
+
+
 def worklist_rows(workspace, version: Optional[str] = None) -> list[WorklistRow]:
     """All images in worklist order with status, current label and the ``version``'s prediction.
 

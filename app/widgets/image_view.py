@@ -70,6 +70,7 @@ class ImageView(ViewNavigationMixin, QWidget):
     window_changed = Signal(float, float)  # center, width
     view_changed = Signal()  # zoom/pan/orientation/invert changed
     frame_shown = Signal(str, int, int)  # path, 0-based frame, number of frames: every loaded frame once on screen
+    painted = Signal()  # a paint of the view has just been drawn (the window flushes it to the screen right after)
 
     def __init__(self, runner: Runner, parent: Optional[QWidget] = None, kind: str = "render"):
         super().__init__(parent)
@@ -374,6 +375,7 @@ class ImageView(ViewNavigationMixin, QWidget):
                 p.fillRect(QRectF(self.width() / 2 - 1, 0, 2, self.height()), QColor("#303338"))
         self._paint_hud(p)
         p.end()
+        self.painted.emit()
 
     def _paint_hud(self, p: QPainter) -> None:
         lines = hud_lines(self.window(), self._frame, self.zoom() if self._qimage is not None else None,

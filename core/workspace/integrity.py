@@ -42,6 +42,12 @@ class IntegrityMixin:
         with self._pool.read() as db:
             return {row[0]: row[1] for row in db.execute("SELECT id, damaged FROM images WHERE damaged IS NOT NULL")}
 
+    def damaged_reason(self, image_id: str) -> Optional[str]:
+        """Why the image was found damaged, or None when it is not (or is unknown)."""
+        with self._pool.read() as db:
+            row = db.execute("SELECT damaged FROM images WHERE id = ?", (image_id,)).fetchone()
+        return row[0] if row is not None else None
+
     def mark_damaged(self, image_id: str, reason: str, actor: str = "system") -> bool:
         """Record that an image's pixel data is damaged; it leaves the queue and its predictions are dropped.
 

@@ -23,6 +23,8 @@ WHERE NOT EXISTS (
 )
 ORDER BY q.rank, q.image_id
 """
+# one image's rank, by the same rule (an index lookup, not the whole queue)
+_RANK_SQL = _QUEUE_SQL.replace("WHERE NOT EXISTS", "WHERE q.image_id = ? AND NOT EXISTS")
 
 
 class QueueMixin:
@@ -58,6 +60,12 @@ class QueueMixin:
                       why=loads(why, {}), version=version)
             for image_id, rank, score, strategy, why, version in rows
         ]
+
+    def queue_rank(self, image_id: str) -> Optional[int]:
+        """The image's rank while it waits in the queue (as :meth:`queue` lists it), else None."""
+        with self._pool.read() as db:
+            row = db.execute(_RANK_SQL, [image_id]).fetchone()
+        return int(row[1]) if row is not None else None
 
     def dequeue(self, image_id: str) -> bool:
         """Remove one image from the queue; returns whether it was queued."""

@@ -349,6 +349,12 @@ class ReadingMixin:
         return [QueueItem(image_id=i, rank=r, score=s, strategy=st, why=loads(w, {}), version=v)
                 for i, r, s, st, w, v in rows]
 
+    def queue_rank(self, image_id: str) -> Optional[int]:
+        """The image's rank while it waits in the queue; under double reading, until its second read."""
+        if not self.double_reading().enabled:
+            return super().queue_rank(image_id)  # type: ignore[misc]
+        return next((item.rank for item in self.queue() if item.image_id == image_id), None)
+
     def queue(self, n: Optional[int] = None) -> list[QueueItem]:
         """Queued images in rank order; under double reading a case stays until its second read."""
         if not self.double_reading().enabled:

@@ -224,6 +224,12 @@ class ModelsMixin:
         return {row["image_id"]: _row_to_prediction(row) for row in rows
                 if wanted is None or row["image_id"] in wanted}
 
+    def prediction(self, version: str, image_id: str) -> Optional[Prediction]:
+        """One image's prediction by one version, or None (one row read, not the version's whole table)."""
+        with self._pool.read() as db:
+            rows = list(db.query("SELECT * FROM predictions WHERE version = ? AND image_id = ?", [version, image_id]))
+        return _row_to_prediction(rows[0]) if rows else None
+
     def predictions_of_image(self, image_id: str) -> list[Prediction]:
         """Every stored prediction of one image, by any version, oldest first."""
         with self._pool.read() as db:

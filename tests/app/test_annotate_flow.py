@@ -180,3 +180,144 @@ def test_unexpected_errors_reach_the_window_and_the_log(qtbot, window, caplog):
     assert "RuntimeError: boom" in sig.args[0]
     assert "RuntimeError: boom" in win.notice.text()
     assert any("Traceback" in r.getMessage() for r in caplog.records)
+
+
+def _fake_top_up(calls: list):
+    """A queue rebuild that stands in for the model: every unlabelled case, in a new (reversed) order."""
+    def refresh(workspace, strategy="default", n=50, progress=None, cancel=None):
+        calls.append((strategy, n))
+        labelled = set(workspace.current_labels())
+        free = [r.id for r in workspace.images() if r.id not in labelled][::-1]
+        items = [QueueItem(image_id=i, score=0.5, rank=k + 1, strategy=strategy, why={"reason": "refill"})
+                 for k, i in enumerate(free[:n])]
+        workspace.replace_queue(items)
+        return items
+    return refresh
+
+
+def test_a_reload_or_a_top_up_in_the_middle_of_the_loop_loses_no_key(qtbot, window, monkeypatch):
+    """N / number / Enter while the worklist is re-read and the queue rebuilt under the keys (issue #16).
+
+    Reloads land at every point of the loop: between N and the number key, between the number key and
+    Enter, right after Enter (then the save returns before N), and while a case is still opening; a queue
+    top-up re-ranks every case mid-way.
+    Every number key chooses a finding on the case on screen, every Enter commits it, every label lands on
+    a distinct case that was queued when N opened it, and no case the reader did not ask for is opened.
+    """
+    from app import jobs
+
+    win, ws, picked = window
+    calls = []
+    monkeypatch.setattr(jobs, "refresh_queue", _fake_top_up(calls))
+    win.worklist.step(0)
+    qtbot.waitUntil(lambda: win.labels.image_id is not None, timeout=20000)
+    moves = []  # every case the window moved to from here on, with the top of the queue at that moment
+
+    def moved(image_id: str) -> None:
+        if not moves or moves[-1][0] != image_id:  # a reload selecting the same case again is no move
+            moves.append((image_id, win.session.next_queued()))
+
+    win.worklist.image_selected.connect(moved)
+    labelled = []
+
+    def reload_now():
+        with qtbot.waitSignal(win.worklist_loaded, timeout=20000):
+            win.reload()
+
+    for k in range(N_LABELS):
+        if k == 8:  # the queue rebuilt (a top-up): every waiting case gets a new rank
+            win.session.refresh_queue()
+            qtbot.waitUntil(lambda: bool(calls) and [i.image_id for i in win.session.queue]
+                            == [i.image_id for i in ws.queue()], timeout=20000)
+        if k % 4 == 3:
+            win.reload()  # a reload in flight while N opens the case
+        waiting = [i.image_id for i in ws.queue() if i.image_id not in labelled]  # (a commit may be in flight)
+        qtbot.keyClick(win, Qt.Key_N)
+        image = win.labels.image_id
+        assert image == waiting[0] and image not in labelled  # N opened the top case still waiting
+        if k % 4 == 0:
+            reload_now()  # lands between N and the number key
+        qtbot.keyClick(win, Qt.Key_1 if k % 2 else Qt.Key_2)
+        assert win.labels.chosen() == (["neg"] if k % 2 else ["pos"]), "the number key was lost"
+        if k % 4 == 1:
+            reload_now()  # lands between the number key and Enter: the choice stays
+            assert win.labels.image_id == image and win.labels.chosen() == (["neg"] if k % 2 else ["pos"])
+        qtbot.keyClick(win, Qt.Key_Return)
+        assert image in win.session.pending or win.workspace.current_label(image) is not None, "Enter was lost"
+        labelled.append(image)
+        if k % 4 == 2:
+            win.reload()  # right after Enter, with the commit in flight
+            qtbot.waitUntil(lambda: not win.session.pending, timeout=20000)  # and the save back before N
+    qtbot.waitUntil(lambda: not win.session.pending and len(ws.current_labels()) == N_LABELS, timeout=30000)
+    labels = ws.current_labels()
+    assert set(labels) == set(labelled) and len(set(labelled)) == N_LABELS
+    assert all(labels[i].classes == (("neg",) if k % 2 else ("pos",)) for k, i in enumerate(labelled))
+    assert calls, "the top-up ran"
+    assert labelled[:8] == picked[:8]  # rank order before the top-up
+    # the window only ever moved to the top queued case: no other case flashed by between Enter and N
+    assert len(moves) >= N_LABELS and all(image_id == top for image_id, top in moves)
+
+
+def test_enter_on_a_case_opened_with_n_moves_on_in_the_queue_whatever_the_save_speed(qtbot, window):
+    """Outside queue mode, Enter on a case N opened opens the next queued case at once (not the next worklist
+    row once the save returns), so Enter then N lead to the same case whether or not the save came back first."""
+    win, ws, picked = window
+    qtbot.keyClick(win, Qt.Key_N)
+    assert win.labels.image_id == picked[0]
+    qtbot.keyClick(win, Qt.Key_2)
+    qtbot.keyClick(win, Qt.Key_Return)
+    assert win.labels.image_id == picked[1]  # at once, while the first commit is still in flight
+    qtbot.waitUntil(lambda: not win.session.pending, timeout=20000)  # the save came back before N
+    assert win.labels.image_id == picked[1]
+    qtbot.keyClick(win, Qt.Key_1)
+    qtbot.keyClick(win, Qt.Key_N)  # N on the case already open keeps it, and the choice being made
+    assert win.labels.image_id == picked[1] and win.labels.chosen() == ["neg"]
+    qtbot.keyClick(win, Qt.Key_Return)
+    qtbot.waitUntil(lambda: len(ws.current_labels()) == 2 and not win.session.pending, timeout=20000)
+    assert set(ws.current_labels()) == set(picked[:2])
+    # a case reached by walking the worklist (not from the queue) still moves on down the worklist once saved
+    other = next(i for i in win.worklist.visible_ids() if i not in picked)
+    win.worklist.select(other)
+    qtbot.keyClick(win, Qt.Key_1)
+    qtbot.keyClick(win, Qt.Key_Return)
+    qtbot.waitUntil(lambda: win.labels.image_id != other, timeout=20000)
+    assert ws.current_label(other) is not None
+    assert win.labels.image_id == win.worklist.visible_ids()[win.worklist.visible_ids().index(other) + 1]
+
+
+def test_when_the_queue_runs_dry_the_next_case_opens_once_it_is_refilled(qtbot, window, monkeypatch):
+    """Enter on the last queued case while the top-up is still running: nothing to open yet, no key lost;
+    the top case opens by itself as soon as the refilled queue is read (the reader pressed Enter for it)."""
+    import threading
+
+    from app import jobs
+
+    win, ws, picked = window
+    calls, release = [], threading.Event()
+    refill = _fake_top_up(calls)
+
+    def slow_refill(*args, **kwargs):
+        release.wait(20)  # the test says when the refill lands
+        return refill(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "refresh_queue", slow_refill)
+    ws.replace_queue([QueueItem(image_id=i, score=0.5, rank=k + 1, strategy="default", why={})
+                      for k, i in enumerate(picked[:2])])
+    win.reload()
+    qtbot.waitUntil(lambda: len(win.queue.items) == 2, timeout=20000)
+    qtbot.keyClick(win, Qt.Key_N)
+    assert win.labels.image_id == picked[0]
+    qtbot.keyClick(win, Qt.Key_1)
+    qtbot.keyClick(win, Qt.Key_Return)
+    assert win.labels.image_id == picked[1]
+    qtbot.waitUntil(lambda: not win.session.pending and win.session.background.busy("queue"), timeout=20000)
+    qtbot.keyClick(win, Qt.Key_2)
+    qtbot.keyClick(win, Qt.Key_Return)  # the last queued case: the top-up is still running
+    qtbot.waitUntil(lambda: not win.session.pending, timeout=20000)
+    assert win.labels.image_id == picked[1] and "refilling" in win.notice.text()
+    release.set()
+    qtbot.waitUntil(lambda: win.labels.image_id not in (picked[0], picked[1]), timeout=30000)
+    top = [i.image_id for i in ws.queue()][0]
+    assert win.labels.image_id == top and calls == [("default", 50)]
+    assert set(ws.current_labels()) == {picked[0], picked[1]}
+    assert not _open_dialogs()
