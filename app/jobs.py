@@ -57,6 +57,7 @@ class ReviewState:
     queue: list
     progress: object  # core.active.counters.LabellingProgress
     classes: list  # the model's classes, else the workspace's
+    severity: tuple = ()  # the findings' severity grade names, mildest first (empty: no scale)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ def load_state(workspace) -> ReviewState:
     rows = worklist_rows(workspace)
     model = model_summary(workspace)
     classes = list(model["classes"]) if model else list(workspace.classes())
-    return ReviewState(rows, model, workspace.queue(), labelling_progress(workspace, rows), classes)
+    return ReviewState(rows, model, workspace.queue(), labelling_progress(workspace, rows), classes,
+                       tuple(workspace.findings().severity))
 
 
 def queue_state(workspace) -> tuple[list, object]:

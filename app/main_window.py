@@ -268,6 +268,7 @@ class MainWindow(QMainWindow):
         self.worklist_loaded.emit()
 
     def _on_model(self, model) -> None:
+        self.labels.set_severity_scale(self.session.severity)
         if model:
             self.model_label.setText(f"model: {model['version']} ({model['arch']})")
             self.labels.set_classes(model["classes"], model["multilabel"])

@@ -115,6 +115,7 @@ class ReviewSession(QObject):
         self.rows: dict = {}
         self.model: Optional[dict] = None
         self.classes: list[str] = []
+        self.severity: tuple = ()  # the findings' severity grade names (empty: no scale)
         self.queue: list = []
         self.progress = None
         self.pending: dict[str, float] = {}  # image id -> when its commit was sent
@@ -145,6 +146,7 @@ class ReviewSession(QObject):
         self.rows = {r.ref.id: r for r in state.rows}
         self.model = state.model
         self.classes = list(state.classes)
+        self.severity = tuple(getattr(state, "severity", ()))
         self.queue, self.progress = list(state.queue), state.progress  # known before any widget hears of the rows
         self.model_changed.emit(state.model)
         self.rows_changed.emit(state.rows)

@@ -127,6 +127,21 @@ class LabelPanel(QWidget):
             self._buttons.append(button)
         self.classes_box.setTitle("Findings (several allowed)" if multilabel else "Finding")
 
+    def set_severity_scale(self, names) -> None:
+        """Name the severity choices after the findings' grades ("0 none", "1 mild", …); the generic four-grade
+        list when the findings define no scale. A grade being chosen is kept when it still exists."""
+        items = ["—"] + [f"{k} {name}" for k, name in enumerate(names)] if names else list(SEVERITIES)
+        if items == [self.severity.itemText(i) for i in range(self.severity.count())]:
+            return
+        current = self.severity.currentIndex()
+        self.severity.blockSignals(True)
+        self.severity.clear()
+        self.severity.addItems(items)
+        self.severity.setCurrentIndex(current if 0 <= current < len(items) else 0)
+        self.severity.blockSignals(False)
+        self.severity.setToolTip("Severity grade of the finding (from Edit → Findings…)" if names else
+                                 "Severity grade (the findings define no scale: a generic four-grade list)")
+
     def set_enabled(self, enabled: bool) -> None:
         """Enable the controls (an image is shown) or grey them out."""
         for w in (self.classes_box, self.severity, self.note, self.flag, self.confirm, self.undo_button):
@@ -166,7 +181,7 @@ class LabelPanel(QWidget):
         names = [b.text().split("  ", 1)[-1] for b in self._buttons]
         for button, name in zip(self._buttons, names):
             button.setChecked(name in label.classes)
-        self.severity.setCurrentIndex(0 if label.severity is None else min(label.severity + 1, len(SEVERITIES) - 1))
+        self.severity.setCurrentIndex(0 if label.severity is None else min(label.severity + 1, self.severity.count() - 1))
         self.note.setText(label.note)
         self.flag.setChecked(label.flag_wrong)
 

@@ -64,6 +64,36 @@ def test_label_panel_multilabel_severity_note_and_history(qtbot, labelled_worksp
     assert "effusion;nodule" in panel.history.item(0).text()
 
 
+def test_label_panel_severity_choices_are_the_findings_grades(qtbot, labelled_workspace, session):
+    """The severity drop-down names the findings' grades (read with the workspace state), and the grade chosen
+    is the one stored."""
+    from app.widgets.label_panel import SEVERITIES, LabelPanel
+    from core.workspace.findings import Findings
+
+    ws = labelled_workspace
+    classes = list(ws.classes())
+    ws.set_findings(Findings(classes=tuple(classes), severity=("absent", "small", "large")), actor="test")
+    panel = LabelPanel(session)
+    qtbot.addWidget(panel)
+    panel.set_classes(classes)
+    assert [panel.severity.itemText(i) for i in range(panel.severity.count())] == list(SEVERITIES)
+    with qtbot.waitSignal(session.model_changed, timeout=20000):
+        session.reload()
+    assert session.severity == ("absent", "small", "large")
+    panel.set_severity_scale(session.severity)
+    assert [panel.severity.itemText(i) for i in range(panel.severity.count())] == ["—", "0 absent", "1 small",
+                                                                                  "2 large"]
+    image_id = ws.images()[0].id
+    panel.show_image(image_id)
+    panel.choose(0)
+    panel.severity.setCurrentIndex(3)
+    with qtbot.waitSignal(panel.saved, timeout=20000):
+        assert panel.commit()
+    assert ws.current_label(image_id).severity == 2
+    panel.set_severity_scale(())
+    assert panel.severity.count() == len(SEVERITIES)
+
+
 def test_label_panel_without_a_reader_refuses_without_a_dialog(qtbot, labelled_workspace, session):
     from PySide6.QtWidgets import QApplication, QDialog
 
