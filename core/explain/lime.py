@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from core.errors import ModelError
-from core.explain.base import ExplainContext, Method, register
+from core.explain.base import ExplainContext, Method, gaussian_blur, register
+from core.explain.faithfulness import BLUR_FRACTION
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,12 @@ def run(ctx: ExplainContext) -> torch.Tensor:
     k = int(labels.max()) + 1
     mask = torch.from_numpy(labels).to(ctx.x.device)
     z = on_off(p["sampling"], n, k, torch.Generator().manual_seed(int(p["seed"])))
-    fill = segment_means(ctx.x, mask, k) if p["baseline"] == "segment_mean" else ctx.baseline(p["baseline"])
+    if p["baseline"] == "segment_mean":
+        fill = segment_means(ctx.x, mask, k)
+    elif p["baseline"] == "heavy_blur":
+        fill = gaussian_blur(ctx.x, max(1.0, ctx.x.shape[-1] * BLUR_FRACTION))
+    else:
+        fill = ctx.baseline(p["baseline"])
     delta = ctx.x - fill
     multilabel = getattr(ctx.net, "head_type", "multiclass") == "multilabel"
     ctx.expected_calls = math.ceil(n / ctx.batch_size)
