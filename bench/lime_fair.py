@@ -111,7 +111,7 @@ class Runner:
         f = deletion_insertion(self.clone, x[None], model_map, target, steps=self.steps, seed=seed)
         return f["deletion_auc"], f["insertion_auc"]
 
-    def lime(self, photo, n, seed) -> dict:
+    def lime(self, photo, n, seed, scored: bool = True) -> dict:
         from core.explain.base import normalise
         from core.explain.faithfulness import to_model_space
         from core.models.preprocess import undo_geometry
@@ -121,6 +121,8 @@ class Runner:
         t0 = time.perf_counter()
         m = self.refs.lime(x, target, n, seed, segmentation_fn=lambda _image: labels)
         secs = time.perf_counter() - t0 + slic_s
+        if not scored:
+            return {"seconds": secs}
         # Scored exactly as Loupe's map is: positive part scaled to [0, 1], onto the photograph's own geometry
         # (what a reader sees), back to model space. Scoring one tool's model-space map and the other's
         # round-tripped map moved insertion AUC by up to 0.18 on a photograph.
@@ -128,7 +130,7 @@ class Runner:
         d, i = self.score(x, to_model_space(shown, geo), target, seed)
         return {"seconds": secs, "deletion": d, "insertion": i, "segments": int(labels.max()) + 1}
 
-    def loupe(self, photo, n, seed, variant) -> dict:
+    def loupe(self, photo, n, seed, variant, scored: bool = True) -> dict:
         from core.explain import explain
         from core.explain.faithfulness import to_model_space
 
@@ -139,6 +141,8 @@ class Runner:
         e = explain(self.loaded, arr, "lime", target, device="cpu", batch_size=16, n_samples=n, seed=seed,
                     baseline=fill, score=score, sampling=sampling)
         secs = time.perf_counter() - t0
+        if not scored:
+            return {"seconds": secs}
         assert e.params["segments"] == int(labels.max()) + 1, "Loupe's and the reference's superpixels differ"
         d, i = self.score(x, to_model_space(e.map, geo), target, seed)
         return {"seconds": secs, "deletion": d, "insertion": i, "segments": e.params["segments"]}
@@ -167,14 +171,26 @@ def test(runner, photos, seeds, lime_ns, loupe_ns, variant) -> list[dict]:
     for photo in photos:
         for seed in range(seeds):
             for n in sorted(set(lime_ns) | set(loupe_ns)):
-                if n in lime_ns:
-                    records.append({"photo": photo[0], "seed": seed, "tool": "lime", "n": n,
-                                    **runner.lime(photo, n, seed)})
-                if n in loupe_ns:
-                    records.append({"photo": photo[0], "seed": seed, "tool": "Loupe", "n": n,
-                                    **runner.loupe(photo, n, seed, variant)})
+                runs = [("lime", n in lime_ns, lambda: runner.lime(photo, n, seed)),
+                        ("Loupe", n in loupe_ns, lambda: runner.loupe(photo, n, seed, variant))]
+                for tool, wanted, fn in (runs if seed % 2 == 0 else runs[::-1]):  # alternate who runs first
+                    if wanted:
+                        records.append({"photo": photo[0], "seed": seed, "tool": tool, "n": n, **fn()})
             print(f"test {photo[0]} seed {seed} done", file=sys.stderr, flush=True)
     return records
+
+
+def timing(runner, photos, n, rounds, variant) -> list[tuple[float, float]]:
+    """(lime seconds, Loupe seconds) of maps made back to back, alternating which goes first, no scoring."""
+    out = []
+    for photo in photos:
+        for r in range(rounds):
+            first_lime = r % 2 == 0
+            a = runner.lime(photo, n, r, scored=False)["seconds"] if first_lime else None
+            b = runner.loupe(photo, n, r, variant, scored=False)["seconds"]
+            a = a if first_lime else runner.lime(photo, n, r, scored=False)["seconds"]
+            out.append((a, b))
+    return out
 
 
 def _ci(v: np.ndarray, n_boot: int = 4000) -> tuple[float, float]:
@@ -189,7 +205,7 @@ def _fmt(v: np.ndarray, signed: bool = False) -> str:
     return f"{v.mean():{f}} ({lo:{f}} to {hi:{f}})"
 
 
-def section(val_records, chosen, records, val, photos, args, load, minutes) -> str:
+def section(val_records, chosen, records, val, photos, args, load, minutes, pairs_t) -> str:
     """The markdown of the section."""
     def rows_of(tool, n):
         return sorted([r for r in records if r["tool"] == tool and r["n"] == n], key=lambda r: (r["photo"], r["seed"]))
@@ -204,7 +220,8 @@ def section(val_records, chosen, records, val, photos, args, load, minutes) -> s
     segs = sorted({r["segments"] for r in records})
     lines = [f"Run {now_stamp()} on {machine_facts()}; `nice -n 19 python bench/lime_fair.py --val {args.val} "
              f"--val-seeds {args.val_seeds} --test {args.test} --seeds {args.seeds} --lime-ns {args.lime_ns} "
-             f"--loupe-ns {args.loupe_ns} --val-n {args.val_n} --steps {args.steps}`, "
+             f"--loupe-ns {args.loupe_ns} --val-n {args.val_n} --steps {args.steps} --timing-n {args.timing_n} "
+             f"--timing-photos {args.timing_photos} --timing-rounds {args.timing_rounds}`, "
              f"{minutes:.1f} min in all; 1 torch thread for both tools; lime {package_version('lime')}; one-minute "
              f"load average {load[0]:.1f} before → {load[1]:.1f} after (2 cores shared with other jobs: compare the "
              "seconds within this run only).", "",
@@ -245,6 +262,12 @@ def section(val_records, chosen, records, val, photos, args, load, minutes) -> s
         di = np.array([x["insertion"] - y["insertion"] for x, y in zip(a, b)])
         lines.append(f"- Loupe@{m} − lime@{n}: deletion {_fmt(dd, True)}, insertion {_fmt(di, True)}; "
                      f"time {secs('Loupe', m):.2f} s vs {secs('lime', n):.2f} s")
+    ratio = np.array([a / b for a, b in pairs_t])
+    lines += ["", f"Cost per map at {args.timing_n} samples, measured back to back ({len(pairs_t)} pairs on "
+              f"{args.timing_photos} test photographs, alternating which tool goes first): lime median "
+              f"{np.median([a for a, _ in pairs_t]):.2f} s, Loupe {np.median([b for _, b in pairs_t]):.2f} s; "
+              f"lime / Loupe time {np.median(ratio):.2f} (95 % interval of the mean {_ci(ratio)[0]:.2f} to "
+              f"{_ci(ratio)[1]:.2f}). Both are dominated by the same forward passes (16 images per batch)."]
     lines += ["", "Time to equal fidelity on both metrics (the fewest Loupe samples whose mean deletion AUC is ≤ and "
               "mean insertion AUC ≥ lime's at that sample count):", ""]
     for n in args.lime_list:
@@ -269,6 +292,9 @@ def main(argv=None) -> int:
     parser.add_argument("--lime-ns", default="16,32,64", help="the lime package's sample counts (test)")
     parser.add_argument("--loupe-ns", default="16,32,48,64", help="Loupe's sample counts (test)")
     parser.add_argument("--val-seeds", type=int, default=2)
+    parser.add_argument("--timing-n", type=int, default=64, help="samples per map in the back-to-back timing")
+    parser.add_argument("--timing-photos", type=int, default=2)
+    parser.add_argument("--timing-rounds", type=int, default=4)
     parser.add_argument("--val-n", type=int, default=32, help="samples per map on the validation photographs")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-write", action="store_true")
@@ -289,8 +315,9 @@ def main(argv=None) -> int:
     val_records, chosen = validate(runner, val, args.val_n, args.val_seeds)
     print(f"chosen on validation: {vname(chosen)}", file=sys.stderr, flush=True)
     records = test(runner, photos, args.seeds, args.lime_list, args.loupe_list, chosen)
+    pairs_t = timing(runner, photos[:args.timing_photos], args.timing_n, args.timing_rounds, chosen)
     text = section(val_records, chosen, records, val, photos, args, (load0, os.getloadavg()[0]),
-                   (time.monotonic() - t0) / 60)
+                   (time.monotonic() - t0) / 60, pairs_t)
     print(text)
     if not args.no_write:
         write_section(BENCH_MD, TITLE, text)

@@ -43,7 +43,7 @@ SCORES = ("logit", "probability")
 
 def _defaults(size: int) -> dict:
     return {"n_samples": 256, "n_segments": 50, "compactness": 0.3, "slic_sigma": 1.0, "kernel_width": 0.25,
-            "alpha": 1.0, "baseline": "mean", "seed": 0, "sampling": "independent", "score": "logit"}
+            "alpha": 1.0, "baseline": "heavy_blur", "seed": 0, "sampling": "independent", "score": "logit"}
 
 
 def superpixels(x01: np.ndarray, n_segments: int, compactness: float, sigma: float = 1.0) -> np.ndarray:
@@ -158,7 +158,7 @@ def run(ctx: ExplainContext) -> torch.Tensor:
     multilabel = getattr(ctx.net, "head_type", "multiclass") == "multilabel"
     ctx.expected_calls = math.ceil(n / ctx.batch_size)
     ys, probs = [], []
-    with torch.no_grad():
+    with torch.inference_mode():  # scores only: no autograd bookkeeping (as the lime reference's classifier)
         for i in range(0, n, ctx.batch_size):
             keep = z[i:i + ctx.batch_size].to(ctx.x.device)[:, mask].unsqueeze(1).to(ctx.x.dtype)  # (b, 1, S, S)
             y, prob = _target_scores(ctx.forward(fill + delta * keep), ctx.target, multilabel, p["score"])

@@ -37,3 +37,18 @@ def test_segment_mean_fill_cannot_hide_a_flat_object():
     assert np.isfinite(seg.map).all() and 0.0 <= seg.map.min() and seg.map.max() <= 1.0
     assert dflt.map[inside].mean() > dflt.map[~inside].mean()
     assert dflt.map[inside].mean() > seg.map[inside].mean()
+
+
+def test_heavy_blur_fill_hides_a_flat_object():
+    """The deletion/insertion check's own reference (the image blurred with sigma S/4) as the fill: unlike the
+    segment mean it spreads a flat patch into its surroundings, so LIME still finds the deciding patch."""
+    torch.set_num_threads(1)
+    tiny = train_tiny()
+    imgs, _, boxes = make_images(1, 31, positive_fraction=1.0)
+    top, left, bottom, right = boxes[0]
+    inside = np.zeros(imgs[0].shape, bool)
+    inside[top:bottom, left:right] = True
+    blur = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="heavy_blur")
+    seg = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="segment_mean")
+    assert blur.map[inside].mean() > blur.map[~inside].mean()
+    assert blur.map[inside].mean() > seg.map[inside].mean()
