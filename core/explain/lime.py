@@ -1,22 +1,27 @@
 """LIME: SLIC superpixels as features, batched perturbation forwards, a kernel-weighted ridge fit.
 
 Features are SLIC superpixels (scikit-image) of the model input, so a perturbation hides whole
-regions rather than pixels. The design follows what measured best on HAM10000 photographs
-(docs/benchmarks.md, "LIME measured fairly (same segmentation)"; settings chosen on validation
-photographs):
+regions rather than pixels. The defaults are what measured best on HAM10000 photographs, chosen on
+validation photographs and reported on others (docs/benchmarks.md, "LIME measured fairly (same
+segmentation)"): with the same superpixels and samples as the lime package, Loupe's maps score a
+lower deletion and a higher insertion AUC than lime's.
 
 - **Samples**: the unperturbed image first, then on/off vectors in which every superpixel is hidden
   independently with probability ½ (``sampling="independent"``, the lime package's image scheme).
   Antithetic pairs (a vector, then its complement; ``"antithetic"``, the former default) and a
-  uniformly drawn number of hidden superpixels (``"uniform_count"``) were both *worse* on deletion
-  AUC at equal samples, so they are options, not the default.
-- **Fill**: a hidden superpixel takes its own mean colour (``baseline="segment_mean"``, the lime
-  package's ``hide_color=None``) or any :meth:`ExplainContext.baseline` kind (``mean``, ``black``,
-  ``blur``, ``pad``).
+  uniformly drawn number of hidden superpixels (``"uniform_count"``) did no better on validation
+  photographs; they remain options.
+- **Fill**: a hidden superpixel takes the image blurred with sigma S/4 (``baseline="heavy_blur"``,
+  the reference the deletion/insertion check itself uses, :data:`~core.explain.faithfulness.BLUR_FRACTION`),
+  so the map predicts the effect that check measures and stays close to photographs the model
+  saw. ``segment_mean`` (each superpixel's own mean colour, the lime package's ``hide_color=None``)
+  leaves a flat object visible (0 % on the synthetic bright-patch pointing test) and is not the default;
+  any :meth:`ExplainContext.baseline` kind (``mean``, ``black``, ``blur``, ``pad``) is accepted too.
 - **Surrogate**: ridge regression (``alpha``) with an intercept on the on/off vectors, each sample
   weighted by the lime package's kernel sqrt(exp(-d² / w²)), d the cosine distance between the
   on/off vector and the all-on vector, w = ``kernel_width``. The fitted quantity is ``score``:
-  the target's ``logit`` (default) or its ``probability`` (what the lime package fits).
+  the target's ``logit`` (default; nearer additive in the superpixels than the saturated
+  probability of a confident prediction) or its ``probability`` (what the lime package fits).
 
 Unlike captum's Lime (used before), every batch of perturbed images is built at once from the
 on/off matrix, and the fit is one small linear solve; the first forward batch also yields the
