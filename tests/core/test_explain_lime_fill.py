@@ -21,29 +21,33 @@ def test_segment_means_by_hand():
 def test_segment_mean_fill_cannot_hide_a_flat_object():
     """A documented limit of the lime package's fill, reproduced: a uniform patch filled with its own mean
     colour is not hidden, so LIME with that fill gives the class-deciding patch less weight than with the
-    data-set mean fill (Loupe's default), which does hide it."""
+    data-set mean fill, which does hide it. This is why ``segment_mean`` is not Loupe's default."""
     torch.set_num_threads(1)
     tiny = train_tiny()
     imgs, _, boxes = make_images(1, 31, positive_fraction=1.0)
     top, left, bottom, right = boxes[0]
     inside = np.zeros(imgs[0].shape, bool)
     inside[top:bottom, left:right] = True
-    # The same sampler for both (independent halves), so only the fill differs.
-    seg = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="segment_mean", sampling="half")
-    dflt = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, sampling="half")
+    # The same samples for both (same seed), so only the fill differs.
+    seg = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="segment_mean")
+    dflt = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="mean")
     assert seg.params["baseline"] == "segment_mean" and seg.map.shape == imgs[0].shape
     assert np.isfinite(seg.map).all() and 0.0 <= seg.map.min() and seg.map.max() <= 1.0
     assert dflt.map[inside].mean() > dflt.map[~inside].mean()
     assert dflt.map[inside].mean() > seg.map[inside].mean()
 
 
-def test_uniform_count_sampler_pairs_complements_and_spreads_the_count():
-    from core.explain.lime import _Antithetic
-
-    sampler = _Antithetic(10, torch.Generator().manual_seed(0), "cpu", uniform_count=True)
-    draws = [sampler(None) for _ in range(400)]
-    for a, b in zip(draws[::2], draws[1::2]):
-        assert torch.equal(a, 1 - b)  # each vector is followed by its complement
-    hidden = np.array([int((d == 0).sum()) for d in draws])
-    assert hidden.min() >= 1 and hidden.max() <= 9
-    assert len(set(hidden[::2].tolist())) == 9  # every count 1..9 is drawn, not only counts near 5
+def test_heavy_blur_fill_hides_a_flat_object():
+    """The default fill, the deletion/insertion check's own reference (the image blurred with sigma S/4): unlike the
+    segment mean it spreads a flat patch into its surroundings, so LIME still finds the deciding patch."""
+    torch.set_num_threads(1)
+    tiny = train_tiny()
+    imgs, _, boxes = make_images(1, 31, positive_fraction=1.0)
+    top, left, bottom, right = boxes[0]
+    inside = np.zeros(imgs[0].shape, bool)
+    inside[top:bottom, left:right] = True
+    blur = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64)
+    assert blur.params["baseline"] == "heavy_blur"  # the default
+    seg = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="segment_mean")
+    assert blur.map[inside].mean() > blur.map[~inside].mean()
+    assert blur.map[inside].mean() > seg.map[inside].mean()
