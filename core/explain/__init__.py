@@ -6,7 +6,7 @@ geometry; :func:`explain_image` adds the workspace cache; faithfulness
 (deletion / insertion AUC) and the model-randomisation sanity check live in
 :mod:`core.explain.faithfulness` and :mod:`core.explain.sanity`.
 
-Methods (captum): ``gradcam``, ``lime``, ``ig``, ``gradshap``, ``occlusion``.
+Methods: ``gradcam``, ``lime`` (Loupe's own batched LIME), ``ig``, ``gradshap``, ``occlusion`` (captum).
 """
 
 from core.explain import gradcam, gradient_shap, integrated_gradients, lime, occlusion  # noqa: F401 (register)
