@@ -234,7 +234,10 @@ def test_a_reload_or_a_top_up_in_the_middle_of_the_loop_loses_no_key(qtbot, wind
         waiting = [i.image_id for i in ws.queue() if i.image_id not in labelled]  # (a commit may be in flight)
         qtbot.keyClick(win, Qt.Key_N)
         image = win.labels.image_id
-        assert image == waiting[0] and image not in labelled  # N opened the top case still waiting
+        assert image not in labelled, f"N reopened a case labelled {len(labelled) - labelled.index(image)} label(s) ago"
+        assert image == waiting[0], (f"N opened rank {waiting.index(image) + 1 if image in waiting else None} of the "
+                                     f"workspace's queue, the window's queue being "
+                                     f"{[i.image_id for i in win.session.waiting()][:3]} (label {k})")
         if k % 4 == 0:
             reload_now()  # lands between N and the number key
         qtbot.keyClick(win, Qt.Key_1 if k % 2 else Qt.Key_2)
