@@ -95,14 +95,20 @@ def _pick_backend(backend: Optional[str]) -> str:
                      f"(it has: {', '.join(engines) or 'none'})")
 
 
+#: Engines whose x86 kernels multiply uint8 activations by int8 weights with ``vpmaddubsw`` (pairs summed in
+#: int16) on CPUs without VNNI: activations must use 7 bits (0 … 127) or the sums saturate.
+REDUCE_RANGE_ENGINES = ("x86", "fbgemm", "onednn")
+
+
 def _up_to_six_observer():
     from torch.ao.quantization.observer import MinMaxObserver
 
     class UpToSixObserver(MinMaxObserver):
         """Min/max observer whose range stops at 6: the output of a fused conv + ReLU standing for a ReLU6.
 
-        The quantized output then saturates at 6 exactly as ReLU6 clamps, and all 256 levels cover 0 … 6.
-        (It also observes that convolution's input when it is the graph input, whose range is below 6.)
+        With the range 0 … 6 the quantized ReLU6 that follows (sharing this scale) clamps at 6 exactly,
+        and every level is spent on 0 … 6. (It also observes that convolution's input when it is the
+        graph input, whose range is below 6.)
         """
 
         def calculate_qparams(self):
@@ -128,12 +134,18 @@ _UpToSixObserver = _LazyObserver()
 def int8_qconfig_mapping(engine: str, keep_float: Sequence[str] = (), relu6_convs: Sequence[str] = ()):
     """The FX QConfigMapping of Loupe's INT8 recipe: the engine's default (per-channel INT8 weights,
     histogram-calibrated activations), the backbone modules named in ``keep_float`` left in float, and an
-    output range that stops at 6 for the convolutions whose ReLU6 was made fusable (:func:`relu6_for_int8`)."""
+    output range that stops at 6 for the convolutions whose ReLU6 was made fusable (:func:`relu6_for_int8`).
+
+    On the x86 engines activations keep to 7 bits (:data:`REDUCE_RANGE_ENGINES`), the ReLU6 outputs included:
+    with 8-bit activations the AVX2 kernels' int16 pair sums saturate (a 3×3 convolution then errs by up to
+    30 output levels), which is what made an earlier recipe's INT8 Lite0 disagree with its float model.
+    """
     from torch.ao.quantization import QConfig, get_default_qconfig, get_default_qconfig_mapping
 
     mapping = get_default_qconfig_mapping(engine)
     if relu6_convs:
-        relu6 = QConfig(activation=_UpToSixObserver.with_args(dtype=torch.quint8),
+        relu6 = QConfig(activation=_UpToSixObserver.with_args(dtype=torch.quint8,
+                                                              reduce_range=engine in REDUCE_RANGE_ENGINES),
                         weight=get_default_qconfig(engine).weight)
         for name in relu6_convs:
             mapping = mapping.set_module_name(name, relu6)
@@ -142,18 +154,28 @@ def int8_qconfig_mapping(engine: str, keep_float: Sequence[str] = (), relu6_conv
     return mapping
 
 
+class _ReLUThenReLU6(nn.Sequential):
+    """ReLU then ReLU6 (the same function as ReLU6): the ReLU fuses with the convolution before it, and the
+    quantized ReLU6, sharing the fused output's scale, clamps at 6 — so the values stay within the 7-bit
+    range the next convolution's kernel needs (:func:`int8_qconfig_mapping`)."""
+
+    def __init__(self):
+        super().__init__(nn.ReLU(inplace=False), nn.ReLU6(inplace=False))
+
+
 def relu6_for_int8(backbone: nn.Module, keep_float: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """Make every ``Conv → BatchNorm → ReLU6`` of ``backbone`` fusable, in place.
 
     ReLU6 does not fuse with a convolution in torch's x86 recipe, so the
     convolution's output is quantized over its whole pre-activation range (often
-    −80 … +60) and the 0 … 6 the ReLU6 keeps gets a handful of the 256 levels:
+    −80 … +60) and the 0 … 6 the ReLU6 keeps gets a handful of the levels:
     EfficientNet-Lite0's embedding then lost most of its information (relative error
-    0.8). Swapping the ReLU6 for a ReLU lets conv + BN + ReLU fuse, and the fused
-    output gets a quantization range that stops at 6 (:func:`int8_qconfig_mapping`),
-    so it saturates at 6 exactly as ReLU6 clamps. Convolutions kept in float keep
-    their ReLU6, and it stays in float with them. Returns (the convs made fusable,
-    the ReLU6 modules to keep in float beside their float convs).
+    0.8). Each such ReLU6 becomes ReLU → ReLU6 (:class:`_ReLUThenReLU6`, the same
+    function): conv + BN + ReLU fuse, the fused output gets a quantization range that
+    stops at 6 (:func:`int8_qconfig_mapping`), and the quantized ReLU6 clamps at 6.
+    Convolutions kept in float keep their BatchNorm and ReLU6 in float with them.
+    Returns (the convs made fusable, the BatchNorm/ReLU6 modules to keep in float
+    beside their float convs).
     """
     keep = set(keep_float)
     names, float_relu6 = [], []
@@ -166,12 +188,8 @@ def relu6_for_int8(backbone: nn.Module, keep_float: Sequence[str] = ()) -> tuple
             continue
         if (len(kids) >= 3 and isinstance(kids[0][1], nn.Conv2d) and isinstance(kids[1][1], nn.BatchNorm2d)
                 and isinstance(kids[2][1], nn.ReLU6)):
-            conv_name = f"{name}.{kids[0][0]}" if name else kids[0][0]
-            if conv_name in keep:
-                float_relu6.append(f"{name}.{kids[2][0]}" if name else kids[2][0])
-                continue
-            setattr(module, kids[2][0], nn.ReLU(inplace=False).train(kids[2][1].training))
-            names.append(conv_name)
+            setattr(module, kids[2][0], _ReLUThenReLU6().train(kids[2][1].training))
+            names.append(prefix + kids[0][0])
     return names, float_relu6
 
 
