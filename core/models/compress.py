@@ -259,6 +259,86 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
     return q.eval()
 
 
+def first_conv(backbone: nn.Module) -> Optional[str]:
+    """Name of the backbone's first convolution (the stem), the one that reads the image itself."""
+    return next((n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def default_keep_float(backbone: nn.Module) -> tuple[str, ...]:
+    """The layers Loupe's INT8 recipe keeps in float: the stem convolution.
+
+    On the x86 kernels activations have 7 bits, so a quantized stem would read the 8-bit
+    image at half its precision; in the per-block sensitivity analysis of EfficientNet-Lite0
+    (docs/benchmarks.md) keeping the stem in float lowered the logit error most, and no other
+    single block mattered. The stem is a small share of the compute.
+    """
+    stem = first_conv(backbone)
+    return (stem,) if stem else ()
+
+
+def int8_units(backbone: nn.Module) -> dict[str, list[str]]:
+    """The backbone's quantization units for a sensitivity analysis: ``{unit: [its convolutions]}``.
+
+    A unit is a child module holding convolutions, with plain ``nn.Sequential`` containers
+    opened up: EfficientNet's stem, each MBConv block and the head convolution; ResNet's stem
+    conv and each residual block.
+    """
+    units: dict[str, list[str]] = {}
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            full = prefix + name
+            convs = [f"{full}.{n}" if n else full for n, m in child.named_modules() if isinstance(m, nn.Conv2d)]
+            if not convs:
+                continue
+            if type(child) is nn.Sequential:
+                walk(child, full + ".")
+            else:
+                units[full] = convs
+
+    walk(backbone, "")
+    return units
+
+
+def int8_sensitivity(net: nn.Module, calibration_batches: Sequence[torch.Tensor], check_batches: Sequence[torch.Tensor],
+                     units: Optional[dict[str, list[str]]] = None, keep_float: Sequence[str] = (),
+                     backend: Optional[str] = None, progress: Optional[ProgressCallback] = None,
+                     cancel: Optional[CancelToken] = None) -> list[dict]:
+    """How much each unit's quantization costs: the whole backbone quantized, then once per unit with that
+    unit (and ``keep_float``) left in float, each scored against the float model on ``check_batches``.
+
+    Use images that neither calibrate nor gate (training images outside the calibration set),
+    so the analysis does not tune the recipe to the gate. Returns rows
+    ``{"unit", "convs", "agreement", "logit_error", "margin_error"}`` (unit None: nothing more
+    kept in float); ``logit_error`` is ‖Δlogits‖ / ‖logits‖ over all check images, ``agreement``
+    the share with the same top class, ``margin_error`` the mean absolute change of the top-two
+    logit margin.
+    """
+    units = int8_units(net.backbone) if units is None else units
+    cancel = cancel or CancelToken()
+    net = net.eval()
+    with torch.inference_mode():
+        ref = torch.cat([net(b.float()) for b in check_batches])
+
+    def score(unit, convs):
+        q = quantize_static_int8(net, calibration_batches, backend=backend, keep_float=[*keep_float, *convs])
+        with torch.inference_mode():
+            out = torch.cat([q(b.float()) for b in check_batches])
+        top2 = ref.topk(min(2, ref.shape[1]), dim=1).indices
+        margin = lambda lg: lg.gather(1, top2[:, :1]) - lg.gather(1, top2[:, -1:])  # noqa: E731
+        return {"unit": unit, "convs": list(convs), "agreement": agreement(ref, out),
+                "logit_error": float((out - ref).norm() / ref.norm().clamp_min(1e-12)),
+                "margin_error": float((margin(out) - margin(ref)).abs().mean())}
+
+    rows = [score(None, [])]
+    for i, (unit, convs) in enumerate(units.items()):
+        cancel.check()
+        report(progress, i, len(units), f"sensitivity: {unit} in float")
+        rows.append(score(unit, convs))
+    report(progress, len(units), len(units), "sensitivity done")
+    return rows
+
+
 # ----------------------------------------------------------------------------- distillation
 
 

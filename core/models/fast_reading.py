@@ -36,7 +36,8 @@ MAX_AUC_DROP = 0.01
 MIN_AGREEMENT = 0.98
 #: Training images used to calibrate the INT8 activation ranges.
 CALIBRATION_IMAGES = 256
-#: Backbone modules of each architecture kept in float by Loupe's INT8 recipe (see docs/benchmarks.md).
+#: Backbone modules of an architecture kept in float by Loupe's INT8 recipe, where they differ from the
+#: default (:func:`core.models.compress.default_keep_float`: the stem convolution; see docs/benchmarks.md).
 KEEP_FLOAT: dict[str, tuple[str, ...]] = {}
 
 
@@ -59,20 +60,27 @@ class GateData:
     extra: dict = field(default_factory=dict)
 
 
+_SAME = object()
+
+
 def gate_checks(y, teacher_probs, cand_probs, classes: Sequence[str], rare: Optional[str],
-                threshold: Optional[float]) -> list[dict]:
+                threshold: Optional[float], candidate_threshold=_SAME) -> list[dict]:
     """The three fast-reading checks of a candidate against its teacher on the same validation images.
 
     ``y``: class indices; ``*_probs``: (N, K) calibrated probabilities; ``rare``: the
-    rare class (its operating ``threshold``, or None for the argmax rule). Returns
+    rare class (its operating ``threshold``, or None for the argmax rule). The candidate
+    is read at ``candidate_threshold`` when it has an operating point of its own (a
+    distilled student), else at the teacher's. Returns
     ``[{"check", "passed", "teacher", "candidate", "rule"}]``.
     """
     from core.models.metrics import evaluate
 
     classes = list(classes)
+    c_threshold = threshold if candidate_threshold is _SAME else candidate_threshold
     thresholds = [threshold if c == rare else None for c in classes]
     t_ev = evaluate(y, teacher_probs, classes, thresholds=thresholds, n_boot=0)
-    c_ev = evaluate(y, cand_probs, classes, thresholds=thresholds, n_boot=0)
+    c_ev = evaluate(y, cand_probs, classes, thresholds=[c_threshold if c == rare else None for c in classes],
+                    n_boot=0)
     checks = []
     t_auc, c_auc = t_ev["macro_auc"], c_ev["macro_auc"]
     checks.append({"check": "macro AUC", "teacher": t_auc, "candidate": c_auc,
@@ -80,9 +88,12 @@ def gate_checks(y, teacher_probs, cand_probs, classes: Sequence[str], rare: Opti
                    "passed": t_auc is not None and c_auc is not None and c_auc >= t_auc - MAX_AUC_DROP - 1e-12})
     if rare is not None and rare in classes:
         t_s, c_s = t_ev["per_class"][rare]["sensitivity"], c_ev["per_class"][rare]["sensitivity"]
-        where = f"threshold {threshold:.3f}" if threshold is not None else "argmax rule"
+        def where(t):
+            return f"threshold {t:.3f}" if t is not None else "argmax rule"
+
+        at = where(threshold) if c_threshold == threshold else f"{where(c_threshold)}; teacher's {where(threshold)}"
         checks.append({"check": f"{rare} sensitivity", "teacher": t_s, "candidate": c_s,
-                       "rule": f"not lower than the teacher's at the operating point ({where})",
+                       "rule": f"not lower than the teacher's at the operating point ({at})",
                        "passed": t_s is None or (c_s is not None and c_s >= t_s - 1e-12)})
     agree = float((np.asarray(teacher_probs).argmax(1) == np.asarray(cand_probs).argmax(1)).mean()) \
         if len(y) else None
@@ -141,10 +152,12 @@ def _rare_and_threshold(teacher) -> tuple[Optional[str], Optional[float]]:
 
 def quantize_int8(teacher, x_calib01: torch.Tensor, keep_float: Optional[Sequence[str]] = None):
     """The teacher's network statically quantized with Loupe's recipe, calibrated on real images."""
-    from core.models.compress import quantize_static_int8
+    from core.models.compress import default_keep_float, quantize_static_int8
     from core.models.data import normalise
 
-    keep = tuple(KEEP_FLOAT.get(teacher.net.arch, ()) if keep_float is None else keep_float)
+    if keep_float is None:
+        keep_float = KEEP_FLOAT.get(teacher.net.arch) or default_keep_float(teacher.net.backbone)
+    keep = tuple(keep_float)
     batches = [normalise(x_calib01[i:i + 32], teacher.spec) for i in range(0, len(x_calib01), 32)]
     return quantize_static_int8(teacher.net, batches, keep_float=keep), keep
 
@@ -168,7 +181,7 @@ def rebuild_int8(payload: dict):
 
 
 def _register(workspace, net, spec, teacher, kind: str, checks: list[dict], temperature: float, extra: dict,
-              actor: str):
+              actor: str, thresholds: Optional[dict] = None):
     from core.models.versions import save_version
 
     teacher_v = teacher.version.version
@@ -179,7 +192,8 @@ def _register(workspace, net, spec, teacher, kind: str, checks: list[dict], temp
               "rare_class": teacher.version.params.get("rare_class")}
     return save_version(workspace, net, spec, list(teacher.classes), weights=f"{kind} of {teacher_v}",
                         parent=teacher_v, params=params, status="candidate", reason=reason,
-                        temperature=temperature, thresholds=dict(teacher.file_thresholds), actor=actor,
+                        temperature=temperature,
+                        thresholds=dict(teacher.file_thresholds if thresholds is None else thresholds), actor=actor,
                         payload_extra=extra.get("payload"))
 
 
@@ -214,29 +228,92 @@ def quantize_version(workspace, keep_float: Optional[Sequence[str]] = None, acto
     return version, checks
 
 
+#: Share of the training-side labelled images held out of distillation to set the student's own temperature
+#: and operating threshold (the validation split stays the gate's).
+STUDENT_CALIBRATION_FRACTION = 0.15
+
+
+def _held_out(workspace, teacher, exclude: Sequence[str], fraction: float, seed: int = 0):
+    """A seeded share of the labelled images outside ``exclude`` (the gate's validation images) and the test
+    split: the student's calibration set, kept out of distillation."""
+    from core.models.data import labelled_set
+
+    data = labelled_set(workspace, list(teacher.classes), splits=("train", "val", None))
+    skip = set(exclude)
+    idx = [i for i, image_id in enumerate(data.image_ids) if image_id not in skip]
+    rng = np.random.default_rng(seed)
+    n = int(round(len(idx) * fraction))
+    return data.subset(sorted(rng.choice(idx, size=n, replace=False).tolist())) if n else data.subset([])
+
+
+def student_operating_point(logits, y, classes: Sequence[str], rare: Optional[str], target_sensitivity: float,
+                            confidence: Optional[float]) -> tuple[float, Optional[float]]:
+    """(temperature, rare-class threshold) of a student from its logits on held-out labelled images, with the
+    rule training uses for a teacher (:func:`core.models.training._finish`): temperature scaling when the set
+    is big enough, then the highest threshold whose sensitivity keeps ``target_sensitivity`` (as a one-sided
+    lower confidence bound when ``confidence``). The threshold is None without enough rare positives."""
+    from core.models.calibration import fit_temperature
+    from core.models.inference import calibrated_probs
+    from core.models.metrics import operating_thresholds
+    from core.models.training import MIN_CALIBRATION_CASES, MIN_CALIBRATION_PER_CLASS, MIN_THRESHOLD_POSITIVES
+
+    classes = list(classes)
+    y = np.asarray(y)
+    counts = np.bincount(y, minlength=len(classes)) if len(y) else np.zeros(len(classes), int)
+    temperature = 1.0
+    if len(y) >= MIN_CALIBRATION_CASES and counts.min() >= MIN_CALIBRATION_PER_CLASS:
+        temperature = float(fit_temperature(np.asarray(logits), y))
+    threshold = None
+    if rare in classes and counts[classes.index(rare)] >= MIN_THRESHOLD_POSITIVES:
+        probs = calibrated_probs(logits, temperature, False)
+        threshold = operating_thresholds(y, probs, classes, target_sensitivity, confidence).get(rare)
+    return temperature, threshold
+
+
 def distill_version(workspace, student_arch: str = "mobilenet_v3_large", epochs: int = 5, actor: str = "system",
                     pretrained: str = "default", torch_cache_dir: Optional[str] = None,
+                    calibration_fraction: float = STUDENT_CALIBRATION_FRACTION,
                     progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None):
     """A student distilled from the active model, registered only if it passes the checks.
 
-    Returns ``(ModelVersion, checks)``. Raises GateFailed (nothing saved) or ModelError.
+    The gate's validation images and a held-out share of the other labelled images
+    (``calibration_fraction``) stay out of distillation. On that held-out share the student
+    gets its own temperature and rare-class operating threshold, by the rule training uses
+    for the teacher (same target sensitivity and confidence); the gate reads it at that
+    threshold. Returns ``(ModelVersion, checks)``. Raises GateFailed (nothing saved) or
+    ModelError.
     """
-    from core.models.compress import distill, student_spec
+    from core.models.compress import batched_logits, distill, student_spec
+    from core.models.config import TrainConfig
+    from core.models.data import decode_all
     from core.models.versions import load_version
 
     teacher = load_version(workspace)
     if teacher.version.params.get("compression"):
         raise ModelError(f"{teacher.version.version} is already a fast reading version; activate its teacher first")
     data = gate_data(workspace, teacher, n_calib=0, cancel=cancel)
+    held = _held_out(workspace, teacher, data.image_ids, calibration_fraction)
     # the validation images stay out of distillation: they are what the student is checked on
     student = distill(teacher, workspace, student_arch, epochs=epochs, pretrained=pretrained,
-                      torch_cache_dir=torch_cache_dir, exclude=data.image_ids, progress=progress, cancel=cancel)
+                      torch_cache_dir=torch_cache_dir, exclude=[*data.image_ids, *held.image_ids],
+                      progress=progress, cancel=cancel)
     s_spec = student_spec(teacher.spec, student_arch)
     rare, threshold = _rare_and_threshold(teacher)
+    train_cfg = {**vars(TrainConfig()), **(teacher.version.params.get("train") or {})}
+    s_temperature, s_threshold = 1.0, None
+    if len(held):
+        x_held, ok = decode_all(held.paths, teacher.spec, 2, cancel=cancel)
+        held = held.subset(ok)
+        s_temperature, s_threshold = student_operating_point(
+            batched_logits(student, x_held, s_spec, 64), held.targets, teacher.classes, rare,
+            float(train_cfg["target_sensitivity"]), train_cfg["threshold_confidence"])
     checks = gate_checks(data.y_val, _probs(teacher.net, teacher.spec, data.x_val, teacher.temperature),
-                         _probs(student, s_spec, data.x_val, 1.0), teacher.classes, rare, threshold)
+                         _probs(student, s_spec, data.x_val, s_temperature), teacher.classes, rare, threshold,
+                         candidate_threshold=s_threshold if threshold is not None else None)
     if not all(c["passed"] for c in checks):
         raise GateFailed(f"distilled {student_arch} not registered: {describe_failures(checks)}", checks)
-    version = _register(workspace, student, s_spec, teacher, "distilled", checks, 1.0,
-                        {"student_arch": student_arch, "epochs": epochs}, actor)
+    version = _register(workspace, student, s_spec, teacher, "distilled", checks, s_temperature,
+                        {"student_arch": student_arch, "epochs": epochs, "calibration_images": len(held),
+                         "threshold": s_threshold},
+                        actor, thresholds={rare: s_threshold} if rare else {})
     return version, checks
