@@ -42,11 +42,13 @@ KEEP_FLOAT: dict[str, tuple[str, ...]] = {}
 
 
 class GateFailed(ModelError):
-    """A compressed model failed one of the fast-reading checks; ``checks`` holds all of them."""
+    """A compressed model failed one of the fast-reading checks; ``checks`` holds all of them, and
+    ``candidate`` the refused model as ``{"net", "spec", "temperature", "threshold"}`` (for a report)."""
 
-    def __init__(self, message: str, checks: list[dict]):
+    def __init__(self, message: str, checks: list[dict], candidate: Optional[dict] = None):
         super().__init__(message)
         self.checks = checks
+        self.candidate = candidate
 
 
 @dataclass
@@ -218,7 +220,9 @@ def quantize_version(workspace, keep_float: Optional[Sequence[str]] = None, acto
     checks = gate_checks(data.y_val, _probs(teacher.net, teacher.spec, data.x_val, teacher.temperature),
                          _probs(q, teacher.spec, data.x_val, teacher.temperature), teacher.classes, rare, threshold)
     if not all(c["passed"] for c in checks):
-        raise GateFailed(f"INT8 version not registered: {describe_failures(checks)}", checks)
+        raise GateFailed(f"INT8 version not registered: {describe_failures(checks)}", checks,
+                         {"net": q, "spec": teacher.spec, "temperature": teacher.temperature, "threshold": threshold,
+                          "keep_float": list(keep)})
     engine = torch.backends.quantized.engine
     version = _register(workspace, q, teacher.spec, teacher, "int8", checks, teacher.temperature,
                         {"engine": engine, "keep_float": list(keep), "calibration_images": len(data.x_calib),
@@ -311,7 +315,8 @@ def distill_version(workspace, student_arch: str = "mobilenet_v3_large", epochs:
                          _probs(student, s_spec, data.x_val, s_temperature), teacher.classes, rare, threshold,
                          candidate_threshold=s_threshold if threshold is not None else None)
     if not all(c["passed"] for c in checks):
-        raise GateFailed(f"distilled {student_arch} not registered: {describe_failures(checks)}", checks)
+        raise GateFailed(f"distilled {student_arch} not registered: {describe_failures(checks)}", checks,
+                         {"net": student, "spec": s_spec, "temperature": s_temperature, "threshold": s_threshold})
     version = _register(workspace, student, s_spec, teacher, "distilled", checks, s_temperature,
                         {"student_arch": student_arch, "epochs": epochs, "calibration_images": len(held),
                          "threshold": s_threshold},
