@@ -194,11 +194,23 @@ def main(argv=None) -> int:
             params = {**teacher.version.params, "compression": {"kind": "int8" if is_int8 else "distilled"}}
             cand = dataclasses.replace(teacher, net=c_net, spec=c_spec,
                                        version=dataclasses.replace(teacher.version, params=params))
+        if kind.startswith("INT8"):
+            # the same INT8 model read as run_inference feeds it (channels-last), on the validation split:
+            # shows how far the verdict depends on the float stem's rounding
+            import torch as _t
+
+            cl = fr.gate_checks(data.y_val, fr._probs(teacher.net, teacher.spec, data.x_val, teacher.temperature),
+                                fr._probs(_t.nn.Module.to(c_net, memory_format=_t.channels_last), c_spec,
+                                          data.x_val.contiguous(memory_format=_t.channels_last), c_t),
+                                teacher.classes, rare, threshold, candidate_threshold=c_thr)
+            cl_note = "; read channels-last: " + ", ".join(fmt(c) for c in cl)
+        else:
+            cl_note = ""
         e2e = e2e_rate(cand, items)
         nr = net_rate(c_net, normalise(x_test[:256], c_spec))
         thr_note = f"threshold {c_thr:.3f}" if c_thr is not None else "argmax"
         rows.append(dict(kind=kind, verdict=verdict, e2e=e2e, net=nr, val=checks, test=test_checks,
-                         note=f"{seconds:.0f} s to build and check; {rare} read at {thr_note}"))
+                         note=f"{seconds:.0f} s to build and check; {rare} read at {thr_note}{cl_note}"))
         print(kind, verdict, round(e2e, 1), round(nr, 1), [fmt(c) for c in checks], [fmt(c) for c in test_checks],
               flush=True)
     ws.close()

@@ -230,7 +230,9 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
     if torch.backends.quantized.engine != engine:
         logger.info("quantized engine %s → %s", torch.backends.quantized.engine, engine)
         torch.backends.quantized.engine = engine
-    q = copy.deepcopy(net).cpu().eval()
+    # A network that ran channels-last (run_inference converts it) computes its float layers with slightly
+    # different rounding; quantize a contiguous copy so the same teacher always gives the same INT8 model.
+    q = copy.deepcopy(net).cpu().eval().to(memory_format=torch.contiguous_format)
     batches = iter(calibration_batches)
     first = next(batches, None)
     if first is None:

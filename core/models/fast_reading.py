@@ -153,13 +153,25 @@ def _rare_and_threshold(teacher) -> tuple[Optional[str], Optional[float]]:
 
 
 def quantize_int8(teacher, x_calib01: torch.Tensor, keep_float: Optional[Sequence[str]] = None):
-    """The teacher's network statically quantized with Loupe's recipe, calibrated on real images."""
+    """The teacher's network statically quantized with Loupe's recipe, calibrated on real images.
+
+    ``keep_float``: backbone modules left in float; None: the recipe's (:data:`KEEP_FLOAT` for the
+    architecture, else :func:`core.models.compress.default_keep_float`, the stem convolution).
+    Returns ``(quantized net, the modules kept in float)``. Raises ModelError for a name the backbone
+    does not have.
+    """
     from core.models.compress import default_keep_float, quantize_static_int8
     from core.models.data import normalise
 
     if keep_float is None:
         keep_float = KEEP_FLOAT.get(teacher.net.arch) or default_keep_float(teacher.net.backbone)
     keep = tuple(keep_float)
+    names = dict(teacher.net.backbone.named_modules())
+    unknown = [k for k in keep if k not in names]
+    if unknown:
+        convs = [n for n, m in names.items() if isinstance(m, torch.nn.Conv2d)]
+        raise ModelError(f"no layer named {', '.join(unknown)} in the {teacher.net.arch} backbone "
+                         f"(its convolutions are named like {', '.join(convs[:3])})")
     batches = [normalise(x_calib01[i:i + 32], teacher.spec) for i in range(0, len(x_calib01), 32)]
     return quantize_static_int8(teacher.net, batches, keep_float=keep), keep
 

@@ -158,3 +158,15 @@ def test_student_operating_point_by_hand():
     # too few rare positives: no threshold, and too few cases: T stays 1
     t2, thr2 = student_operating_point(logits[35:45], y[35:45], ["neg", "pos"], "pos", 0.9, None)
     assert thr2 is None and t2 == 1.0
+
+
+def test_an_unknown_layer_to_keep_in_float_is_a_clear_error():
+    from types import SimpleNamespace
+
+    from core.errors import ModelError
+    from core.models.fast_reading import quantize_int8
+    from core.models.preprocess import InputSpec
+
+    teacher = SimpleNamespace(net=Tiny().eval(), spec=InputSpec(size=8, mean=(0.5,) * 3, std=(0.5,) * 3))
+    with pytest.raises(ModelError, match=r"no layer named features\.9 in the tiny backbone .*0\.0"):
+        quantize_int8(teacher, torch.rand(4, 3, 8, 8), keep_float=["features.9"])
