@@ -87,6 +87,21 @@ def net_rate(net, x, repeat: int = 3) -> float:
     return best
 
 
+def cand_loaded(cand, net, spec, temperature, kind):
+    """The registered LoadedModel, or one standing for a refused candidate (so run_inference treats it alike)."""
+    if cand is not None:
+        return cand
+    from core.models.versions import load_version  # noqa: F401  (LoadedModel's module)
+
+    teacher = TEACHER[0]
+    params = {**teacher.version.params, "compression": {"kind": "int8" if kind.startswith("INT8") else "distilled"}}
+    return dataclasses.replace(teacher, net=net, spec=spec, temperature=temperature,
+                               version=dataclasses.replace(teacher.version, params=params))
+
+
+TEACHER: list = []
+
+
 def fmt(c) -> str:
     v = "n/a" if c["candidate"] is None else f"{c['candidate']:.4f}"
     t = "n/a" if c["teacher"] is None else f"{c['teacher']:.4f}"
@@ -121,13 +136,16 @@ def main(argv=None) -> int:
         args.workspace = str(build_workspace(Path(args.workspace).parent))
     ws = Workspace.open(args.workspace)
     teacher = load_version(ws)
+    TEACHER[:] = [teacher]
     rare, threshold = fr._rare_and_threshold(teacher)
+    path_of = {r.id: r.path for r in ws.images()}
     test = labelled_set(ws, list(teacher.classes), splits=("test",))
     items = list(zip(test.image_ids, test.paths))[:512]
     x_test, ok = decode_all(test.paths, teacher.spec, 1)
     y_test = test.targets[ok]
     data = fr.gate_data(ws, teacher, workers=1)
     t_probs_test = fr._probs(teacher.net, teacher.spec, x_test, teacher.temperature)
+    t_probs_val = fr._probs(teacher.net, teacher.spec, data.x_val, teacher.temperature)
     x_speed = normalise(x_test[:256], teacher.spec)
     lines_sens = []
 
@@ -190,22 +208,17 @@ def main(argv=None) -> int:
         test_checks = fr.gate_checks(y_test, t_probs_test, fr._probs(c_net, c_spec, x_test, c_t), teacher.classes,
                                      rare, threshold, candidate_threshold=c_thr)
         if cand is None:  # the refused candidate's speed all the same
-            is_int8 = kind.startswith("INT8")
-            params = {**teacher.version.params, "compression": {"kind": "int8" if is_int8 else "distilled"}}
-            cand = dataclasses.replace(teacher, net=c_net, spec=c_spec,
-                                       version=dataclasses.replace(teacher.version, params=params))
-        if kind.startswith("INT8"):
-            # the same INT8 model read as run_inference feeds it (channels-last), on the validation split:
-            # shows how far the verdict depends on the float stem's rounding
-            import torch as _t
+            cand = cand_loaded(None, c_net, c_spec, c_t, kind)
+        # the candidate as the reader gets it: run_inference over the validation PNGs, the same three checks
+        from core.models.inference import run_inference
 
-            cl = fr.gate_checks(data.y_val, fr._probs(teacher.net, teacher.spec, data.x_val, teacher.temperature),
-                                fr._probs(_t.nn.Module.to(c_net, memory_format=_t.channels_last), c_spec,
-                                          data.x_val.contiguous(memory_format=_t.channels_last), c_t),
-                                teacher.classes, rare, threshold, candidate_threshold=c_thr)
-            cl_note = "; read channels-last: " + ", ".join(fmt(c) for c in cl)
-        else:
-            cl_note = ""
+        val_items = [(i, path_of[i]) for i in data.image_ids]
+        read = run_inference(cand_loaded(cand, c_net, c_spec, c_t, kind), val_items, batch_size=16, workers=1,
+                             with_embeddings=False)
+        order = {i: k for k, i in enumerate(read.image_ids)}
+        ri = fr.gate_checks(data.y_val, t_probs_val, read.probs[[order[i] for i in data.image_ids]],
+                            teacher.classes, rare, threshold, candidate_threshold=c_thr)
+        cl_note = "; through run_inference: " + ", ".join(fmt(c) for c in ri)
         e2e = e2e_rate(cand, items)
         nr = net_rate(c_net, normalise(x_test[:256], c_spec))
         thr_note = f"threshold {c_thr:.3f}" if c_thr is not None else "argmax"
@@ -224,7 +237,9 @@ def main(argv=None) -> int:
              f"split ({len(data.y_val)} images), as `loupe model quantize` / `loupe model distill` do: macro AUC "
              "within 1 point, rare-class sensitivity at the operating threshold not lower, top-class agreement "
              f"≥ 98 %. The same three figures on the test split ({len(y_test)} images) are beside them (not part "
-             "of the gate). Speed: `run_inference` end to end over the same "
+             "of the gate). \"Through run_inference\" (in the note): the validation checks again with the "
+             "candidate's probabilities computed as the reader gets them (PNG decode, `run_inference`). "
+             "Speed: `run_inference` end to end over the same "
              f"{len(items)} test PNGs (batch 16, one thread, one decode thread, best of two), and the network alone "
              "on 256 pre-decoded test images (batch 16, channels-last, best of three).", "",
              *lines_sens, "" if lines_sens else "",
