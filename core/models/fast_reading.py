@@ -2,7 +2,8 @@
 
 ``loupe model quantize`` and ``loupe model distill`` call :func:`quantize_version`
 and :func:`distill_version`. Both build the compressed model from the active
-version (the teacher), score teacher and candidate on the validation images, and
+version (the teacher), score teacher and candidate on the validation images (each PNG read through
+``run_inference``, exactly as a fast reading reads it), and
 register the candidate — linked to its teacher (``parent``, ``params["compression"]``)
 and left a candidate, not active — only when all three checks pass
 (:func:`gate_checks`):
@@ -135,7 +136,27 @@ def gate_data(workspace, teacher, n_calib: int = CALIBRATION_IMAGES, workers: in
         if len(train_set) else []
     x_calib, _ = decode_all([train_set.paths[i] for i in pick], teacher.spec, workers, cancel=cancel) \
         if pick else (x_val[:min(len(x_val), 32)], [])
-    return GateData(val_set.image_ids, x_val, val_set.targets, x_calib)
+    return GateData(val_set.image_ids, x_val, val_set.targets, x_calib, {"val_paths": list(val_set.paths)})
+
+
+def _read_probs(loaded, net, spec, temperature: float, kind: Optional[str], data: GateData) -> np.ndarray:
+    """Calibrated probabilities on the validation images exactly as the reader gets them: each PNG decoded
+    and run through :func:`core.models.inference.run_inference` (its layout and preprocessing), so the
+    gate checks the very numbers a fast reading shows. (An INT8 network near the gate's edge changes
+    its answer with a rounding as small as decoding to float16.)"""
+    import dataclasses
+
+    from core.models.inference import run_inference
+
+    params = {**loaded.version.params, "compression": {"kind": kind}} if kind else loaded.version.params
+    stand_in = dataclasses.replace(loaded, net=net, spec=spec, temperature=temperature,
+                                   version=dataclasses.replace(loaded.version, params=params))
+    items = list(zip(data.image_ids, data.extra["val_paths"]))
+    result = run_inference(stand_in, items, with_embeddings=False, workers=2)
+    if result.failed:
+        raise ModelError(f"{len(result.failed)} validation image(s) no longer read: {result.failed[0][1]}")
+    order = {image_id: k for k, image_id in enumerate(result.image_ids)}
+    return result.probs[[order[i] for i in data.image_ids]]
 
 
 def _probs(net, spec, x01, temperature: float) -> np.ndarray:
@@ -229,8 +250,9 @@ def quantize_version(workspace, keep_float: Optional[Sequence[str]] = None, acto
     q, keep = quantize_int8(teacher, data.x_calib, keep_float)
     report(progress, 2, 3, f"checking on {len(data.image_ids)} validation images")
     rare, threshold = _rare_and_threshold(teacher)
-    checks = gate_checks(data.y_val, _probs(teacher.net, teacher.spec, data.x_val, teacher.temperature),
-                         _probs(q, teacher.spec, data.x_val, teacher.temperature), teacher.classes, rare, threshold)
+    checks = gate_checks(data.y_val, _read_probs(teacher, teacher.net, teacher.spec, teacher.temperature, None, data),
+                         _read_probs(teacher, q, teacher.spec, teacher.temperature, "int8", data), teacher.classes,
+                         rare, threshold)
     if not all(c["passed"] for c in checks):
         raise GateFailed(f"INT8 version not registered: {describe_failures(checks)}", checks,
                          {"net": q, "spec": teacher.spec, "temperature": teacher.temperature, "threshold": threshold,
@@ -323,9 +345,9 @@ def distill_version(workspace, student_arch: str = "mobilenet_v3_large", epochs:
         s_temperature, s_threshold = student_operating_point(
             batched_logits(student, x_held, s_spec, 64), held.targets, teacher.classes, rare,
             float(train_cfg["target_sensitivity"]), train_cfg["threshold_confidence"])
-    checks = gate_checks(data.y_val, _probs(teacher.net, teacher.spec, data.x_val, teacher.temperature),
-                         _probs(student, s_spec, data.x_val, s_temperature), teacher.classes, rare, threshold,
-                         candidate_threshold=s_threshold if threshold is not None else None)
+    checks = gate_checks(data.y_val, _read_probs(teacher, teacher.net, teacher.spec, teacher.temperature, None, data),
+                         _read_probs(teacher, student, s_spec, s_temperature, "distilled", data), teacher.classes,
+                         rare, threshold, candidate_threshold=s_threshold if threshold is not None else None)
     if not all(c["passed"] for c in checks):
         raise GateFailed(f"distilled {student_arch} not registered: {describe_failures(checks)}", checks,
                          {"net": student, "spec": s_spec, "temperature": s_temperature, "threshold": s_threshold})
