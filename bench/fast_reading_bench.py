@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     y_test = test.targets[ok]
     data = fr.gate_data(ws, teacher, workers=1)
     t_probs_test = fr._probs(teacher.net, teacher.spec, x_test, teacher.temperature)
-    t_probs_val = fr._probs(teacher.net, teacher.spec, data.x_val, teacher.temperature)
+    t_probs_val = fr._read_probs(teacher, teacher.net, teacher.spec, teacher.temperature, None, data)
     x_speed = normalise(x_test[:256], teacher.spec)
     lines_sens = []
 
