@@ -11,7 +11,8 @@ def add_model_actions(msub, common) -> None:
     """Register ``quantize`` and ``distill`` under ``loupe model``."""
     q = msub.add_parser("quantize", parents=[common],
                         help="register an INT8 version of the active model if it passes the quality checks")
-    q.add_argument("--keep-float", help="comma-separated backbone modules to keep in float (default: the recipe's)")
+    q.add_argument("--keep-float", help="comma-separated backbone modules to keep in float (default: the recipe's, "
+                                        "the stem convolution; 'none': quantize every layer)")
     q.set_defaults(func=cmd_quantize)
     d = msub.add_parser("distill", parents=[common],
                         help="register a distilled student of the active model if it passes the quality checks")
@@ -44,7 +45,10 @@ def _progress(p) -> None:
 def cmd_quantize(args) -> int:
     from core.models.fast_reading import GateFailed, quantize_version
 
-    keep = [k.strip() for k in args.keep_float.split(",") if k.strip()] if args.keep_float else None
+    if args.keep_float and args.keep_float.strip().lower() == "none":
+        keep = []
+    else:
+        keep = [k.strip() for k in args.keep_float.split(",") if k.strip()] if args.keep_float else None
     with open_workspace(args) as ws:
         try:
             version, checks = quantize_version(ws, keep_float=keep, actor="cli", progress=_progress)

@@ -42,8 +42,9 @@ from core.progress import CancelToken, ProgressCallback, report
 
 logger = logging.getLogger(__name__)
 
-#: Quantized-kernel backends tried in order (x86 picks fbgemm or oneDNN per layer; fbgemm is the older name).
-STATIC_BACKENDS = ("x86", "fbgemm")
+#: Quantized-kernel backends tried in order. fbgemm first: "x86" sends some convolutions to oneDNN, which on
+#: an AVX2 CPU without VNNI ran EfficientNet-Lite0 at 64 px about a quarter slower than fbgemm alone (same run).
+STATIC_BACKENDS = ("fbgemm", "x86")
 
 
 def state_dict_bytes(module: nn.Module) -> int:
@@ -95,14 +96,20 @@ def _pick_backend(backend: Optional[str]) -> str:
                      f"(it has: {', '.join(engines) or 'none'})")
 
 
+#: Engines whose x86 kernels multiply uint8 activations by int8 weights with ``vpmaddubsw`` (pairs summed in
+#: int16) on CPUs without VNNI: activations must use 7 bits (0 … 127) or the sums saturate.
+REDUCE_RANGE_ENGINES = ("x86", "fbgemm", "onednn")
+
+
 def _up_to_six_observer():
     from torch.ao.quantization.observer import MinMaxObserver
 
     class UpToSixObserver(MinMaxObserver):
         """Min/max observer whose range stops at 6: the output of a fused conv + ReLU standing for a ReLU6.
 
-        The quantized output then saturates at 6 exactly as ReLU6 clamps, and all 256 levels cover 0 … 6.
-        (It also observes that convolution's input when it is the graph input, whose range is below 6.)
+        With the range 0 … 6 the quantized ReLU6 that follows (sharing this scale) clamps at 6 exactly,
+        and every level is spent on 0 … 6. (It also observes that convolution's input when it is the
+        graph input, whose range is below 6.)
         """
 
         def calculate_qparams(self):
@@ -128,12 +135,18 @@ _UpToSixObserver = _LazyObserver()
 def int8_qconfig_mapping(engine: str, keep_float: Sequence[str] = (), relu6_convs: Sequence[str] = ()):
     """The FX QConfigMapping of Loupe's INT8 recipe: the engine's default (per-channel INT8 weights,
     histogram-calibrated activations), the backbone modules named in ``keep_float`` left in float, and an
-    output range that stops at 6 for the convolutions whose ReLU6 was made fusable (:func:`relu6_for_int8`)."""
+    output range that stops at 6 for the convolutions whose ReLU6 was made fusable (:func:`relu6_for_int8`).
+
+    On the x86 engines activations keep to 7 bits (:data:`REDUCE_RANGE_ENGINES`), the ReLU6 outputs included:
+    with 8-bit activations the AVX2 kernels' int16 pair sums saturate (a 3×3 convolution then errs by up to
+    30 output levels), which is what made an earlier recipe's INT8 Lite0 disagree with its float model.
+    """
     from torch.ao.quantization import QConfig, get_default_qconfig, get_default_qconfig_mapping
 
     mapping = get_default_qconfig_mapping(engine)
     if relu6_convs:
-        relu6 = QConfig(activation=_UpToSixObserver.with_args(dtype=torch.quint8),
+        relu6 = QConfig(activation=_UpToSixObserver.with_args(dtype=torch.quint8,
+                                                              reduce_range=engine in REDUCE_RANGE_ENGINES),
                         weight=get_default_qconfig(engine).weight)
         for name in relu6_convs:
             mapping = mapping.set_module_name(name, relu6)
@@ -142,18 +155,28 @@ def int8_qconfig_mapping(engine: str, keep_float: Sequence[str] = (), relu6_conv
     return mapping
 
 
+class _ReLUThenReLU6(nn.Sequential):
+    """ReLU then ReLU6 (the same function as ReLU6): the ReLU fuses with the convolution before it, and the
+    quantized ReLU6, sharing the fused output's scale, clamps at 6 — so the values stay within the 7-bit
+    range the next convolution's kernel needs (:func:`int8_qconfig_mapping`)."""
+
+    def __init__(self):
+        super().__init__(nn.ReLU(inplace=False), nn.ReLU6(inplace=False))
+
+
 def relu6_for_int8(backbone: nn.Module, keep_float: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """Make every ``Conv → BatchNorm → ReLU6`` of ``backbone`` fusable, in place.
 
     ReLU6 does not fuse with a convolution in torch's x86 recipe, so the
     convolution's output is quantized over its whole pre-activation range (often
-    −80 … +60) and the 0 … 6 the ReLU6 keeps gets a handful of the 256 levels:
+    −80 … +60) and the 0 … 6 the ReLU6 keeps gets a handful of the levels:
     EfficientNet-Lite0's embedding then lost most of its information (relative error
-    0.8). Swapping the ReLU6 for a ReLU lets conv + BN + ReLU fuse, and the fused
-    output gets a quantization range that stops at 6 (:func:`int8_qconfig_mapping`),
-    so it saturates at 6 exactly as ReLU6 clamps. Convolutions kept in float keep
-    their ReLU6, and it stays in float with them. Returns (the convs made fusable,
-    the ReLU6 modules to keep in float beside their float convs).
+    0.8). Each such ReLU6 becomes ReLU → ReLU6 (:class:`_ReLUThenReLU6`, the same
+    function): conv + BN + ReLU fuse, the fused output gets a quantization range that
+    stops at 6 (:func:`int8_qconfig_mapping`), and the quantized ReLU6 clamps at 6.
+    Convolutions kept in float keep their BatchNorm and ReLU6 in float with them.
+    Returns (the convs made fusable, the BatchNorm/ReLU6 modules to keep in float
+    beside their float convs).
     """
     keep = set(keep_float)
     names, float_relu6 = [], []
@@ -166,12 +189,8 @@ def relu6_for_int8(backbone: nn.Module, keep_float: Sequence[str] = ()) -> tuple
             continue
         if (len(kids) >= 3 and isinstance(kids[0][1], nn.Conv2d) and isinstance(kids[1][1], nn.BatchNorm2d)
                 and isinstance(kids[2][1], nn.ReLU6)):
-            conv_name = f"{name}.{kids[0][0]}" if name else kids[0][0]
-            if conv_name in keep:
-                float_relu6.append(f"{name}.{kids[2][0]}" if name else kids[2][0])
-                continue
-            setattr(module, kids[2][0], nn.ReLU(inplace=False).train(kids[2][1].training))
-            names.append(conv_name)
+            setattr(module, kids[2][0], _ReLUThenReLU6().train(kids[2][1].training))
+            names.append(prefix + kids[0][0])
     return names, float_relu6
 
 
@@ -211,7 +230,9 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
     if torch.backends.quantized.engine != engine:
         logger.info("quantized engine %s → %s", torch.backends.quantized.engine, engine)
         torch.backends.quantized.engine = engine
-    q = copy.deepcopy(net).cpu().eval()
+    # A network that ran channels-last (run_inference converts it) computes its float layers with slightly
+    # different rounding; quantize a contiguous copy so the same teacher always gives the same INT8 model.
+    q = copy.deepcopy(net).cpu().eval().to(memory_format=torch.contiguous_format)
     batches = iter(calibration_batches)
     first = next(batches, None)
     if first is None:
@@ -239,6 +260,86 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
     logger.info("static INT8 (%s, %d calibration images): %s → %s bytes", engine, n, state_dict_bytes(net),
                 state_dict_bytes(q))
     return q.eval()
+
+
+def first_conv(backbone: nn.Module) -> Optional[str]:
+    """Name of the backbone's first convolution (the stem), the one that reads the image itself."""
+    return next((n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def default_keep_float(backbone: nn.Module) -> tuple[str, ...]:
+    """The layers Loupe's INT8 recipe keeps in float: the stem convolution.
+
+    On the x86 kernels activations have 7 bits, so a quantized stem would read the 8-bit
+    image at half its precision; in the per-block sensitivity analysis of EfficientNet-Lite0
+    (docs/benchmarks.md) keeping the stem in float lowered the logit error most, and no other
+    single block mattered. The stem is a small share of the compute.
+    """
+    stem = first_conv(backbone)
+    return (stem,) if stem else ()
+
+
+def int8_units(backbone: nn.Module) -> dict[str, list[str]]:
+    """The backbone's quantization units for a sensitivity analysis: ``{unit: [its convolutions]}``.
+
+    A unit is a child module holding convolutions, with plain ``nn.Sequential`` containers
+    opened up: EfficientNet's stem, each MBConv block and the head convolution; ResNet's stem
+    conv and each residual block.
+    """
+    units: dict[str, list[str]] = {}
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            full = prefix + name
+            convs = [f"{full}.{n}" if n else full for n, m in child.named_modules() if isinstance(m, nn.Conv2d)]
+            if not convs:
+                continue
+            if type(child) is nn.Sequential:
+                walk(child, full + ".")
+            else:
+                units[full] = convs
+
+    walk(backbone, "")
+    return units
+
+
+def int8_sensitivity(net: nn.Module, calibration_batches: Sequence[torch.Tensor], check_batches: Sequence[torch.Tensor],
+                     units: Optional[dict[str, list[str]]] = None, keep_float: Sequence[str] = (),
+                     backend: Optional[str] = None, progress: Optional[ProgressCallback] = None,
+                     cancel: Optional[CancelToken] = None) -> list[dict]:
+    """How much each unit's quantization costs: the whole backbone quantized, then once per unit with that
+    unit (and ``keep_float``) left in float, each scored against the float model on ``check_batches``.
+
+    Use images that neither calibrate nor gate (training images outside the calibration set),
+    so the analysis does not tune the recipe to the gate. Returns rows
+    ``{"unit", "convs", "agreement", "logit_error", "margin_error"}`` (unit None: nothing more
+    kept in float); ``logit_error`` is ‖Δlogits‖ / ‖logits‖ over all check images, ``agreement``
+    the share with the same top class, ``margin_error`` the mean absolute change of the top-two
+    logit margin.
+    """
+    units = int8_units(net.backbone) if units is None else units
+    cancel = cancel or CancelToken()
+    net = net.eval()
+    with torch.inference_mode():
+        ref = torch.cat([net(b.float()) for b in check_batches])
+
+    def score(unit, convs):
+        q = quantize_static_int8(net, calibration_batches, backend=backend, keep_float=[*keep_float, *convs])
+        with torch.inference_mode():
+            out = torch.cat([q(b.float()) for b in check_batches])
+        top2 = ref.topk(min(2, ref.shape[1]), dim=1).indices
+        margin = lambda lg: lg.gather(1, top2[:, :1]) - lg.gather(1, top2[:, -1:])  # noqa: E731
+        return {"unit": unit, "convs": list(convs), "agreement": agreement(ref, out),
+                "logit_error": float((out - ref).norm() / ref.norm().clamp_min(1e-12)),
+                "margin_error": float((margin(out) - margin(ref)).abs().mean())}
+
+    rows = [score(None, [])]
+    for i, (unit, convs) in enumerate(units.items()):
+        cancel.check()
+        report(progress, i, len(units), f"sensitivity: {unit} in float")
+        rows.append(score(unit, convs))
+    report(progress, len(units), len(units), "sensitivity done")
+    return rows
 
 
 # ----------------------------------------------------------------------------- distillation

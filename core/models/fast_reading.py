@@ -2,7 +2,8 @@
 
 ``loupe model quantize`` and ``loupe model distill`` call :func:`quantize_version`
 and :func:`distill_version`. Both build the compressed model from the active
-version (the teacher), score teacher and candidate on the validation images, and
+version (the teacher), score teacher and candidate on the validation images (each PNG read through
+``run_inference``, exactly as a fast reading reads it), and
 register the candidate — linked to its teacher (``parent``, ``params["compression"]``)
 and left a candidate, not active — only when all three checks pass
 (:func:`gate_checks`):
@@ -36,16 +37,19 @@ MAX_AUC_DROP = 0.01
 MIN_AGREEMENT = 0.98
 #: Training images used to calibrate the INT8 activation ranges.
 CALIBRATION_IMAGES = 256
-#: Backbone modules of each architecture kept in float by Loupe's INT8 recipe (see docs/benchmarks.md).
+#: Backbone modules of an architecture kept in float by Loupe's INT8 recipe, where they differ from the
+#: default (:func:`core.models.compress.default_keep_float`: the stem convolution; see docs/benchmarks.md).
 KEEP_FLOAT: dict[str, tuple[str, ...]] = {}
 
 
 class GateFailed(ModelError):
-    """A compressed model failed one of the fast-reading checks; ``checks`` holds all of them."""
+    """A compressed model failed one of the fast-reading checks; ``checks`` holds all of them, and
+    ``candidate`` the refused model as ``{"net", "spec", "temperature", "threshold"}`` (for a report)."""
 
-    def __init__(self, message: str, checks: list[dict]):
+    def __init__(self, message: str, checks: list[dict], candidate: Optional[dict] = None):
         super().__init__(message)
         self.checks = checks
+        self.candidate = candidate
 
 
 @dataclass
@@ -59,20 +63,27 @@ class GateData:
     extra: dict = field(default_factory=dict)
 
 
+_SAME = object()
+
+
 def gate_checks(y, teacher_probs, cand_probs, classes: Sequence[str], rare: Optional[str],
-                threshold: Optional[float]) -> list[dict]:
+                threshold: Optional[float], candidate_threshold=_SAME) -> list[dict]:
     """The three fast-reading checks of a candidate against its teacher on the same validation images.
 
     ``y``: class indices; ``*_probs``: (N, K) calibrated probabilities; ``rare``: the
-    rare class (its operating ``threshold``, or None for the argmax rule). Returns
+    rare class (its operating ``threshold``, or None for the argmax rule). The candidate
+    is read at ``candidate_threshold`` when it has an operating point of its own (a
+    distilled student), else at the teacher's. Returns
     ``[{"check", "passed", "teacher", "candidate", "rule"}]``.
     """
     from core.models.metrics import evaluate
 
     classes = list(classes)
+    c_threshold = threshold if candidate_threshold is _SAME else candidate_threshold
     thresholds = [threshold if c == rare else None for c in classes]
     t_ev = evaluate(y, teacher_probs, classes, thresholds=thresholds, n_boot=0)
-    c_ev = evaluate(y, cand_probs, classes, thresholds=thresholds, n_boot=0)
+    c_ev = evaluate(y, cand_probs, classes, thresholds=[c_threshold if c == rare else None for c in classes],
+                    n_boot=0)
     checks = []
     t_auc, c_auc = t_ev["macro_auc"], c_ev["macro_auc"]
     checks.append({"check": "macro AUC", "teacher": t_auc, "candidate": c_auc,
@@ -80,9 +91,12 @@ def gate_checks(y, teacher_probs, cand_probs, classes: Sequence[str], rare: Opti
                    "passed": t_auc is not None and c_auc is not None and c_auc >= t_auc - MAX_AUC_DROP - 1e-12})
     if rare is not None and rare in classes:
         t_s, c_s = t_ev["per_class"][rare]["sensitivity"], c_ev["per_class"][rare]["sensitivity"]
-        where = f"threshold {threshold:.3f}" if threshold is not None else "argmax rule"
+        def where(t):
+            return f"threshold {t:.3f}" if t is not None else "argmax rule"
+
+        at = where(threshold) if c_threshold == threshold else f"{where(c_threshold)}; teacher's {where(threshold)}"
         checks.append({"check": f"{rare} sensitivity", "teacher": t_s, "candidate": c_s,
-                       "rule": f"not lower than the teacher's at the operating point ({where})",
+                       "rule": f"not lower than the teacher's at the operating point ({at})",
                        "passed": t_s is None or (c_s is not None and c_s >= t_s - 1e-12)})
     agree = float((np.asarray(teacher_probs).argmax(1) == np.asarray(cand_probs).argmax(1)).mean()) \
         if len(y) else None
@@ -122,7 +136,27 @@ def gate_data(workspace, teacher, n_calib: int = CALIBRATION_IMAGES, workers: in
         if len(train_set) else []
     x_calib, _ = decode_all([train_set.paths[i] for i in pick], teacher.spec, workers, cancel=cancel) \
         if pick else (x_val[:min(len(x_val), 32)], [])
-    return GateData(val_set.image_ids, x_val, val_set.targets, x_calib)
+    return GateData(val_set.image_ids, x_val, val_set.targets, x_calib, {"val_paths": list(val_set.paths)})
+
+
+def _read_probs(loaded, net, spec, temperature: float, kind: Optional[str], data: GateData) -> np.ndarray:
+    """Calibrated probabilities on the validation images exactly as the reader gets them: each PNG decoded
+    and run through :func:`core.models.inference.run_inference` (its layout and preprocessing), so the
+    gate checks the very numbers a fast reading shows. (An INT8 network near the gate's edge changes
+    its answer with a rounding as small as decoding to float16.)"""
+    import dataclasses
+
+    from core.models.inference import run_inference
+
+    params = {**loaded.version.params, "compression": {"kind": kind}} if kind else loaded.version.params
+    stand_in = dataclasses.replace(loaded, net=net, spec=spec, temperature=temperature,
+                                   version=dataclasses.replace(loaded.version, params=params))
+    items = list(zip(data.image_ids, data.extra["val_paths"]))
+    result = run_inference(stand_in, items, with_embeddings=False, workers=2)
+    if result.failed:
+        raise ModelError(f"{len(result.failed)} validation image(s) no longer read: {result.failed[0][1]}")
+    order = {image_id: k for k, image_id in enumerate(result.image_ids)}
+    return result.probs[[order[i] for i in data.image_ids]]
 
 
 def _probs(net, spec, x01, temperature: float) -> np.ndarray:
@@ -140,11 +174,25 @@ def _rare_and_threshold(teacher) -> tuple[Optional[str], Optional[float]]:
 
 
 def quantize_int8(teacher, x_calib01: torch.Tensor, keep_float: Optional[Sequence[str]] = None):
-    """The teacher's network statically quantized with Loupe's recipe, calibrated on real images."""
-    from core.models.compress import quantize_static_int8
+    """The teacher's network statically quantized with Loupe's recipe, calibrated on real images.
+
+    ``keep_float``: backbone modules left in float; None: the recipe's (:data:`KEEP_FLOAT` for the
+    architecture, else :func:`core.models.compress.default_keep_float`, the stem convolution).
+    Returns ``(quantized net, the modules kept in float)``. Raises ModelError for a name the backbone
+    does not have.
+    """
+    from core.models.compress import default_keep_float, quantize_static_int8
     from core.models.data import normalise
 
-    keep = tuple(KEEP_FLOAT.get(teacher.net.arch, ()) if keep_float is None else keep_float)
+    if keep_float is None:
+        keep_float = KEEP_FLOAT.get(teacher.net.arch) or default_keep_float(teacher.net.backbone)
+    keep = tuple(keep_float)
+    names = dict(teacher.net.backbone.named_modules())
+    unknown = [k for k in keep if k not in names]
+    if unknown:
+        convs = [n for n, m in names.items() if isinstance(m, torch.nn.Conv2d)]
+        raise ModelError(f"no layer named {', '.join(unknown)} in the {teacher.net.arch} backbone "
+                         f"(its convolutions are named like {', '.join(convs[:3])})")
     batches = [normalise(x_calib01[i:i + 32], teacher.spec) for i in range(0, len(x_calib01), 32)]
     return quantize_static_int8(teacher.net, batches, keep_float=keep), keep
 
@@ -168,7 +216,7 @@ def rebuild_int8(payload: dict):
 
 
 def _register(workspace, net, spec, teacher, kind: str, checks: list[dict], temperature: float, extra: dict,
-              actor: str):
+              actor: str, thresholds: Optional[dict] = None):
     from core.models.versions import save_version
 
     teacher_v = teacher.version.version
@@ -179,7 +227,8 @@ def _register(workspace, net, spec, teacher, kind: str, checks: list[dict], temp
               "rare_class": teacher.version.params.get("rare_class")}
     return save_version(workspace, net, spec, list(teacher.classes), weights=f"{kind} of {teacher_v}",
                         parent=teacher_v, params=params, status="candidate", reason=reason,
-                        temperature=temperature, thresholds=dict(teacher.file_thresholds), actor=actor,
+                        temperature=temperature,
+                        thresholds=dict(teacher.file_thresholds if thresholds is None else thresholds), actor=actor,
                         payload_extra=extra.get("payload"))
 
 
@@ -201,10 +250,13 @@ def quantize_version(workspace, keep_float: Optional[Sequence[str]] = None, acto
     q, keep = quantize_int8(teacher, data.x_calib, keep_float)
     report(progress, 2, 3, f"checking on {len(data.image_ids)} validation images")
     rare, threshold = _rare_and_threshold(teacher)
-    checks = gate_checks(data.y_val, _probs(teacher.net, teacher.spec, data.x_val, teacher.temperature),
-                         _probs(q, teacher.spec, data.x_val, teacher.temperature), teacher.classes, rare, threshold)
+    checks = gate_checks(data.y_val, _read_probs(teacher, teacher.net, teacher.spec, teacher.temperature, None, data),
+                         _read_probs(teacher, q, teacher.spec, teacher.temperature, "int8", data), teacher.classes,
+                         rare, threshold)
     if not all(c["passed"] for c in checks):
-        raise GateFailed(f"INT8 version not registered: {describe_failures(checks)}", checks)
+        raise GateFailed(f"INT8 version not registered: {describe_failures(checks)}", checks,
+                         {"net": q, "spec": teacher.spec, "temperature": teacher.temperature, "threshold": threshold,
+                          "keep_float": list(keep)})
     engine = torch.backends.quantized.engine
     version = _register(workspace, q, teacher.spec, teacher, "int8", checks, teacher.temperature,
                         {"engine": engine, "keep_float": list(keep), "calibration_images": len(data.x_calib),
@@ -214,29 +266,93 @@ def quantize_version(workspace, keep_float: Optional[Sequence[str]] = None, acto
     return version, checks
 
 
+#: Share of the training-side labelled images held out of distillation to set the student's own temperature
+#: and operating threshold (the validation split stays the gate's).
+STUDENT_CALIBRATION_FRACTION = 0.15
+
+
+def _held_out(workspace, teacher, exclude: Sequence[str], fraction: float, seed: int = 0):
+    """A seeded share of the labelled images outside ``exclude`` (the gate's validation images) and the test
+    split: the student's calibration set, kept out of distillation."""
+    from core.models.data import labelled_set
+
+    data = labelled_set(workspace, list(teacher.classes), splits=("train", "val", None))
+    skip = set(exclude)
+    idx = [i for i, image_id in enumerate(data.image_ids) if image_id not in skip]
+    rng = np.random.default_rng(seed)
+    n = int(round(len(idx) * fraction))
+    return data.subset(sorted(rng.choice(idx, size=n, replace=False).tolist())) if n else data.subset([])
+
+
+def student_operating_point(logits, y, classes: Sequence[str], rare: Optional[str], target_sensitivity: float,
+                            confidence: Optional[float]) -> tuple[float, Optional[float]]:
+    """(temperature, rare-class threshold) of a student from its logits on held-out labelled images, with the
+    rule training uses for a teacher (:func:`core.models.training._finish`): temperature scaling when the set
+    is big enough, then the highest threshold whose sensitivity keeps ``target_sensitivity`` (as a one-sided
+    lower confidence bound when ``confidence``). The threshold is None without enough rare positives."""
+    from core.models.calibration import fit_temperature
+    from core.models.inference import calibrated_probs
+    from core.models.metrics import operating_thresholds
+    from core.models.training import MIN_CALIBRATION_CASES, MIN_CALIBRATION_PER_CLASS, MIN_THRESHOLD_POSITIVES
+
+    classes = list(classes)
+    y = np.asarray(y)
+    counts = np.bincount(y, minlength=len(classes)) if len(y) else np.zeros(len(classes), int)
+    temperature = 1.0
+    if len(y) >= MIN_CALIBRATION_CASES and counts.min() >= MIN_CALIBRATION_PER_CLASS:
+        temperature = float(fit_temperature(np.asarray(logits), y))
+    threshold = None
+    if rare in classes and counts[classes.index(rare)] >= MIN_THRESHOLD_POSITIVES:
+        probs = calibrated_probs(logits, temperature, False)
+        threshold = operating_thresholds(y, probs, classes, target_sensitivity, confidence).get(rare)
+    return temperature, threshold
+
+
 def distill_version(workspace, student_arch: str = "mobilenet_v3_large", epochs: int = 5, actor: str = "system",
                     pretrained: str = "default", torch_cache_dir: Optional[str] = None,
+                    calibration_fraction: float = STUDENT_CALIBRATION_FRACTION,
                     progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None):
     """A student distilled from the active model, registered only if it passes the checks.
 
-    Returns ``(ModelVersion, checks)``. Raises GateFailed (nothing saved) or ModelError.
+    The gate's validation images and a held-out share of the other labelled images
+    (``calibration_fraction``) stay out of distillation. On that held-out share the student
+    gets its own temperature and rare-class operating threshold, by the rule training uses
+    for the teacher (same target sensitivity and confidence); the gate reads it at that
+    threshold. Returns ``(ModelVersion, checks)``. Raises GateFailed (nothing saved) or
+    ModelError.
     """
-    from core.models.compress import distill, student_spec
+    from core.models.compress import batched_logits, distill, student_spec
+    from core.models.config import TrainConfig
+    from core.models.data import decode_all
     from core.models.versions import load_version
 
     teacher = load_version(workspace)
     if teacher.version.params.get("compression"):
         raise ModelError(f"{teacher.version.version} is already a fast reading version; activate its teacher first")
     data = gate_data(workspace, teacher, n_calib=0, cancel=cancel)
+    held = _held_out(workspace, teacher, data.image_ids, calibration_fraction)
     # the validation images stay out of distillation: they are what the student is checked on
     student = distill(teacher, workspace, student_arch, epochs=epochs, pretrained=pretrained,
-                      torch_cache_dir=torch_cache_dir, exclude=data.image_ids, progress=progress, cancel=cancel)
+                      torch_cache_dir=torch_cache_dir, exclude=[*data.image_ids, *held.image_ids],
+                      progress=progress, cancel=cancel)
     s_spec = student_spec(teacher.spec, student_arch)
     rare, threshold = _rare_and_threshold(teacher)
-    checks = gate_checks(data.y_val, _probs(teacher.net, teacher.spec, data.x_val, teacher.temperature),
-                         _probs(student, s_spec, data.x_val, 1.0), teacher.classes, rare, threshold)
+    train_cfg = {**vars(TrainConfig()), **(teacher.version.params.get("train") or {})}
+    s_temperature, s_threshold = 1.0, None
+    if len(held):
+        x_held, ok = decode_all(held.paths, teacher.spec, 2, cancel=cancel)
+        held = held.subset(ok)
+        s_temperature, s_threshold = student_operating_point(
+            batched_logits(student, x_held, s_spec, 64), held.targets, teacher.classes, rare,
+            float(train_cfg["target_sensitivity"]), train_cfg["threshold_confidence"])
+    checks = gate_checks(data.y_val, _read_probs(teacher, teacher.net, teacher.spec, teacher.temperature, None, data),
+                         _read_probs(teacher, student, s_spec, s_temperature, "distilled", data), teacher.classes,
+                         rare, threshold, candidate_threshold=s_threshold if threshold is not None else None)
     if not all(c["passed"] for c in checks):
-        raise GateFailed(f"distilled {student_arch} not registered: {describe_failures(checks)}", checks)
-    version = _register(workspace, student, s_spec, teacher, "distilled", checks, 1.0,
-                        {"student_arch": student_arch, "epochs": epochs}, actor)
+        raise GateFailed(f"distilled {student_arch} not registered: {describe_failures(checks)}", checks,
+                         {"net": student, "spec": s_spec, "temperature": s_temperature, "threshold": s_threshold})
+    version = _register(workspace, student, s_spec, teacher, "distilled", checks, s_temperature,
+                        {"student_arch": student_arch, "epochs": epochs, "calibration_images": len(held),
+                         "threshold": s_threshold},
+                        actor, thresholds={rare: s_threshold} if rare else {})
     return version, checks

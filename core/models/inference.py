@@ -59,10 +59,14 @@ def run_inference(loaded, items: Sequence[tuple[str, str]], batch_size: int = 16
     listed in ``failed`` with its reason and the rest go on. Raises Cancelled
     between batches when ``cancel`` is set.
     """
-    if (loaded.version.params.get("compression") or {}).get("kind") == "int8":
+    int8 = (loaded.version.params.get("compression") or {}).get("kind") == "int8"
+    if int8:
         device = "cpu"  # quantized kernels are CPU kernels
-    # channels-last is the layout the CPU (oneDNN) and GPU convolution kernels are fastest in: ~1.8× here
-    net = loaded.net.to(device, memory_format=torch.channels_last).eval()
+    # channels-last is the layout the CPU (oneDNN) and GPU convolution kernels are fastest in: ~1.8× here.
+    # An INT8 network stays contiguous: fbgemm takes it as fast, and its float layers then round exactly as
+    # when the fast-reading gate checked it (core.models.fast_reading).
+    layout = torch.contiguous_format if int8 else torch.channels_last
+    net = loaded.net.to(device, memory_format=layout).eval()
     batches = [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
     ids: list[str] = []
     logits_out: list[torch.Tensor] = []
@@ -91,7 +95,7 @@ def run_inference(loaded, items: Sequence[tuple[str, str]], batch_size: int = 16
             good = [(i, t) for i, t, err in decoded if t is not None]
             failed += [(i, err) for i, t, err in decoded if t is None]
             if good:
-                x = torch.stack([t for _, t in good]).to(device).contiguous(memory_format=torch.channels_last)
+                x = torch.stack([t for _, t in good]).to(device).contiguous(memory_format=layout)
                 with torch.inference_mode():
                     out = net.forward_all(x)
                 ids += [i for i, _ in good]
