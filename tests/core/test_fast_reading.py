@@ -28,6 +28,37 @@ def test_gate_checks_by_hand():
     assert checks["macro AUC"]["passed"] and checks["macro AUC"]["candidate"] == 1.0  # 0.3 still above every 0.2
 
 
+def test_agreement_counts_the_unlabelled_pool_so_a_few_validation_images_cannot_pass_a_copy_alone():
+    """8 validation images all agree, but the copy disagrees on 10 of 92 pool images: 90 / 100 = 90 % < 98 %."""
+    y = np.array([0] * 4 + [1] * 4)
+    p1 = np.where(y == 1, 0.9, 0.1)
+    teacher = np.stack([1 - p1, p1], axis=1)
+    alone = {c["check"]: c for c in gate_checks(y, teacher, teacher.copy(), ["neg", "pos"], "pos", 0.5)}
+    assert alone["top-class agreement"]["passed"] and alone["top-class agreement"]["n"] == 8
+    pool_t = np.tile([[0.8, 0.2]], (92, 1))
+    pool_c = pool_t.copy()
+    pool_c[:10] = [0.3, 0.7]
+    checks = {c["check"]: c for c in gate_checks(y, teacher, teacher.copy(), ["neg", "pos"], "pos", 0.5,
+                                                 pool_probs=(pool_t, pool_c))}
+    agree = checks["top-class agreement"]
+    assert not agree["passed"] and agree["candidate"] == pytest.approx(0.90) and agree["n"] == 100
+    assert "8 validation images and 92 unlabelled pool images" in agree["rule"]
+    assert checks["macro AUC"]["passed"] and checks["pos sensitivity"]["passed"]  # labels: validation only
+
+
+def test_agreement_pool_is_the_unlabelled_undamaged_images(small):
+    from core.models.fast_reading import agreement_pool
+
+    ws = small
+    assert agreement_pool(ws) == []  # every image of the fixture is labelled
+    free = [r.id for r in ws.images()][:3]
+    for image_id in free:
+        ws.undo_label(image_id, "test")
+    ws.mark_damaged(free[0], "cut off", actor="test")
+    assert sorted(i for i, _ in agreement_pool(ws)) == sorted(free[1:])
+    assert len(agreement_pool(ws, n=1)) == 1
+
+
 @pytest.fixture
 def small(workspace, tmp_path):
     folder = tmp_path / "photos"
