@@ -1,23 +1,27 @@
 """Explanations on real lesions: do the maps point at the lesion on HAM10000 photographs?
 
-Usage: python bench/explain_real.py [--n-test 240] [--lime-samples 256] [--no-write]
+Usage: python bench/explain_real.py [--n-test 200] [--n-val 60] [--n-val-costly 20] [--steps 8] [--no-write]
 
 1. A Loupe model is trained with Loupe's own API (``loupe import --labels`` with the lesion id as the group,
    ``loupe model create``, then ``core.models.training.train`` — the engine of ``loupe train`` — in this
-   process, because the CLI's niced training child starves on a shared machine) on a lesion-grouped split of ``../shared/data/ham10000_dev``: melanoma vs naevus,
-   EfficientNet-Lite0 with its offline ImageNet weights at 160 px, frozen backbone (heads trained on the
-   cached embeddings), class-balanced batches. Lesions in the test set never appear in training or
-   validation. The trained workspace is cached under ``/tmp/loupe-cache-explain`` (keyed by the recipe).
-2. On the held-out test photographs (one per lesion), each method — Loupe's Grad-CAM, LIME, Integrated
-   Gradients, Gradient SHAP and Occlusion, and beside them pytorch-grad-cam's ``GradCAM`` and the
-   ``lime`` package's ``LimeImageExplainer`` on the same network, input and images — is scored against the
-   HAM10000 lesion mask (``lesion_masks.npz``):
+   process, because the CLI's niced training child starves on a shared machine) on a lesion-grouped split of
+   ``../shared/data/ham10000_dev``: melanoma vs naevus, EfficientNet-Lite0 with its offline ImageNet weights
+   at 224 px, ``gradual`` mode (the last backbone stages unfrozen one per epoch), Loupe's photograph
+   augmentation, class-balanced batches. Lesions of the validation and test sets never appear in training.
+   The trained workspace is cached under ``$LOUPE_BENCH_CACHE`` (keyed by the recipe).
+2. The explanation settings (Grad-CAM layer, LIME samples, IG steps, Gradient SHAP samples, occlusion
+   window; :data:`CANDIDATES`) are chosen on validation lesions (one photograph each), by how close they
+   come to the targets on the correctly classified ones (:func:`target_score`); cached per model version.
+3. On the held-out test photographs (one per lesion), each method — Loupe's Grad-CAM, LIME, Integrated
+   Gradients, Gradient SHAP and Occlusion, and beside them pytorch-grad-cam's ``GradCAM`` (same layer) and
+   the ``lime`` package's ``LimeImageExplainer`` (same number of samples) on the same network, input and
+   images — is scored against the HAM10000 lesion mask (``lesion_masks.npz``):
 
    - energy ratio: share of the map's (non-negative) energy inside the lesion ÷ the lesion's share of the
      image area (1 = no better than uniform; only the photograph, never the model's padding, counts);
    - pointing game: the map's maximum lies inside the lesion (dilated by 3 % of the image side, the usual
      tolerance of Zhang et al. 2018 scaled to 200 × 150);
-   - deletion / insertion AUC (blurred reference, 20 steps, the same code for every map);
+   - deletion / insertion AUC (blurred reference, the same code for every map);
    - seconds per image, every method on 1 CPU thread.
 
    Targets (issue 15): on correctly classified lesions every method's energy ratio ≥ 1.5 and pointing ≥
