@@ -1,19 +1,25 @@
 """LIME measured fairly: Loupe's LIME and the ``lime`` package with the same segmentation, same model, same images.
 
-Usage: python bench/lime_fair.py [--photos 3] [--seeds 2] [--loupe 32,64,128] [--lime 64,128] [--steps 10]
+Usage: python bench/lime_fair.py [--val 6] [--test 8] [--seeds 3] [--ns 16,32,64] [--val-n 32] [--steps 10]
 
 - Model: the melanoma-vs-naevus EfficientNet-Lite0 (160 px) that ``bench/explain_real.py`` trains with Loupe's
   training API on a lesion-grouped HAM10000 split (cached), so the explained class is one the model predicts
-  with confidence: the first held-out test photographs whose predicted probability is ≥ 0.9.
+  with confidence: held-out photographs it classifies correctly with probability ≥ 0.9, taken in order per
+  class; the first ``--val`` (a third melanomas) are *validation* photographs, the next ``--test`` (three in
+  eight melanomas) are *test* photographs. The two sets share no photograph.
 - Segmentation: Loupe's SLIC superpixels (``core.explain.lime.superpixels`` with Loupe's default parameters)
-  are computed once per photograph and passed to the lime package as its ``segmentation_fn``, so both fit
-  weights for exactly the same features. What still differs is each tool's own design: Loupe hides a
-  superpixel with the data-set mean and draws antithetic on/off pairs; lime fills it with the segment's own
-  mean colour (``hide_color=None``) and draws independent vectors.
-- Every (photograph, seed, tool, samples) map is scored by the same deletion / insertion code (blurred
-  reference). Reported: means with 95 % bootstrap intervals over photographs × seeds, paired differences
-  against lime at the largest sample count, and time to equal fidelity on both metrics: the fewest Loupe
-  samples whose mean deletion AUC is ≤ and mean insertion AUC is ≥ those of lime at each sample count.
+  are computed once per photograph and passed to the lime package as its ``segmentation_fn`` (the seconds of
+  that SLIC call are added to lime's time, as Loupe's own time includes its SLIC), so both fit weights for
+  exactly the same features.
+- Validation: Loupe's LIME variants (fill × fitted score × sampling) at ``--val-n`` samples, seed 0; the one
+  with the largest mean insertion − deletion AUC among the fills that also hide a flat object (not
+  ``segment_mean``: it scores 0 % on the synthetic bright-patch pointing test) is used on the test photographs.
+- Test: the lime package (its defaults: hide_color=None, Bernoulli ½ samples with the image first, cosine
+  kernel 0.25, ridge) and Loupe's chosen variant at each of ``--ns`` samples, photographs × ``--seeds`` seeds;
+  every map scored by the same deletion / insertion code (blurred reference). Reported: means with 95 %
+  bootstrap intervals, paired differences Loupe − lime with 95 % intervals, and time to equal fidelity on
+  both metrics: for each lime sample count, the fewest Loupe samples whose mean deletion AUC is ≤ and mean
+  insertion AUC is ≥ lime's.
 Writes the "LIME measured fairly (same segmentation)" section of docs/benchmarks.md.
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,163 +41,235 @@ from bench import explain_real as er  # noqa: E402
 from bench.common import BENCH_MD, machine_facts, now_stamp, package_version, write_section  # noqa: E402
 
 TITLE = "LIME measured fairly (same segmentation)"
+#: Loupe variants tried on the validation photographs: (fill, fitted score, sampling).
+VARIANTS = (("mean", "logit", "independent"), ("mean", "probability", "independent"),
+            ("mean", "logit", "antithetic"), ("mean", "probability", "antithetic"),
+            ("mean", "logit", "uniform_count"),
+            ("segment_mean", "logit", "independent"), ("segment_mean", "probability", "independent"))
+#: Fills that cannot be the default: they leave a flat object visible (synthetic pointing test).
+NOT_DEFAULT = {"segment_mean"}
 
 
-def confident_photos(loaded, n: int, threshold: float = 0.9) -> list[tuple[str, np.ndarray, int, float]]:
-    """The first ``n`` held-out test photographs the model predicts with probability ≥ ``threshold``."""
+def confident_photos(loaded, n_val: int, n_test: int, threshold: float = 0.9):
+    """(validation, test) lists of (image_id, model input, class index, probability): held-out photographs the
+    model classifies correctly with probability ≥ ``threshold``, in order per class; about a third of the
+    validation and three in eight of the test photographs are melanomas."""
     from core.imaging import model_input
     from core.models.preprocess import to_tensor_with_geometry
 
     rows = er.read_metadata()
     _, test_rows = er.lesion_split(rows, er.RECIPE["test_per_class"], er.RECIPE["n_nv_train"], er.RECIPE["seed"])
-    out = []
+    quota = {"val": {"mel": max(1, round(n_val / 3))}, "test": {"mel": max(1, round(n_test * 3 / 8))}}
+    quota["val"]["nv"], quota["test"]["nv"] = n_val - quota["val"]["mel"], n_test - quota["test"]["mel"]
+    found = {"mel": [], "nv": []}
     for r in er.interleave(test_rows):
+        cls = r["dx"]
+        if len(found[cls]) >= quota["val"][cls] + quota["test"][cls]:
+            continue
         arr = model_input(er.DATA / "images" / f"{r['image_id']}.jpg")
         x, _ = to_tensor_with_geometry(arr, loaded.spec)
         with torch.inference_mode():
             p = torch.softmax(loaded.net(x[None]), 1)[0]
-        if float(p.max()) >= threshold and int(p.argmax()) == er.CLASSES.index(r["dx"]):
-            out.append((r["image_id"], arr, int(p.argmax()), float(p.max())))
-        if len(out) == n:
+        if float(p.max()) >= threshold and int(p.argmax()) == er.CLASSES.index(cls):
+            found[cls].append((r["image_id"], arr, int(p.argmax()), float(p.max())))
+        if all(len(found[c]) >= quota["val"][c] + quota["test"][c] for c in found):
             break
-    return out
+    val = found["mel"][:quota["val"]["mel"]] + found["nv"][:quota["val"]["nv"]]
+    test = found["mel"][quota["val"]["mel"]:] + found["nv"][quota["val"]["nv"]:]
+    return val, test
 
 
-def run(loaded, photos, seeds: int, loupe_ns: list[int], lime_ns: list[int], steps: int,
-        fills: tuple = ("mean",)) -> list[dict]:
-    """One record per (photograph, seed, tool, samples)."""
-    from core.explain import explain
-    from core.explain.base import private_copy
-    from core.explain.faithfulness import deletion_insertion
-    from core.explain.lime import _defaults, superpixels
-    from core.models.preprocess import to_tensor_with_geometry
+class Runner:
+    """Maps and their scores for one model: the lime package and Loupe's LIME, same superpixels."""
 
-    d = _defaults(loaded.spec.size)
-    refs = er.References(loaded)
-    clone, _ = private_copy(loaded.net, "cpu")
+    def __init__(self, loaded, steps: int) -> None:
+        from core.explain.base import private_copy
+
+        self.loaded, self.steps = loaded, steps
+        self.refs = er.References(loaded)
+        self.clone, _ = private_copy(loaded.net, "cpu")
+        self.prepared = {}
+
+    def prepare(self, image_id, arr):
+        """(x, labels, SLIC seconds) of a photograph, computed once."""
+        from core.explain.lime import _defaults, superpixels
+        from core.models.preprocess import to_tensor_with_geometry
+
+        if image_id not in self.prepared:
+            d = _defaults(self.loaded.spec.size)
+            x, geo = to_tensor_with_geometry(arr, self.loaded.spec)
+            unit = (x[None] * self.refs.std + self.refs.mean).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+            t0 = time.perf_counter()
+            labels = superpixels(unit, d["n_segments"], d["compactness"], d["slic_sigma"])
+            self.prepared[image_id] = (x, geo, labels, time.perf_counter() - t0)
+        return self.prepared[image_id]
+
+    def score(self, x, model_map, target, seed) -> tuple[float, float]:
+        from core.explain.faithfulness import deletion_insertion
+
+        f = deletion_insertion(self.clone, x[None], model_map, target, steps=self.steps, seed=seed)
+        return f["deletion_auc"], f["insertion_auc"]
+
+    def lime(self, photo, n, seed) -> dict:
+        image_id, arr, target, _ = photo
+        x, _, labels, slic_s = self.prepare(image_id, arr)
+        t0 = time.perf_counter()
+        m = self.refs.lime(x, target, n, seed, segmentation_fn=lambda _image: labels)
+        secs = time.perf_counter() - t0 + slic_s
+        d, i = self.score(x, np.maximum(m, 0), target, seed)
+        return {"seconds": secs, "deletion": d, "insertion": i, "segments": int(labels.max()) + 1}
+
+    def loupe(self, photo, n, seed, variant) -> dict:
+        from core.explain import explain
+        from core.explain.faithfulness import to_model_space
+
+        image_id, arr, target, _ = photo
+        x, geo, labels, _ = self.prepare(image_id, arr)
+        fill, score, sampling = variant
+        t0 = time.perf_counter()
+        e = explain(self.loaded, arr, "lime", target, device="cpu", batch_size=16, n_samples=n, seed=seed,
+                    baseline=fill, score=score, sampling=sampling)
+        secs = time.perf_counter() - t0
+        assert e.params["segments"] == int(labels.max()) + 1, "Loupe's and the reference's superpixels differ"
+        d, i = self.score(x, to_model_space(e.map, geo), target, seed)
+        return {"seconds": secs, "deletion": d, "insertion": i, "segments": e.params["segments"]}
+
+
+def vname(v) -> str:
+    return f"{v[0]} fill, {v[1]}, {v[2]}"
+
+
+def validate(runner, photos, n) -> tuple[list[dict], tuple]:
+    """Every variant on the validation photographs (seed 0); the chosen variant."""
     records = []
-    for image_id, arr, target, prob in photos:
-        x, _ = to_tensor_with_geometry(arr, loaded.spec)
-        unit = (x[None] * refs.std + refs.mean).clamp(0, 1)[0].permute(1, 2, 0).numpy()
-        labels = superpixels(unit, d["n_segments"], d["compactness"], d["slic_sigma"])
-        segments = int(labels.max()) + 1
+    for photo in photos:
+        for v in VARIANTS:
+            records.append({"photo": photo[0], "variant": v, **runner.loupe(photo, n, 0, v)})
+        print(f"validation {photo[0]} done", file=sys.stderr, flush=True)
+    gaps = {v: np.mean([r["insertion"] - r["deletion"] for r in records if r["variant"] == v]) for v in VARIANTS}
+    eligible = [v for v in VARIANTS if v[0] not in NOT_DEFAULT]
+    return records, max(eligible, key=lambda v: gaps[v])
 
-        def same_segments(_image, labels=labels):
-            return labels
 
+def test(runner, photos, seeds, ns, variant) -> list[dict]:
+    """One record per (photograph, seed, tool, samples)."""
+    records = []
+    for photo in photos:
         for seed in range(seeds):
-            for n in lime_ns:
-                t0 = time.perf_counter()
-                m = refs.lime(x, target, n, seed, segmentation_fn=same_segments)
-                secs = time.perf_counter() - t0
-                f = deletion_insertion(clone, x[None], np.maximum(m, 0), target, steps=steps, seed=seed)
-                records.append({"photo": image_id, "seed": seed, "tool": "lime", "n": n, "seconds": secs,
-                                "deletion": f["deletion_auc"], "insertion": f["insertion_auc"],
-                                "segments": segments, "prob": prob})
-            for n, fill in [(n, fill) for fill in fills for n in loupe_ns]:
-                t0 = time.perf_counter()
-                base, _, sampling = fill.partition("+")
-                e = explain(loaded, arr, "lime", target, device="cpu", batch_size=16, n_samples=n, seed=seed,
-                            baseline=base, sampling=sampling or "half")
-                secs = time.perf_counter() - t0
-                from core.explain.faithfulness import to_model_space
-
-                geo = to_tensor_with_geometry(arr, loaded.spec)[1]
-                f = deletion_insertion(clone, x[None], to_model_space(e.map, geo), target, steps=steps, seed=seed)
-                records.append({"photo": image_id, "seed": seed, "tool": f"Loupe ({fill} fill)", "n": n,
-                                "seconds": secs,
-                                "deletion": f["deletion_auc"], "insertion": f["insertion_auc"],
-                                "segments": e.params.get("segments"), "prob": prob})
-            print(f"{image_id} seed {seed} done", file=sys.stderr, flush=True)
+            for n in ns:
+                records.append({"photo": photo[0], "seed": seed, "tool": "lime", "n": n, **runner.lime(photo, n, seed)})
+                records.append({"photo": photo[0], "seed": seed, "tool": "Loupe", "n": n,
+                                **runner.loupe(photo, n, seed, variant)})
+            print(f"test {photo[0]} seed {seed} done", file=sys.stderr, flush=True)
     return records
 
 
-def _ci(v: np.ndarray, n_boot: int = 2000) -> tuple[float, float]:
+def _ci(v: np.ndarray, n_boot: int = 4000) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     means = rng.choice(v, (n_boot, len(v)), replace=True).mean(1)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def section(records: list[dict], photos, args) -> str:
+def _fmt(v: np.ndarray, signed: bool = False) -> str:
+    lo, hi = _ci(v)
+    f = "+.3f" if signed else ".3f"
+    return f"{v.mean():{f}} ({lo:{f}} to {hi:{f}})"
+
+
+def section(val_records, chosen, records, val, photos, args, load, minutes) -> str:
     """The markdown of the section."""
     def rows_of(tool, n):
-        rs = [r for r in records if r["tool"] == tool and r["n"] == n]
-        return sorted(rs, key=lambda r: (r["photo"], r["seed"]))
+        return sorted([r for r in records if r["tool"] == tool and r["n"] == n], key=lambda r: (r["photo"], r["seed"]))
 
-    lines = [f"Run {now_stamp()} on {machine_facts()}; `bench/lime_fair.py --photos {args.photos} --seeds {args.seeds} "
-             f"--loupe {','.join(map(str, args.loupe_ns))} --lime {','.join(map(str, args.lime_ns))} --steps {args.steps} "
-             f"--fills {','.join(args.fills)}`; 1 torch thread; lime {package_version('lime')}, captum "
-             f"{package_version('captum')}.", "",
+    def mean(tool, n, key):
+        return float(np.mean([r[key] for r in rows_of(tool, n)]))
+
+    def secs(tool, n):
+        return float(np.median([r["seconds"] for r in rows_of(tool, n)]))
+
+    desc = lambda ps: ", ".join(f"{p[0]} {er.CLASSES[p[2]]} {p[3]:.2f}" for p in ps)  # noqa: E731
+    segs = sorted({r["segments"] for r in records})
+    lines = [f"Run {now_stamp()} on {machine_facts()}; `nice -n 19 python bench/lime_fair.py --val {args.val} "
+             f"--test {args.test} --seeds {args.seeds} --ns {args.ns} --val-n {args.val_n} --steps {args.steps}`, "
+             f"{minutes:.1f} min in all; 1 torch thread for both tools; lime {package_version('lime')}; one-minute "
+             f"load average {load[0]:.1f} before → {load[1]:.1f} after (2 cores shared with other jobs: compare the "
+             "seconds within this run only).", "",
              f"Model: the HAM10000 melanoma-vs-naevus EfficientNet-Lite0 of \"Explanations on real lesions (HAM10000)\" "
-             f"at {er.RECIPE['size']} px. Photographs: {len(photos)} held-out test photographs it classifies correctly "
-             f"with probability ≥ 0.9 (" + ", ".join(f"{p[0]} {er.CLASSES[p[2]]} {p[3]:.2f}" for p in photos)
-             + f"), × {args.seeds} seeds. Both tools use the same segmentation: Loupe's SLIC superpixels ("
-             f"{', '.join(str(s) for s in sorted({r['segments'] for r in records}))} segments) passed to lime as "
-             "`segmentation_fn`. Deletion AUC lower is better, insertion higher; means over photographs × seeds with "
-             "95 % bootstrap intervals; s = seconds per map.", "",
-             "| tool | samples | s | deletion AUC | insertion AUC |", "|---|---:|---:|---:|---:|"]
-    loupes = [f"Loupe ({fill} fill)" for fill in args.fills]
-    for tool, ns in [("lime", args.lime_ns)] + [(t, args.loupe_ns) for t in loupes]:
-        for n in ns:
+             f"at {er.RECIPE['size']} px (the cached model `bench/explain_real.py` trained). Photographs: held-out, "
+             "classified correctly with probability ≥ 0.9. Both tools use the same segmentation: Loupe's SLIC "
+             f"superpixels ({min(segs)}–{max(segs)} segments) passed to lime as `segmentation_fn` (SLIC's seconds "
+             "counted for both). Deletion AUC lower is better, insertion higher (blurred reference, "
+             f"{args.steps} steps); 95 % bootstrap intervals over photographs × seeds; s = median seconds per map.", "",
+             f"**Validation** ({len(val)} photographs: {desc(val)}; seed 0, {args.val_n} samples): Loupe variants "
+             "(fill, fitted score, sampling):", "",
+             "| variant | deletion AUC | insertion AUC | insertion − deletion |", "|---|---:|---:|---:|"]
+    for v in VARIANTS:
+        rs = [r for r in val_records if r["variant"] == v]
+        d, i = np.array([r["deletion"] for r in rs]), np.array([r["insertion"] for r in rs])
+        mark = " **(chosen)**" if v == chosen else (" (not eligible: leaves a flat object visible)"
+                                                    if v[0] in NOT_DEFAULT else "")
+        lines.append(f"| {vname(v)}{mark} | {d.mean():.3f} | {i.mean():.3f} | {(i - d).mean():+.3f} |")
+    lines += ["", f"**Test** ({len(photos)} other photographs: {desc(photos)}; × {args.seeds} seeds). Loupe: "
+              f"{vname(chosen)} (now the default); lime: its own defaults.", "",
+              "| tool | samples | s | deletion AUC | insertion AUC |", "|---|---:|---:|---:|---:|"]
+    for tool in ("lime", "Loupe"):
+        for n in args.ns_list:
             rs = rows_of(tool, n)
-            dl, ins = np.array([r["deletion"] for r in rs]), np.array([r["insertion"] for r in rs])
-            lo_d, hi_d = _ci(dl)
-            lo_i, hi_i = _ci(ins)
-            lines.append(f"| {tool} | {n} | {np.median([r['seconds'] for r in rs]):.2f} | {dl.mean():.3f} "
-                         f"({lo_d:.3f}–{hi_d:.3f}) | {ins.mean():.3f} ({lo_i:.3f}–{hi_i:.3f}) |")
-    ref_n = max(args.lime_ns)
-    ref = rows_of("lime", ref_n)
-    lines += ["", f"Paired differences Loupe − lime@{ref_n} (same photograph and seed):", ""]
-    for tool, n in [(t, n) for t in loupes for n in args.loupe_ns]:
-        rs = rows_of(tool, n)
-        dd = np.array([a["deletion"] - b["deletion"] for a, b in zip(rs, ref)])
-        di = np.array([a["insertion"] - b["insertion"] for a, b in zip(rs, ref)])
-        lines.append(f"- {tool}@{n}: deletion {dd.mean():+.3f} (95 % CI {_ci(dd)[0]:+.3f} to {_ci(dd)[1]:+.3f}), "
-                     f"insertion {di.mean():+.3f} (95 % CI {_ci(di)[0]:+.3f} to {_ci(di)[1]:+.3f})")
-    lines += ["", "Time to equal fidelity on both metrics (fewest Loupe samples whose mean deletion AUC is ≤ and "
-              "mean insertion AUC ≥ lime's):", ""]
-    for n in args.lime_ns:
-        rs = rows_of("lime", n)
-        d_ref, i_ref = np.mean([r["deletion"] for r in rs]), np.mean([r["insertion"] for r in rs])
-        s_ref = np.median([r["seconds"] for r in rs])
-        for tool in loupes:
-            ok = [m for m in args.loupe_ns if np.mean([r["deletion"] for r in rows_of(tool, m)]) <= d_ref
-                  and np.mean([r["insertion"] for r in rows_of(tool, m)]) >= i_ref]
-            if ok:
-                m = min(ok)
-                s = np.median([r["seconds"] for r in rows_of(tool, m)])
-                lines.append(f"- lime@{n} ({s_ref:.2f} s): {tool}@{m} ({s:.2f} s) → **{s_ref / s:.1f}×** the speed")
-            else:
-                lines.append(f"- lime@{n} ({s_ref:.2f} s): no {tool} run here reached it on both metrics — "
-                             "**Loupe loses**")
+            lines.append(f"| {tool} | {n} | {secs(tool, n):.2f} | {_fmt(np.array([r['deletion'] for r in rs]))} | "
+                         f"{_fmt(np.array([r['insertion'] for r in rs]))} |")
+    lines += ["", "Paired differences Loupe − lime (same photograph and seed; deletion: negative favours Loupe, "
+              "insertion: positive favours Loupe), 95 % intervals:", ""]
+    pairs = [(n, n) for n in args.ns_list] + [(m, max(args.ns_list)) for m in args.ns_list if m < max(args.ns_list)]
+    for m, n in pairs:
+        a, b = rows_of("Loupe", m), rows_of("lime", n)
+        assert [(r["photo"], r["seed"]) for r in a] == [(r["photo"], r["seed"]) for r in b]
+        dd = np.array([x["deletion"] - y["deletion"] for x, y in zip(a, b)])
+        di = np.array([x["insertion"] - y["insertion"] for x, y in zip(a, b)])
+        lines.append(f"- Loupe@{m} − lime@{n}: deletion {_fmt(dd, True)}, insertion {_fmt(di, True)}; "
+                     f"time {secs('Loupe', m):.2f} s vs {secs('lime', n):.2f} s")
+    lines += ["", "Time to equal fidelity on both metrics (the fewest Loupe samples whose mean deletion AUC is ≤ and "
+              "mean insertion AUC ≥ lime's at that sample count):", ""]
+    for n in args.ns_list:
+        ok = [m for m in args.ns_list if mean("Loupe", m, "deletion") <= mean("lime", n, "deletion")
+              and mean("Loupe", m, "insertion") >= mean("lime", n, "insertion")]
+        if ok:
+            m = min(ok)
+            lines.append(f"- lime@{n} ({secs('lime', n):.2f} s): Loupe@{m} ({secs('Loupe', m):.2f} s) → "
+                         f"**{secs('lime', n) / secs('Loupe', m):.1f}×** the speed")
+        else:
+            lines.append(f"- lime@{n} ({secs('lime', n):.2f} s): no Loupe sample count here reached it on both "
+                         "metrics — **Loupe loses**")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     """Run the comparison and write its section of docs/benchmarks.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--loupe", default="32,64,128")
-    parser.add_argument("--lime", default="64,128")
+    parser.add_argument("--val", type=int, default=6, help="validation photographs")
+    parser.add_argument("--test", type=int, default=8, help="test photographs")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ns", default="16,32,64", help="sample counts for both tools on the test photographs")
+    parser.add_argument("--val-n", type=int, default=32, help="samples per map on the validation photographs")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--fills", default="mean,segment_mean", help="Loupe LIME variants: fill[+sampling], e.g. mean, segment_mean, mean+uniform_count")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    args.loupe_ns = [int(v) for v in args.loupe.split(",")]
-    args.lime_ns = [int(v) for v in args.lime.split(",")]
-    args.fills = args.fills.split(",")
+    args.ns_list = [int(v) for v in args.ns.split(",")]
     logging.basicConfig(level=logging.WARNING)
     if not (er.DATA / "lesion_masks.npz").exists():
         print(f"skipped: {er.DATA} is absent", file=sys.stderr)
         return 0
+    t0, load0 = time.monotonic(), os.getloadavg()[0]
     torch.set_num_threads(1)
     rows = er.read_metadata()
     train_rows, _ = er.lesion_split(rows, er.RECIPE["test_per_class"], er.RECIPE["n_nv_train"], er.RECIPE["seed"])
     loaded, _ = er.trained_model(train_rows)
-    photos = confident_photos(loaded, args.photos)
-    records = run(loaded, photos, args.seeds, args.loupe_ns, args.lime_ns, args.steps, tuple(args.fills))
-    text = section(records, photos, args)
+    val, photos = confident_photos(loaded, args.val, args.test)
+    runner = Runner(loaded, args.steps)
+    val_records, chosen = validate(runner, val, args.val_n)
+    print(f"chosen on validation: {vname(chosen)}", file=sys.stderr, flush=True)
+    records = test(runner, photos, args.seeds, args.ns_list, chosen)
+    text = section(val_records, chosen, records, val, photos, args, (load0, os.getloadavg()[0]),
+                   (time.monotonic() - t0) / 60)
     print(text)
     if not args.no_write:
         write_section(BENCH_MD, TITLE, text)
