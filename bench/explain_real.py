@@ -344,12 +344,19 @@ def choose_records(loaded, rows: list[dict], masks: dict, costly: set, log=None)
     return out
 
 
-def choose_settings(records: list[dict]) -> tuple[dict, list[dict]]:
+def choose_settings(records: list[dict], max_seconds: Optional[float] = None) -> tuple[dict, list[dict]]:
     """(settings, table rows): per method the candidate with the best :func:`target_score` on the correctly
-    classified validation lesions (ties: the cheaper one)."""
+    classified validation lesions (ties: the cheaper one). With ``max_seconds``, only candidates whose
+    median seconds per image on validation are within it compete (the cheapest when none is)."""
     settings, table = {}, []
     for name, options in CANDIDATES.items():
         best = None
+        affordable = [json.dumps(p, sort_keys=True) for p in options]
+        if max_seconds is not None:
+            secs = {k: float(np.median([r["seconds"] for r in records if r["method"] == name and r["setting"] == k]
+                                       or [np.inf])) for k in affordable}
+            within = [k for k in affordable if secs[k] <= max_seconds]
+            affordable = within or [min(secs, key=secs.get)]
         for params in options:
             key = json.dumps(params, sort_keys=True)
             rs = [r for r in records if r["method"] == name and r["setting"] == key and r["correct"]]
@@ -362,6 +369,9 @@ def choose_settings(records: list[dict]) -> tuple[dict, list[dict]]:
             row = {"method": name, "setting": params, "n": len(rs), "energy": e, "pointing": pt, "seconds": sec,
                    "score": score}
             table.append(row)
+            if key not in affordable:
+                row["over_budget"] = True
+                continue
             if best is None or score > best["score"] + 1e-9 or (abs(score - best["score"]) <= 1e-9
                                                                  and sec < best["seconds"]):
                 best = row
@@ -482,18 +492,18 @@ def run_shards(args, extra: list[str], stem: str) -> list[dict]:
 def chosen_settings(args, report: dict) -> dict:
     """``{"settings", "table", "minutes", "n_images", "n_correct"}``: the explanation settings chosen on the
     validation lesions (:func:`choose_settings`); cached per model version and validation size."""
-    path = CACHE / f"choices-{report['version']}-{args.n_val}-{args.n_val_costly}.json"
+    path = CACHE / f"choose-records-{report['version']}-{args.n_val}-{args.n_val_costly}.json"
     if path.exists():
         doc = json.loads(path.read_text())
     else:
         t0 = time.monotonic()
-        records = run_shards(args, ["--choose"], "choose")
-        settings, table = choose_settings(records)
-        doc = {"settings": settings, "table": table, "minutes": (time.monotonic() - t0) / 60,
-               "n_images": len({r["image"] for r in records}),
-               "n_correct": len({r["image"] for r in records if r["correct"]})}
+        doc = {"records": run_shards(args, ["--choose"], "choose"), "minutes": (time.monotonic() - t0) / 60}
         path.write_text(json.dumps(doc))
-    return doc
+    records = doc["records"]
+    settings, table = choose_settings(records, args.max_seconds)
+    return {"settings": settings, "table": table, "minutes": doc["minutes"], "max_seconds": args.max_seconds,
+            "n_images": len({r["image"] for r in records}),
+            "n_correct": len({r["image"] for r in records if r["correct"]})}
 
 
 def _ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -524,7 +534,7 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
     for row in choice["table"]:
         val_rows.append(f"| {row['method']} | {', '.join(f'{k} {v}' for k, v in row['setting'].items())} | {row['n']} | "
                         f"{row['energy']:.2f} | {row['pointing']:.2f} | {row['seconds']:.2f} | {row['score']:.2f} | "
-                        f"{'**chosen**' if row.get('chosen') else ''} |")
+                        f"{'**chosen**' if row.get('chosen') else ('over the time cap' if row.get('over_budget') else '')} |")
     lines = [f"Run {now_stamp()} on {machine_facts()}; `bench/explain_real.py --n-test {args.n_test} --n-val "
              f"{args.n_val} --steps {args.steps}` under `nice -n 19` ({args.shards} processes, 1 torch thread each; "
              f"test photographs {wall / 60:.0f} min wall; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
@@ -543,7 +553,9 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
              f"Settings chosen on {choice['n_images']} validation photographs (one per lesion, {RECIPE['val_per_class']} "
              f"lesions per class, in neither training nor test; {choice['n_correct']} classified correctly), by the "
              f"lower of energy ratio ÷ 1.5 and pointing ÷ 0.8 on the correctly classified ones (ties: the cheaper "
-             f"setting); the methods other than Grad-CAM on the first {args.n_val_costly} of them; "
+             f"setting)" + (f", among settings within {choice['max_seconds']:g} s per image on validation (so that "
+             f"the test run fits its time)" if choice.get("max_seconds") else "")
+             + f"; the methods other than Grad-CAM on the first {args.n_val_costly} of them; "
              f"{choice['minutes']:.0f} min:", "", *val_rows, "",
              f"Test: {n} photographs, one per held-out lesion (no test lesion in training or validation), "
              f"{sum(1 for r in images.values() if r['dx'] == 'mel')} melanoma / "
@@ -625,6 +637,8 @@ def main(argv=None) -> int:
     parser.add_argument("--shard", type=int, default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--choose", action="store_true", help="(shard) score the candidate settings")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="only settings within this median seconds per image (on validation) compete")
     parser.add_argument("--choose-only", action="store_true", help="train, choose the settings, print them")
     parser.add_argument("--settings", default=None, help="(shard) the settings as JSON")
     parser.add_argument("--train-only", action="store_true")
