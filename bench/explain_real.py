@@ -382,7 +382,7 @@ def choose_settings(records: list[dict], max_seconds: Optional[float] = None) ->
 
 
 def evaluate(loaded, rows: list[dict], masks: dict, settings: dict, steps: int, log=None,
-             full: Optional[set] = None) -> list[dict]:
+             full: Optional[set] = None, sink=None) -> list[dict]:
     """One record per (image, method): energy ratio, pointing hit, deletion / insertion AUC, seconds.
 
     Images whose id is not in ``full`` (when given) get only the two Grad-CAMs and no deletion / insertion
@@ -429,6 +429,8 @@ def evaluate(loaded, rows: list[dict], masks: dict, settings: dict, steps: int, 
                         "insertion": f["insertion_auc"], "seconds": seconds, "lesion_share": float(mask.mean())})
         if log:
             log(f"{i + 1}/{len(rows)} {r['image_id']} {r['dx']} pred {CLASSES[pred]} p={float(probs[pred]):.2f}")
+        if sink:
+            sink(out)
     return out
 
 
@@ -471,7 +473,9 @@ def main_shard(args) -> None:
     test_rows = interleave(test_rows)[:args.n_test]
     full = {r["image_id"] for r in test_rows[:args.full]} if args.full is not None else None
     test_rows = test_rows[args.shard::args.shards]
-    records = evaluate(loaded, test_rows, lesion_masks(), json.loads(args.settings), args.steps, log=log, full=full)
+    partial = Path(args.out + ".partial")
+    records = evaluate(loaded, test_rows, lesion_masks(), json.loads(args.settings), args.steps, log=log, full=full,
+                       sink=lambda recs: partial.write_text(json.dumps(recs)))
     Path(args.out).write_text(json.dumps(records))
 
 
@@ -537,7 +541,9 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
                         f"{'**chosen**' if row.get('chosen') else ('over the time cap' if row.get('over_budget') else '')} |")
     lines = [f"Run {now_stamp()} on {machine_facts()}; `bench/explain_real.py --n-test {args.n_test} --n-val "
              f"{args.n_val} --steps {args.steps}` under `nice -n 19` ({args.shards} processes, 1 torch thread each; "
-             f"test photographs {wall / 60:.0f} min wall; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
+             f"test photographs {wall / 60:.0f} min wall"
+             + (f", stopped for time: the section holds the photographs finished by then" if args.collect else "")
+             + f"; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
              f"at the end); grad-cam {package_version('grad-cam')}, lime {package_version('lime')}, "
              f"captum {package_version('captum')}.", "",
              f"Model: trained with Loupe's own training API (`core.models.training.train`, the engine behind "
@@ -641,6 +647,8 @@ def main(argv=None) -> int:
                         help="only settings within this median seconds per image (on validation) compete")
     parser.add_argument("--choose-only", action="store_true", help="train, choose the settings, print them")
     parser.add_argument("--settings", default=None, help="(shard) the settings as JSON")
+    parser.add_argument("--collect", default=None, metavar="MINUTES",
+                        help="write the section from the shards' partial records of a run that took MINUTES")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -672,10 +680,16 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
         return 0
     t1 = time.monotonic()
-    records = run_shards(args, ["--settings", json.dumps(settings)]
-                         + (["--full", str(args.full)] if args.full is not None else []), "shard")
+    if args.collect:  # the records the shards have written so far (a run stopped for time)
+        records = [r for i in range(args.shards)
+                   for r in json.loads((CACHE / f"shard-{i}-of-{args.shards}.json.partial").read_text())]
+        wall = float(args.collect) * 60
+    else:
+        records = run_shards(args, ["--settings", json.dumps(settings)]
+                             + (["--full", str(args.full)] if args.full is not None else []), "shard")
+        wall = time.monotonic() - t1
     (CACHE / "records.json").write_text(json.dumps(records))
-    text = section(records, report, args, time.monotonic() - t1, choice, settings)
+    text = section(records, report, args, wall, choice, settings)
     print(text)
     if not args.no_write:
         write_section(BENCH_MD, TITLE, text)
