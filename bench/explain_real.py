@@ -228,17 +228,15 @@ class References:
     """pytorch-grad-cam's GradCAM and the lime package, on a copy of the same network."""
 
     def __init__(self, loaded, layer: Optional[str] = None) -> None:
-        """``layer``: the dotted Grad-CAM layer (default: the one Loupe's Grad-CAM uses for this network)."""
+        """``layer``: the dotted Grad-CAM layer (default: the one Loupe's Grad-CAM uses, ``target_layer_name``)."""
         import copy
 
         import torch
         from pytorch_grad_cam import GradCAM
 
-        from core.explain.gradcam import default_layer
-
         self.loaded = loaded
         self.net = copy.deepcopy(loaded.net).eval()
-        self.layer_name = layer or default_layer(loaded.net)
+        self.layer_name = layer or loaded.net.target_layer_name
         layer = self.net.get_submodule(self.layer_name)
         self.cam = GradCAM(model=self.net, target_layers=[layer])
         self.mean = torch.tensor(loaded.spec.mean).view(1, 3, 1, 1)
@@ -274,7 +272,7 @@ class References:
 
 #: Explanation settings tried on the validation lesions (``--choose``); the best by :func:`target_score`
 #: is used on the test lesions. Grad-CAM layers of EfficientNet-Lite0 at 224 px: features.3 (28 × 28),
-#: features.4 / .5 (14 × 14), features.6 / .7 / .8 (7 × 7; .8 was Loupe's default).
+#: features.4 / .5 (14 × 14), features.6 / .7 / .8 (7 × 7; .8 is Loupe's default, ``target_layer_name``).
 CANDIDATES = {
     "gradcam": [{"layer": f"backbone.features.{i}"} for i in (3, 4, 5, 6, 7, 8)],
     "lime": [{"n_samples": 32}, {"n_samples": 64}],
@@ -393,11 +391,10 @@ def evaluate(loaded, rows: list[dict], masks: dict, settings: dict, steps: int, 
     from core.explain import explain
     from core.explain.base import private_copy
     from core.explain.faithfulness import deletion_insertion, to_model_space
-    from core.explain.gradcam import default_layer
     from core.models.preprocess import undo_geometry
 
     torch.set_num_threads(1)
-    layer = settings["gradcam"].get("layer") or default_layer(loaded.net)
+    layer = settings["gradcam"].get("layer") or loaded.net.target_layer_name
     refs = References(loaded, layer)
     clone, _ = private_copy(loaded.net, "cpu")
     tol = max(1, round(0.03 * 200))
@@ -668,9 +665,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     choice = chosen_settings(args, report)
     settings = {k: dict(v) for k, v in choice["settings"].items()}
-    from core.explain.gradcam import default_layer
-
-    default = default_layer(loaded.net)
+    default = loaded.net.target_layer_name  # the layer Loupe's Grad-CAM uses when none is named
     choice["default_layer"] = default
     if settings["gradcam"].get("layer") == default:
         settings["gradcam"] = {}  # Loupe's own default is the chosen layer: run it as a user would

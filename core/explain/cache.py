@@ -76,13 +76,7 @@ def explain_image(workspace, image: str, method: str, target: Optional[str] = No
     t_index = resolve_target(loaded.classes, target)
     t_name = "predicted" if t_index is None else loaded.classes[t_index]
     rec = loaded.version
-    key_params = dict(params)
-    if m.name == "gradcam" and not key_params.get("layer"):
-        from core.explain.gradcam import default_layer
-
-        # The layer actually used, so a map made under an earlier default layer is never served.
-        key_params["layer"] = default_layer(loaded.net)
-    key = cache_key(ref.record.key, rec.version, rec.file_hash, m.name, t_name, key_params)
+    key = cache_key(ref.record.key, rec.version, rec.file_hash, m.name, t_name, params)
     hit = workspace.get_explanation(key) if use_cache else None
     if hit is not None:
         meta = hit["meta"]

@@ -12,10 +12,9 @@ activation, the logits and the target's probability; one backward from the
 target logit to the activation gives the channel weights (Selvaraju et al.,
 2017: spatial mean of the gradient); the map is ReLU(Σ_c w_c A_c).
 
-The layer is :func:`default_layer`'s: the architecture's (``LoupeNet.target_layer_name``: ResNet
-``layer4``, DenseNet ``features.norm5``, MobileNet the last ``features`` block) unless
-:data:`FAMILY_LAYERS` names a finer one for the architecture family; ``layer`` overrides it with any
-dotted submodule name.
+The layer is the architecture's (``LoupeNet.target_layer_name``: ResNet
+``layer4``, DenseNet ``features.norm5``, EfficientNet / MobileNet the last
+``features`` block); ``layer`` overrides it with any dotted submodule name.
 """
 
 from __future__ import annotations
@@ -39,44 +38,19 @@ def _defaults(size: int) -> dict:
     return {"layer": None}
 
 
-#: Grad-CAM layer per architecture family where the last block is too coarse to localise. EfficientNet's
-#: last block (``features.8``, stride 32) is 7 × 7 at 224 px and 5 × 5 at 160; on held-out HAM10000
-#: validation lesions (bench/explain_real.py ``--choose``) a block at stride 16 points at the lesion
-#: more often (docs/benchmarks.md, "Explanations on real lesions").
-FAMILY_LAYERS: dict[str, str] = {"efficientnet": "backbone.features.5"}
-
-
-def default_layer(net: nn.Module) -> Optional[str]:
-    """The dotted name of the layer Grad-CAM uses when none is named: :data:`FAMILY_LAYERS`' layer for the
-    network's architecture family when the network has it, else ``net.target_layer_name`` (None if neither)."""
-    arch = getattr(net, "arch", None)
-    if arch is not None:
-        from core.models.architectures import ARCHITECTURES
-
-        spec = ARCHITECTURES.get(arch)
-        finer = FAMILY_LAYERS.get(spec.family) if spec is not None else None
-        if finer is not None:
-            try:
-                net.get_submodule(finer)
-                return finer
-            except AttributeError:
-                logger.debug("%s has no %s; Grad-CAM uses its target layer", arch, finer)
-    return getattr(net, "target_layer_name", None)
-
-
 class GradCam:
     """Grad-CAM of one network at one layer, prepared once and reused for every image.
 
     Args:
         net: the network (eval mode; its parameters should be frozen — the private explanation copy is).
-        layer: dotted submodule name; default :func:`default_layer`.
+        layer: dotted submodule name; default ``net.target_layer_name``.
 
     Raises:
         ModelError: the network names no layer, or has no such layer.
     """
 
     def __init__(self, net: nn.Module, layer: Optional[str] = None) -> None:
-        name = layer or default_layer(net)
+        name = layer or getattr(net, "target_layer_name", None)
         if not name:
             raise ModelError("this model names no Grad-CAM layer; pass layer=<dotted module name>")
         try:
@@ -157,7 +131,7 @@ _prepared: "weakref.WeakKeyDictionary[nn.Module, dict[str, GradCam]]" = weakref.
 
 def prepared(net: nn.Module, layer: Optional[str] = None) -> GradCam:
     """The :class:`GradCam` of ``net`` at ``layer``, made on first use and kept while ``net`` lives."""
-    key = layer or default_layer(net) or ""
+    key = layer or getattr(net, "target_layer_name", None) or ""
     with _prepared_lock:
         per_net = _prepared.setdefault(net, {})
         if key not in per_net:

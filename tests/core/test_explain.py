@@ -105,7 +105,7 @@ def test_geometry_is_undone():
 
 @pytest.mark.parametrize("arch,layer", [("densenet121", "backbone.features.norm5"),
                                         ("mobilenet_v3_large", "backbone.features.16"),
-                                        ("efficientnet_lite0", "backbone.features.5")])
+                                        ("efficientnet_lite0", "backbone.features.8")])
 def test_default_layers_per_architecture(arch, layer):
     loaded = _loaded(arch, 64)
     img = np.random.default_rng(1).uniform(size=(64, 64, 3)).astype(np.float32)
