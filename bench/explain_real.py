@@ -1,23 +1,27 @@
 """Explanations on real lesions: do the maps point at the lesion on HAM10000 photographs?
 
-Usage: python bench/explain_real.py [--n-test 240] [--lime-samples 256] [--no-write]
+Usage: python bench/explain_real.py [--n-test 200] [--n-val 60] [--n-val-costly 20] [--steps 8] [--no-write]
 
 1. A Loupe model is trained with Loupe's own API (``loupe import --labels`` with the lesion id as the group,
    ``loupe model create``, then ``core.models.training.train`` — the engine of ``loupe train`` — in this
-   process, because the CLI's niced training child starves on a shared machine) on a lesion-grouped split of ``../shared/data/ham10000_dev``: melanoma vs naevus,
-   EfficientNet-Lite0 with its offline ImageNet weights at 160 px, frozen backbone (heads trained on the
-   cached embeddings), class-balanced batches. Lesions in the test set never appear in training or
-   validation. The trained workspace is cached under ``/tmp/loupe-cache-explain`` (keyed by the recipe).
-2. On the held-out test photographs (one per lesion), each method — Loupe's Grad-CAM, LIME, Integrated
-   Gradients, Gradient SHAP and Occlusion, and beside them pytorch-grad-cam's ``GradCAM`` and the
-   ``lime`` package's ``LimeImageExplainer`` on the same network, input and images — is scored against the
-   HAM10000 lesion mask (``lesion_masks.npz``):
+   process, because the CLI's niced training child starves on a shared machine) on a lesion-grouped split of
+   ``../shared/data/ham10000_dev``: melanoma vs naevus, EfficientNet-Lite0 with its offline ImageNet weights
+   at 224 px, ``gradual`` mode (the last backbone stages unfrozen one per epoch), Loupe's photograph
+   augmentation, class-balanced batches. Lesions of the validation and test sets never appear in training.
+   The trained workspace is cached under ``$LOUPE_BENCH_CACHE`` (keyed by the recipe).
+2. The explanation settings (Grad-CAM layer, LIME samples, IG steps, Gradient SHAP samples, occlusion
+   window; :data:`CANDIDATES`) are chosen on validation lesions (one photograph each), by how close they
+   come to the targets on the correctly classified ones (:func:`target_score`); cached per model version.
+3. On the held-out test photographs (one per lesion), each method — Loupe's Grad-CAM, LIME, Integrated
+   Gradients, Gradient SHAP and Occlusion, and beside them pytorch-grad-cam's ``GradCAM`` (same layer) and
+   the ``lime`` package's ``LimeImageExplainer`` (same number of samples) on the same network, input and
+   images — is scored against the HAM10000 lesion mask (``lesion_masks.npz``):
 
    - energy ratio: share of the map's (non-negative) energy inside the lesion ÷ the lesion's share of the
      image area (1 = no better than uniform; only the photograph, never the model's padding, counts);
    - pointing game: the map's maximum lies inside the lesion (dilated by 3 % of the image side, the usual
      tolerance of Zhang et al. 2018 scaled to 200 × 150);
-   - deletion / insertion AUC (blurred reference, 20 steps, the same code for every map);
+   - deletion / insertion AUC (blurred reference, the same code for every map);
    - seconds per image, every method on 1 CPU thread.
 
    Targets (issue 15): on correctly classified lesions every method's energy ratio ≥ 1.5 and pointing ≥
@@ -53,8 +57,9 @@ TITLE = "Explanations on real lesions (HAM10000)"
 DATA = SHARED_DATA / "ham10000_dev"
 CACHE = Path(os.environ.get("LOUPE_BENCH_CACHE", "/tmp/loupe-cache-explain"))
 CLASSES = ("mel", "nv")
-RECIPE = {"arch": "efficientnet_lite0", "size": 160, "mode": "frozen", "epochs": 40, "lr": "3e-3",
-          "loss": "ce", "sampler": "balanced", "n_nv_train": 1800, "test_per_class": 120, "seed": 0}
+RECIPE = {"arch": "efficientnet_lite0", "size": 224, "mode": "gradual", "epochs": 3, "lr": "1e-3",
+          "loss": "ce", "sampler": "balanced", "augment": 1.0, "n_nv_train": 900, "test_per_class": 120,
+          "val_per_class": 30, "seed": 0, "threads": 2}
 LOUPE = [sys.executable, "-m", "app.cli"]
 
 
@@ -66,28 +71,39 @@ def read_metadata() -> list[dict]:
         return [r for r in csv.DictReader(fh) if r["dx"] in CLASSES]
 
 
-def lesion_split(rows: list[dict], test_per_class: int, n_nv_train: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """(training rows, test rows) with every lesion on one side only.
+def split_lesions(rows: list[dict], test_per_class: int, val_per_class: int, n_nv_train: int,
+                  seed: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """(training rows, validation rows, test rows) with every lesion on one side only.
 
     Test: ``test_per_class`` lesions of each class, one photograph each (the first by image id).
-    Training: every photograph of the remaining melanoma lesions and of ``n_nv_train`` naevus
+    Validation (where the explanation settings are chosen): the next ``val_per_class`` lesions of each
+    class, one photograph each; they are not trained on either.
+    Training: every photograph of the remaining melanoma lesions and ``n_nv_train`` naevus
     photographs from the remaining naevus lesions (a subsample, so training fits the time budget).
     """
     rng = np.random.default_rng(seed)
     by_lesion: dict[str, list[dict]] = {}
     for r in rows:
         by_lesion.setdefault(r["lesion_id"], []).append(r)
-    train, test = [], []
+    train, val, test = [], [], []
     for cls in CLASSES:
         lesions = sorted(lid for lid, rs in by_lesion.items() if rs[0]["dx"] == cls)
         rng.shuffle(lesions)
         for lid in lesions[:test_per_class]:
             test.append(sorted(by_lesion[lid], key=lambda r: r["image_id"])[0])
-        rest = [r for lid in lesions[test_per_class:] for r in by_lesion[lid]]
+        for lid in lesions[test_per_class:test_per_class + val_per_class]:
+            val.append(sorted(by_lesion[lid], key=lambda r: r["image_id"])[0])
+        rest = [r for lid in lesions[test_per_class + val_per_class:] for r in by_lesion[lid]]
         if cls == "nv" and len(rest) > n_nv_train:
             keep = rng.choice(len(rest), n_nv_train, replace=False)
             rest = [rest[i] for i in sorted(keep)]
         train += rest
+    return train, val, test
+
+
+def lesion_split(rows: list[dict], test_per_class: int, n_nv_train: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(training rows, test rows) of :func:`split_lesions` with the recipe's validation lesions held out."""
+    train, _, test = split_lesions(rows, test_per_class, RECIPE["val_per_class"], n_nv_train, seed)
     return train, test
 
 
@@ -152,16 +168,23 @@ def trained_workspace(train_rows: list[dict]) -> tuple[Path, dict]:
     from core.models.training import TrainConfig, train
     from core.workspace import Workspace
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(RECIPE["threads"])
     t1 = time.monotonic()
     workspace = Workspace.open(ws)
+
+    def progress(event: dict) -> None:
+        if event.get("event") in ("start", "epoch", "early_stop", "evaluate") or (
+                event.get("event") == "step" and event.get("step", 0) % 20 == 1):
+            print(json.dumps({k: v for k, v in event.items() if k != "config"}, default=str)[:300], flush=True)
+
     try:
         trained = train(workspace, TrainConfig(epochs=RECIPE["epochs"], mode=RECIPE["mode"], lr=float(RECIPE["lr"]),
                                                loss=RECIPE["loss"], sampler=RECIPE["sampler"], device="cpu",
-                                               workers=1, seed=RECIPE["seed"]))
+                                               augment=RECIPE["augment"], workers=1, seed=RECIPE["seed"]),
+                        emit=progress)
     finally:
         workspace.close()
-    report = {**info, "train_s": time.monotonic() - t1, "threads": 1, "version": trained["version"],
+    report = {**info, "train_s": time.monotonic() - t1, "threads": RECIPE["threads"], "version": trained["version"],
               "promoted": trained["promoted"], "reason": trained.get("reason"),
               "metrics": trained.get("metrics", {})}
     done.write_text(json.dumps(report, default=str))
@@ -204,7 +227,8 @@ def pointing_hit(image_map: np.ndarray, mask_tol: np.ndarray) -> float:
 class References:
     """pytorch-grad-cam's GradCAM and the lime package, on a copy of the same network."""
 
-    def __init__(self, loaded) -> None:
+    def __init__(self, loaded, layer: Optional[str] = None) -> None:
+        """``layer``: the dotted Grad-CAM layer (default: the one Loupe's Grad-CAM uses, ``target_layer_name``)."""
         import copy
 
         import torch
@@ -212,7 +236,8 @@ class References:
 
         self.loaded = loaded
         self.net = copy.deepcopy(loaded.net).eval()
-        layer = self.net.get_submodule(loaded.net.target_layer_name)
+        self.layer_name = layer or loaded.net.target_layer_name
+        layer = self.net.get_submodule(self.layer_name)
         self.cam = GradCAM(model=self.net, target_layers=[layer])
         self.mean = torch.tensor(loaded.spec.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(loaded.spec.std).view(1, 3, 1, 1)
@@ -245,47 +270,143 @@ class References:
         return lut[exp.segments]
 
 
-def method_params(lime_samples: int, full: bool = True) -> dict:
+#: Explanation settings tried on the validation lesions (``--choose``); the best by :func:`target_score`
+#: is used on the test lesions. Grad-CAM layers of EfficientNet-Lite0 at 224 px: features.3 (28 × 28),
+#: features.4 / .5 (14 × 14), features.6 / .7 / .8 (7 × 7; .8 is Loupe's default, ``target_layer_name``).
+CANDIDATES = {
+    "gradcam": [{"layer": f"backbone.features.{i}"} for i in (3, 4, 5, 6, 7, 8)],
+    "lime": [{"n_samples": 32}, {"n_samples": 64}],
+    "ig": [{"n_steps": 8}, {"n_steps": 16}],
+    "gradshap": [{"n_samples": 8}, {"n_samples": 16}],
+    "occlusion": [{"window": 56, "stride": 28}, {"window": 32, "stride": 32}],
+}
+DEFAULT_SETTINGS = {"gradcam": {}, "lime": {"n_samples": 64}, "ig": {"n_steps": 16}, "gradshap": {"n_samples": 16},
+                    "occlusion": {"window": 56, "stride": 28}}
+
+
+def method_params(settings: Optional[dict] = None, full: bool = True) -> dict:
     """Loupe's methods and their parameters in this benchmark (defaults except where named)."""
+    settings = settings or DEFAULT_SETTINGS
     if not full:
-        return {"gradcam": {}}
-    return {"gradcam": {}, "lime": {"n_samples": lime_samples}, "ig": {"n_steps": 16}, "gradshap": {},
-            "occlusion": {"window": 20, "stride": 20}}
+        return {"gradcam": dict(settings["gradcam"])}
+    return {k: dict(settings[k]) for k in ("gradcam", "lime", "ig", "gradshap", "occlusion")}
 
 
-def evaluate(loaded, rows: list[dict], masks: dict, lime_samples: int, steps: int, log=None,
-             full: Optional[set] = None) -> list[dict]:
+def target_score(energy: float, pointing: float) -> float:
+    """How far a setting gets towards the issue's targets: the lower of energy ÷ 1.5 and pointing ÷ 0.8."""
+    return min(energy / 1.5, pointing / 0.8)
+
+
+def _prepare(loaded, r: dict, masks: dict, tol: int):
+    import torch
+
+    from core.imaging import model_input
+    from core.models.preprocess import to_tensor_with_geometry
+
+    arr = model_input(DATA / "images" / f"{r['image_id']}.jpg")
+    mask = masks[r["image_id"]]
+    if mask.shape != arr.shape[:2]:
+        raise SystemExit(f"mask {mask.shape} and image {arr.shape[:2]} of {r['image_id']} differ")
+    x, geo = to_tensor_with_geometry(arr, loaded.spec)
+    with torch.inference_mode():
+        probs = torch.softmax(loaded.net(x[None]), 1)[0]
+    return arr, mask, dilate(mask, tol), x, geo, probs
+
+
+def choose_records(loaded, rows: list[dict], masks: dict, costly: set, log=None) -> list[dict]:
+    """Every candidate setting of :data:`CANDIDATES` on the validation photographs: one record per
+    (image, method, setting) with energy ratio, pointing hit and seconds (no deletion / insertion). The
+    perturbation and gradient-integration methods run only on the photographs in ``costly``."""
+    import torch
+
+    from core.explain import explain
+
+    torch.set_num_threads(1)
+    tol = max(1, round(0.03 * 200))
+    out = []
+    for i, r in enumerate(rows):
+        arr, mask, mask_tol, x, geo, probs = _prepare(loaded, r, masks, tol)
+        pred = int(probs.argmax())
+        for name, options in CANDIDATES.items():
+            if name != "gradcam" and r["image_id"] not in costly:
+                continue
+            for params in options:
+                t0 = time.perf_counter()
+                e = explain(loaded, arr, name, pred, device="cpu", **params)
+                out.append({"image": r["image_id"], "dx": r["dx"], "correct": pred == CLASSES.index(r["dx"]),
+                            "method": name, "setting": json.dumps(params, sort_keys=True),
+                            "energy": energy_ratio(e.map, mask), "pointing": pointing_hit(e.map, mask_tol),
+                            "seconds": time.perf_counter() - t0})
+        if log:
+            log(f"choose {i + 1}/{len(rows)} {r['image_id']} {r['dx']} pred {CLASSES[pred]} p={float(probs[pred]):.2f}")
+    return out
+
+
+def choose_settings(records: list[dict], max_seconds: Optional[float] = None) -> tuple[dict, list[dict]]:
+    """(settings, table rows): per method the candidate with the best :func:`target_score` on the correctly
+    classified validation lesions (ties: the cheaper one). With ``max_seconds``, only candidates whose
+    median seconds per image on validation are within it compete (the cheapest when none is)."""
+    settings, table = {}, []
+    for name, options in CANDIDATES.items():
+        best = None
+        affordable = [json.dumps(p, sort_keys=True) for p in options]
+        if max_seconds is not None:
+            secs = {k: float(np.median([r["seconds"] for r in records if r["method"] == name and r["setting"] == k]
+                                       or [np.inf])) for k in affordable}
+            within = [k for k in affordable if secs[k] <= max_seconds]
+            affordable = within or [min(secs, key=secs.get)]
+        for params in options:
+            key = json.dumps(params, sort_keys=True)
+            rs = [r for r in records if r["method"] == name and r["setting"] == key and r["correct"]]
+            if not rs:
+                continue
+            e = float(np.nanmean([r["energy"] for r in rs]))
+            pt = float(np.nanmean([r["pointing"] for r in rs]))
+            sec = float(np.median([r["seconds"] for r in rs]))
+            score = target_score(e, pt)
+            row = {"method": name, "setting": params, "n": len(rs), "energy": e, "pointing": pt, "seconds": sec,
+                   "score": score}
+            table.append(row)
+            if key not in affordable:
+                row["over_budget"] = True
+                continue
+            if best is None or score > best["score"] + 1e-9 or (abs(score - best["score"]) <= 1e-9
+                                                                 and sec < best["seconds"]):
+                best = row
+        if best is not None:
+            best["chosen"] = True
+            settings[name] = dict(best["setting"])
+    return settings, table
+
+
+def evaluate(loaded, rows: list[dict], masks: dict, settings: dict, steps: int, log=None,
+             full: Optional[set] = None, sink=None) -> list[dict]:
     """One record per (image, method): energy ratio, pointing hit, deletion / insertion AUC, seconds.
 
     Images whose id is not in ``full`` (when given) get only the two Grad-CAMs and no deletion / insertion
-    (the perturbation methods cost hundreds of forward passes each)."""
+    (the perturbation methods cost hundreds of forward passes each). The lime package gets Loupe LIME's
+    number of samples, and pytorch-grad-cam Loupe Grad-CAM's layer."""
     import torch
 
     from core.explain import explain
     from core.explain.base import private_copy
     from core.explain.faithfulness import deletion_insertion, to_model_space
-    from core.imaging import model_input
-    from core.models.preprocess import to_tensor_with_geometry, undo_geometry
+    from core.models.preprocess import undo_geometry
 
     torch.set_num_threads(1)
-    refs = References(loaded)
+    layer = settings["gradcam"].get("layer") or loaded.net.target_layer_name
+    refs = References(loaded, layer)
     clone, _ = private_copy(loaded.net, "cpu")
     tol = max(1, round(0.03 * 200))
+    lime_samples = int(settings["lime"]["n_samples"])
     out = []
     for i, r in enumerate(rows):
-        arr = model_input(DATA / "images" / f"{r['image_id']}.jpg")
-        mask = masks[r["image_id"]]
-        if mask.shape != arr.shape[:2]:
-            raise SystemExit(f"mask {mask.shape} and image {arr.shape[:2]} of {r['image_id']} differ")
-        mask_tol = dilate(mask, tol)
-        x, geo = to_tensor_with_geometry(arr, loaded.spec)
-        with torch.inference_mode():
-            probs = torch.softmax(loaded.net(x[None]), 1)[0]
+        arr, mask, mask_tol, x, geo, probs = _prepare(loaded, r, masks, tol)
         pred = int(probs.argmax())
         truth = CLASSES.index(r["dx"])
         maps = {}
         everything = full is None or r["image_id"] in full
-        for name, params in method_params(lime_samples, everything).items():
+        for name, params in method_params(settings, everything).items():
             t0 = time.perf_counter()
             e = explain(loaded, arr, name, pred, device="cpu", **params)
             maps[f"Loupe {name}"] = (e.map, time.perf_counter() - t0)
@@ -305,6 +426,8 @@ def evaluate(loaded, rows: list[dict], masks: dict, lime_samples: int, steps: in
                         "insertion": f["insertion_auc"], "seconds": seconds, "lesion_share": float(mask.mean())})
         if log:
             log(f"{i + 1}/{len(rows)} {r['image_id']} {r['dx']} pred {CLASSES[pred]} p={float(probs[pred]):.2f}")
+        if sink:
+            sink(out)
     return out
 
 
@@ -331,16 +454,57 @@ def main_train(argv=None) -> None:
 
 
 def main_shard(args) -> None:
-    """Evaluate one shard of the test photographs into a JSON file (run by :func:`main` in parallel)."""
+    """Evaluate one shard of the test photographs (or, with ``--choose``, of the validation photographs)
+    into a JSON file (run by :func:`main` in parallel)."""
     rows = read_metadata()
-    train_rows, test_rows = lesion_split(rows, RECIPE["test_per_class"], RECIPE["n_nv_train"], RECIPE["seed"])
-    test_rows = interleave(test_rows)[:args.n_test]
+    train_rows, val_rows, test_rows = split_lesions(rows, RECIPE["test_per_class"], RECIPE["val_per_class"],
+                                                    RECIPE["n_nv_train"], RECIPE["seed"])
     loaded, _ = trained_model(train_rows)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.choose:
+        val_rows = interleave(val_rows)[:args.n_val]
+        costly = {r["image_id"] for r in val_rows[:args.n_val_costly]}
+        val_rows = val_rows[args.shard::args.shards]
+        Path(args.out).write_text(json.dumps(choose_records(loaded, val_rows, lesion_masks(), costly, log=log)))
+        return
+    test_rows = interleave(test_rows)[:args.n_test]
     full = {r["image_id"] for r in test_rows[:args.full]} if args.full is not None else None
     test_rows = test_rows[args.shard::args.shards]
-    records = evaluate(loaded, test_rows, lesion_masks(), args.lime_samples, args.steps,
-                       log=lambda m: print(m, file=sys.stderr, flush=True), full=full)
+    partial = Path(args.out + ".partial")
+    records = evaluate(loaded, test_rows, lesion_masks(), json.loads(args.settings), args.steps, log=log, full=full,
+                       sink=lambda recs: partial.write_text(json.dumps(recs)))
     Path(args.out).write_text(json.dumps(records))
+
+
+def run_shards(args, extra: list[str], stem: str) -> list[dict]:
+    """Run ``args.shards`` shard processes (1 torch thread each) and gather their records."""
+    outs = [CACHE / f"{stem}-{i}-of-{args.shards}.json" for i in range(args.shards)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, __file__, "--shard", str(i), "--shards", str(args.shards),
+                               "--n-test", str(args.n_test), "--n-val", str(args.n_val),
+                               "--n-val-costly", str(args.n_val_costly), "--steps", str(args.steps),
+                               "--out", str(o), *extra], env=env, cwd=ROOT)
+             for i, o in enumerate(outs)]
+    if any(p.wait() for p in procs):
+        raise SystemExit("a shard failed")
+    return [r for o in outs for r in json.loads(o.read_text())]
+
+
+def chosen_settings(args, report: dict) -> dict:
+    """``{"settings", "table", "minutes", "n_images", "n_correct"}``: the explanation settings chosen on the
+    validation lesions (:func:`choose_settings`); cached per model version and validation size."""
+    path = CACHE / f"choose-records-{report['version']}-{args.n_val}-{args.n_val_costly}.json"
+    if path.exists():
+        doc = json.loads(path.read_text())
+    else:
+        t0 = time.monotonic()
+        doc = {"records": run_shards(args, ["--choose"], "choose"), "minutes": (time.monotonic() - t0) / 60}
+        path.write_text(json.dumps(doc))
+    records = doc["records"]
+    settings, table = choose_settings(records, args.max_seconds)
+    return {"settings": settings, "table": table, "minutes": doc["minutes"], "max_seconds": args.max_seconds,
+            "n_images": len({r["image"] for r in records}),
+            "n_correct": len({r["image"] for r in records if r["correct"]})}
 
 
 def _ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -359,23 +523,43 @@ LABEL = {"Loupe gradcam": "Loupe Grad-CAM", "Loupe lime": "Loupe LIME", "Loupe i
          "pytorch-grad-cam GradCAM": "pytorch-grad-cam `GradCAM`", "lime package": "`lime` `LimeImageExplainer`"}
 
 
-def section(records: list[dict], report: dict, args, wall: float) -> str:
+def section(records: list[dict], report: dict, args, wall: float, choice: dict, settings: dict) -> str:
     """The markdown of the section."""
     images = {r["image"]: r for r in records}
     n, n_ok = len(images), sum(1 for r in images.values() if r["correct"])
     share = np.mean([r["lesion_share"] for r in images.values()])
     m = report.get("metrics", {})
-    lines = [f"Run {now_stamp()} on {machine_facts()}; `bench/explain_real.py --n-test {args.n_test} --lime-samples "
-             f"{args.lime_samples} --steps {args.steps}` ({args.shards} processes, 1 torch thread each; "
-             f"{wall / 60:.0f} min wall); grad-cam {package_version('grad-cam')}, lime {package_version('lime')}, "
+    chosen = choice["settings"]
+    shown = {k: (v or {"layer": f"{choice['default_layer']} (Loupe's default)"}) for k, v in settings.items()}
+    val_rows = ["| method | setting | n | energy ratio | pointing | s / image | score | |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for row in choice["table"]:
+        val_rows.append(f"| {row['method']} | {', '.join(f'{k} {v}' for k, v in row['setting'].items())} | {row['n']} | "
+                        f"{row['energy']:.2f} | {row['pointing']:.2f} | {row['seconds']:.2f} | {row['score']:.2f} | "
+                        f"{'**chosen**' if row.get('chosen') else ('over the time cap' if row.get('over_budget') else '')} |")
+    lines = [f"Run {now_stamp()} on {machine_facts()}; `bench/explain_real.py --n-test {args.n_test} --n-val "
+             f"{args.n_val} --steps {args.steps}` under `nice -n 19` ({args.shards} processes, 1 torch thread each; "
+             f"test photographs {wall / 60:.0f} min wall"
+             + (f", stopped for time: the section holds the photographs finished by then" if args.collect else "")
+             + f"; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
+             f"at the end); grad-cam {package_version('grad-cam')}, lime {package_version('lime')}, "
              f"captum {package_version('captum')}.", "",
              f"Model: trained with Loupe's own training API (`core.models.training.train`, the engine behind "
              f"`loupe train`) on a lesion-grouped split of `ham10000_dev`: melanoma vs naevus, "
              f"{report.get('imported', '?')} training photographs (every melanoma photograph of the training lesions, "
-             f"{RECIPE['n_nv_train']} naevus photographs), EfficientNet-Lite0 with its offline ImageNet weights at "
-             f"{RECIPE['size']} px, `{RECIPE['mode']}` mode, {RECIPE['epochs']} epochs max, lr {RECIPE['lr']}, "
-             f"`--loss {RECIPE['loss']} --sampler {RECIPE['sampler']}`, 1 thread: {report.get('train_s', 0) / 60:.1f} "
-             f"min; validation macro AUC {m.get('macro_auc', float('nan')):.3f}.", "",
+             f"{RECIPE['n_nv_train']} naevus photographs; Loupe holds out 20 % of them, grouped by lesion, for its own "
+             f"early stopping and calibration), EfficientNet-Lite0 with its offline ImageNet weights at "
+             f"{RECIPE['size']} px, `{RECIPE['mode']}` mode (the last stages unfrozen one per epoch), "
+             f"{RECIPE['epochs']} epochs max, lr {RECIPE['lr']}, Loupe's photograph augmentation (strength "
+             f"{RECIPE['augment']}), `--loss {RECIPE['loss']} --sampler {RECIPE['sampler']}`, {report.get('threads', 1)} "
+             f"threads: {report.get('train_s', 0) / 60:.1f} min; Loupe's validation macro AUC "
+             f"{m.get('macro_auc', float('nan')):.3f}.", "",
+             f"Settings chosen on {choice['n_images']} validation photographs (one per lesion, {RECIPE['val_per_class']} "
+             f"lesions per class, in neither training nor test; {choice['n_correct']} classified correctly), by the "
+             f"lower of energy ratio ÷ 1.5 and pointing ÷ 0.8 on the correctly classified ones (ties: the cheaper "
+             f"setting)" + (f", among settings within {choice['max_seconds']:g} s per image on validation (so that "
+             f"the test run fits its time)" if choice.get("max_seconds") else "")
+             + f"; the methods other than Grad-CAM on the first {args.n_val_costly} of them; "
+             f"{choice['minutes']:.0f} min:", "", *val_rows, "",
              f"Test: {n} photographs, one per held-out lesion (no test lesion in training or validation), "
              f"{sum(1 for r in images.values() if r['dx'] == 'mel')} melanoma / "
              f"{sum(1 for r in images.values() if r['dx'] == 'nv')} naevus; {n_ok} classified correctly "
@@ -383,13 +567,14 @@ def section(records: list[dict], report: dict, args, wall: float) -> str:
              f"class. Energy ratio = share of the map's non-negative energy inside the HAM10000 lesion mask ÷ the "
              f"lesion's area share (1 = uniform); pointing = the map's maximum inside the mask dilated by 6 px; "
              f"deletion (lower better) / insertion (higher better) AUC with the blurred reference, {args.steps} "
-             f"steps, the same code for every map. Means with 95 % bootstrap intervals; targets on correctly "
-             f"classified lesions: energy ratio ≥ 1.5, pointing ≥ 0.8. Parameters (defaults except): "
-             + "; ".join(f"{k} {v}" for k, v in method_params(args.lime_samples).items() if v)
-             + f"; the `lime` package with its defaults (quickshift segments, {args.lime_samples} samples, the same "
-             f"as Loupe's LIME). " + (f"Only the first {args.full} test photographs (balanced) ran every method and "
-             f"deletion / insertion; the rest ran the two Grad-CAMs (the machine is shared by 8 jobs on 2 cores)."
-             if args.full is not None else ""), "",
+             f"steps, the same code for every map. Means with 95 % bootstrap intervals; s / image is the median "
+             f"seconds per map (1 thread, shared machine). Targets on correctly classified lesions: energy ratio "
+             f"≥ 1.5, pointing ≥ 0.8. Parameters (defaults except): "
+             + "; ".join(f"{k} {v}" for k, v in shown.items())
+             + f"; pytorch-grad-cam `GradCAM` on the same layer as Loupe's Grad-CAM; the `lime` package with its "
+             f"defaults (quickshift segments) and {chosen['lime']['n_samples']} samples, the same as Loupe's LIME. "
+             + (f"Only the first {args.full} test photographs (balanced) ran every method and deletion / insertion; "
+                f"the rest ran the two Grad-CAMs." if args.full is not None else ""), "",
              "| method (correctly classified lesions) | n | energy ratio | pointing | deletion AUC | insertion AUC | "
              "s / image | targets |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     by = {}
@@ -408,7 +593,9 @@ def section(records: list[dict], report: dict, args, wall: float) -> str:
         met = mean["energy"] >= 1.5 and mean["pointing"] >= 0.8
         lines.append(f"| {LABEL[name]} | {len(rs)} | {mean['energy']:.2f} ({ci['energy'][0]:.2f}–{ci['energy'][1]:.2f}) | "
                      f"{mean['pointing']:.2f} ({ci['pointing'][0]:.2f}–{ci['pointing'][1]:.2f}) | "
-                     f"{mean['deletion']:.3f} | {mean['insertion']:.3f} | {np.median(vals['seconds']):.2f} | "
+                     f"{mean['deletion']:.3f} ({ci['deletion'][0]:.3f}–{ci['deletion'][1]:.3f}) | "
+                     f"{mean['insertion']:.3f} ({ci['insertion'][0]:.3f}–{ci['insertion'][1]:.3f}) | "
+                     f"{np.median(vals['seconds']):.2f} | "
                      f"{'met' if met else '**missed**'} |")
     lines += ["", "All test photographs (correct or not):", "",
               "| method | n | energy ratio | pointing | deletion AUC | insertion AUC |", "|---|---:|---:|---:|---:|---:|"]
@@ -438,17 +625,27 @@ def section(records: list[dict], report: dict, args, wall: float) -> str:
 
 
 def main(argv=None) -> int:
-    """Train (or reuse) the model, evaluate the test photographs in parallel shards, write the section."""
+    """Train (or reuse) the model, choose the explanation settings on the validation lesions, evaluate the
+    test photographs in parallel shards, write the section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-test", type=int, default=240)
-    parser.add_argument("--lime-samples", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=20, help="deletion / insertion steps")
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--n-val", type=int, default=60, help="validation photographs for choosing settings")
+    parser.add_argument("--n-val-costly", type=int, default=20,
+                        help="of which this many also try the methods other than Grad-CAM")
+    parser.add_argument("--steps", type=int, default=8, help="deletion / insertion steps")
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--full", type=int, default=None,
                         help="run every method (and deletion / insertion) on only the first N test photographs; "
                              "the rest get the two Grad-CAMs")
     parser.add_argument("--shard", type=int, default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--choose", action="store_true", help="(shard) score the candidate settings")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="only settings within this median seconds per image (on validation) compete")
+    parser.add_argument("--choose-only", action="store_true", help="train, choose the settings, print them")
+    parser.add_argument("--settings", default=None, help="(shard) the settings as JSON")
+    parser.add_argument("--collect", default=None, metavar="MINUTES",
+                        help="write the section from the shards' partial records of a run that took MINUTES")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -464,20 +661,30 @@ def main(argv=None) -> int:
         return 0
     rows = read_metadata()
     train_rows, _ = lesion_split(rows, RECIPE["test_per_class"], RECIPE["n_nv_train"], RECIPE["seed"])
-    _, report = trained_workspace(train_rows)
+    loaded, report = trained_model(train_rows)
     t0 = time.monotonic()
-    outs = [CACHE / f"shard-{i}-of-{args.shards}.json" for i in range(args.shards)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, __file__, "--shard", str(i), "--shards", str(args.shards),
-                               "--n-test", str(args.n_test), "--lime-samples", str(args.lime_samples),
-                               "--steps", str(args.steps), "--out", str(o)]
-                              + (["--full", str(args.full)] if args.full is not None else []), env=env, cwd=ROOT)
-             for i, o in enumerate(outs)]
-    if any(p.wait() for p in procs):
-        raise SystemExit("a shard failed")
-    records = [r for o in outs for r in json.loads(o.read_text())]
+    choice = chosen_settings(args, report)
+    settings = {k: dict(v) for k, v in choice["settings"].items()}
+    default = loaded.net.target_layer_name  # the layer Loupe's Grad-CAM uses when none is named
+    choice["default_layer"] = default
+    if settings["gradcam"].get("layer") == default:
+        settings["gradcam"] = {}  # Loupe's own default is the chosen layer: run it as a user would
+    print(json.dumps({"settings": settings, "default_layer": default}), flush=True)
+    if args.choose_only:
+        for row in choice["table"]:
+            print(json.dumps(row), flush=True)
+        return 0
+    t1 = time.monotonic()
+    if args.collect:  # the records the shards have written so far (a run stopped for time)
+        records = [r for i in range(args.shards)
+                   for r in json.loads((CACHE / f"shard-{i}-of-{args.shards}.json.partial").read_text())]
+        wall = float(args.collect) * 60
+    else:
+        records = run_shards(args, ["--settings", json.dumps(settings)]
+                             + (["--full", str(args.full)] if args.full is not None else []), "shard")
+        wall = time.monotonic() - t1
     (CACHE / "records.json").write_text(json.dumps(records))
-    text = section(records, report, args, time.monotonic() - t0)
+    text = section(records, report, args, wall, choice, settings)
     print(text)
     if not args.no_write:
         write_section(BENCH_MD, TITLE, text)
