@@ -181,7 +181,7 @@ def test_make_dialog_names_the_failed_check(qtbot, ws, tmp_path, monkeypatch):
         assert not blocker.args[0].registered
         text = dialog.state.text()
         assert "not registered" in text and "failed macro AUC, top-class agreement" in text
-        assert "top-class agreement 0.0000 vs teacher 1.0000 (at least 98% of validation images)" in text
+        assert "top-class agreement 0.0000 vs teacher 1.0000 (at least 98% of 16 validation images and 6 unlabelled pool images)" in text
         assert [m.version for m in ws.models()] == ["v1"]
         assert not win.fast_reading_action.isEnabled()
     finally:
