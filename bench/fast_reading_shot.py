@@ -10,10 +10,7 @@ and the script says which it used — turns Model → Fast reading on, opens a r
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,48 +43,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", help="an existing demo workspace to copy (default: prepare one)")
     args = parser.parse_args()
-    from PySide6.QtCore import QEventLoop, QTimer
-    from PySide6.QtWidgets import QApplication
+    from bench.screenshots import demo_window
 
-    from app.main_window import MainWindow
-    from app.settings import Settings
-    from app.theme import apply_dark_theme
-    from core.demo import prepare_demo
-    from core.workspace import Workspace
-
-    work = Path(tempfile.mkdtemp(prefix="loupe-fast-shots-"))
-    ws_path = work / "demo.sqlite"
-    if args.workspace:
-        src = Path(args.workspace)
-        for f in src.parent.glob(src.stem + "*"):
-            (shutil.copytree if f.is_dir() else shutil.copy2)(f, work / f.name.replace(src.stem, "demo", 1))
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    apply_dark_theme(app)
-    ws = Workspace.open(ws_path)
-    prepare_demo(ws, ROOT / "resources" / "demo", progress=lambda p: print(p.message, flush=True))
-    print(make_fast_version(ws), flush=True)
-    settings = Settings(path=str(work / "settings.ini"))
-    settings.annotator = "demo reader"
-    win = MainWindow(ws, settings)
-    win.resize(1560, 940)
-    win.show()
-
-    def wait(cond, timeout=300.0, quiet=False):
-        end = time.monotonic() + timeout
-        while not cond() and time.monotonic() < end:
-            loop = QEventLoop()
-            QTimer.singleShot(50, loop.quit)
-            loop.exec()
-        if not cond() and not quiet:
-            print("warning: timed out waiting", flush=True)
-
-    def shot(name):
-        wait(lambda: False, 0.8, quiet=True)
-        pixmap = app.primaryScreen().grabWindow(win.winId())
-        if pixmap.isNull() or app.platformName() == "offscreen":
-            pixmap = win.grab()
-        pixmap.save(str(OUT / name))
-        print("wrote", OUT / name, flush=True)
+    app, ws, win, wait, shot = demo_window(args.workspace, "loupe-fast-shots-",
+                                           before_window=lambda w: print(make_fast_version(w), flush=True))
 
     OUT.mkdir(parents=True, exist_ok=True)
     wait(lambda: win.rows and win.device.text() != "device: …" and win.fast_reading_action.isEnabled())

@@ -20,10 +20,13 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "docs" / "screenshots"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workspace", help="an existing demo workspace to copy (default: prepare one)")
-    args = parser.parse_args()
+def demo_window(workspace_copy, prefix: str, before_window=None):
+    """A prepared copy of the demo workspace in the real window, 1560 × 940, and ``(app, ws, win, wait, shot)``.
+
+    ``workspace_copy``: an existing demo workspace to copy (None: prepare one). ``before_window(ws)`` runs on the
+    workspace before the window opens. ``wait(cond, timeout)`` spins the event loop until ``cond()``;
+    ``shot(name)`` grabs the window into docs/screenshots/NAME.
+    """
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -33,16 +36,18 @@ def main() -> None:
     from core.demo import prepare_demo
     from core.workspace import Workspace
 
-    work = Path(tempfile.mkdtemp(prefix="loupe-shots-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     ws_path = work / "demo.sqlite"
-    if args.workspace:
-        src = Path(args.workspace)
+    if workspace_copy:
+        src = Path(workspace_copy)
         for f in src.parent.glob(src.stem + "*"):
             (shutil.copytree if f.is_dir() else shutil.copy2)(f, work / f.name.replace(src.stem, "demo", 1))
     app = QApplication.instance() or QApplication(sys.argv[:1])
     apply_dark_theme(app)
     ws = Workspace.open(ws_path)
     prepare_demo(ws, ROOT / "resources" / "demo", progress=lambda p: print(p.message, flush=True))
+    if before_window is not None:
+        before_window(ws)
     settings = Settings(path=str(work / "settings.ini"))
     settings.annotator = "demo reader"
     win = MainWindow(ws, settings)
@@ -58,16 +63,26 @@ def main() -> None:
         if not cond() and not quiet:
             print("warning: timed out waiting", flush=True)
 
-    def settle(seconds=1.0):
-        wait(lambda: False, seconds, quiet=True)
-
     def shot(name):
-        settle(0.8)
+        wait(lambda: False, 0.8, quiet=True)
         pixmap = app.primaryScreen().grabWindow(win.winId())
         if pixmap.isNull() or app.platformName() == "offscreen":
             pixmap = win.grab()
+        OUT.mkdir(parents=True, exist_ok=True)
         pixmap.save(str(OUT / name))
         print("wrote", OUT / name, flush=True)
+
+    return app, ws, win, wait, shot
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workspace", help="an existing demo workspace to copy (default: prepare one)")
+    args = parser.parse_args()
+    app, ws, win, wait, shot = demo_window(args.workspace, "loupe-shots-")
+
+    def settle(seconds=1.0):
+        wait(lambda: False, seconds, quiet=True)
 
     OUT.mkdir(parents=True, exist_ok=True)
     wait(lambda: win.rows and win.device.text() != "device: …")
