@@ -185,12 +185,14 @@ def test_unexpected_errors_reach_the_window_and_the_log(qtbot, window, caplog):
 def _fake_top_up(calls: list):
     """A queue rebuild that stands in for the model: every unlabelled case, in a new (reversed) order."""
     def refresh(workspace, strategy="default", n=50, progress=None, cancel=None):
-        calls.append((strategy, n))
         labelled = set(workspace.current_labels())
         free = [r.id for r in workspace.images() if r.id not in labelled][::-1]
         items = [QueueItem(image_id=i, score=0.5, rank=k + 1, strategy=strategy, why={"reason": "refill"})
                  for k, i in enumerate(free[:n])]
         workspace.replace_queue(items)
+        # recorded once the new order is in the workspace: a test waiting on ``calls`` and then comparing the
+        # window's queue with the workspace's must not see the old order on both sides and go on early
+        calls.append((strategy, n))
         return items
     return refresh
 
