@@ -40,6 +40,9 @@ MIN_AGREEMENT = 0.98
 #: validation images alone cannot show 98 % agreement (on the demo, 8 of them passed a copy that agrees with
 #: its teacher on 90 % of the pool).
 AGREEMENT_POOL = 512
+#: Below these counts the AUC and sensitivity checks still run but say that their evidence is weak.
+FEW_VALIDATION_IMAGES = 50
+FEW_RARE_CASES = 10
 #: Training images used to calibrate the INT8 activation ranges.
 CALIBRATION_IMAGES = 256
 #: Backbone modules of an architecture kept in float by Loupe's INT8 recipe, where they differ from the
@@ -92,8 +95,10 @@ def gate_checks(y, teacher_probs, cand_probs, classes: Sequence[str], rare: Opti
                     n_boot=0)
     checks = []
     t_auc, c_auc = t_ev["macro_auc"], c_ev["macro_auc"]
-    checks.append({"check": "macro AUC", "teacher": t_auc, "candidate": c_auc,
-                   "rule": f"within {MAX_AUC_DROP * 100:.0f} point of the teacher",
+    few = " — few images, weak evidence" if len(y) < FEW_VALIDATION_IMAGES else ""
+    checks.append({"check": "macro AUC", "teacher": t_auc, "candidate": c_auc, "n": len(y),
+                   "rule": f"within {MAX_AUC_DROP * 100:.0f} point of the teacher, on {len(y)} labelled validation "
+                           f"images{few}",
                    "passed": t_auc is not None and c_auc is not None and c_auc >= t_auc - MAX_AUC_DROP - 1e-12})
     if rare is not None and rare in classes:
         t_s, c_s = t_ev["per_class"][rare]["sensitivity"], c_ev["per_class"][rare]["sensitivity"]
@@ -101,8 +106,11 @@ def gate_checks(y, teacher_probs, cand_probs, classes: Sequence[str], rare: Opti
             return f"threshold {t:.3f}" if t is not None else "argmax rule"
 
         at = where(threshold) if c_threshold == threshold else f"{where(c_threshold)}; teacher's {where(threshold)}"
-        checks.append({"check": f"{rare} sensitivity", "teacher": t_s, "candidate": c_s,
-                       "rule": f"not lower than the teacher's at the operating point ({at})",
+        n_rare = int(np.sum(np.asarray(y) == classes.index(rare)))
+        checks.append({"check": f"{rare} sensitivity", "teacher": t_s, "candidate": c_s, "n": n_rare,
+                       "rule": f"not lower than the teacher's at the operating point ({at}), on {n_rare} "
+                               f"{rare} validation cases" + (" — few cases, weak evidence"
+                                                             if n_rare < FEW_RARE_CASES else ""),
                        "passed": t_s is None or (c_s is not None and c_s >= t_s - 1e-12)})
     same = list(np.asarray(teacher_probs).argmax(1) == np.asarray(cand_probs).argmax(1)) if len(y) else []
     n_pool = 0

@@ -44,6 +44,9 @@ def test_agreement_counts_the_unlabelled_pool_so_a_few_validation_images_cannot_
     assert not agree["passed"] and agree["candidate"] == pytest.approx(0.90) and agree["n"] == 100
     assert "8 validation images and 92 unlabelled pool images" in agree["rule"]
     assert checks["macro AUC"]["passed"] and checks["pos sensitivity"]["passed"]  # labels: validation only
+    # 8 labelled images and 4 rare cases pass, but the checks say how thin that evidence is
+    assert checks["macro AUC"]["rule"].endswith("on 8 labelled validation images — few images, weak evidence")
+    assert checks["pos sensitivity"]["rule"].endswith("on 4 pos validation cases — few cases, weak evidence")
 
 
 def test_agreement_pool_is_the_unlabelled_undamaged_images(small):
