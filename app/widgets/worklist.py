@@ -26,15 +26,18 @@ ALL_READERS = "All readers"
 def summary_text(images: int, statuses: dict) -> str:
     """The footer line, in the reading panel's terms: every labelled image counts as labelled, and how many of
     them the model disagrees with (or were flagged "model was wrong") is said within, so the two never differ."""
-    labelled = sum(statuses.get(s, 0) for s in ("labelled", "flagged", "disagreement"))
+    from core.active.counters import LABELLED_STATUSES, labelled_count
+
+    labelled = labelled_count(statuses)
     within = [f"{statuses[s]} {word}" for s, word in (("disagreement", "disagree with the model"),
                                                       ("flagged", "flagged model wrong")) if statuses.get(s)]
     parts = [f"{statuses[s]} {s}" for s in ("unlabelled", "queued") if statuses.get(s)]
     if labelled:
         parts.append(f"{labelled} labelled" + (f" ({', '.join(within)})" if within else ""))
     parts += [f"{n} {s}" for s, n in statuses.items()
-              if n and s not in ("unlabelled", "queued", "labelled", "flagged", "disagreement")]
+              if n and s not in ("unlabelled", "queued", *LABELLED_STATUSES)]
     return " · ".join([f"{images} images", *parts])
+
 
 class _Filter(QSortFilterProxyModel):
     """Text search over every column plus a status and a reader filter; parents stay when a child matches."""

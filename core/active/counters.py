@@ -18,6 +18,14 @@ from core.worklist import STATUSES, WorklistRow
 
 logger = logging.getLogger(__name__)
 
+#: The worklist statuses of an image with a current label, whatever the model says.
+LABELLED_STATUSES = ("labelled", "flagged", "disagreement")
+
+
+def labelled_count(statuses: dict) -> int:
+    """Images with a current label, from ``{status: count}`` (the reading panel's and the worklist's rule)."""
+    return sum(statuses.get(s, 0) for s in LABELLED_STATUSES)
+
 
 @dataclass(frozen=True)
 class LabellingProgress:
@@ -38,7 +46,7 @@ class LabellingProgress:
     @property
     def labelled(self) -> int:
         """Images with a current label, whatever the model says."""
-        return sum(self.statuses.get(s, 0) for s in ("labelled", "flagged", "disagreement"))
+        return labelled_count(self.statuses)
 
     @property
     def disagreement(self) -> int:
