@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import ImageReadError
-from core.imaging import dicom_io, photo
+from core.imaging import decode_pool, dicom_io, photo
 from core.imaging.cache import FrameCache, frame_key
 from core.imaging.display import (
     DisplayParams,
@@ -85,7 +85,7 @@ def _decoded_keyed(path: PathLike, frame: int) -> tuple[Hashable, tuple[str, np.
 
             check_photo(path)  # a JPEG cut short decodes without complaint: prove it whole before showing it
             return kind, photo.decode_photo(path, frame), None
-        raw, params = dicom_io.decode_frame(path, frame)
+        raw, params = decode_pool.decode_frame(path, frame)  # compressed: in a worker process when enabled
         return kind, raw, params
 
     return key, FRAME_CACHE.get_or_load(key, load)
