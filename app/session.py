@@ -32,6 +32,7 @@ from typing import Callable, Optional
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app import jobs
+from core.imaging import decode_pool
 from app.training_controller import TrainingController
 from app.workers import Runner
 
@@ -44,6 +45,7 @@ TRACE_ENV = "LOUPE_TRACE"
 QUEUE_LOW_WATER = 5
 QUEUE_POLL_MS = 3000
 PROGRESS_DELAY_MS = 250
+DECODE_WORKERS = 1  # processes decoding compressed DICOM (one decode at a time already keeps the window free)
 PREFETCH_KEEP = 2  # rendered frames held for cases about to open (a 2k × 2k radiograph holds ~12 MB)
 
 
@@ -125,6 +127,9 @@ class ReviewSession(QObject):
         self._seq = itertools.count()
         self._warmed = False
         self._thread_error.connect(self.error)
+        # compressed DICOM decodes in a worker process (its decoders hold the GIL: in a thread they freeze the
+        # window); the workers are spawned in the background once the worklist shows such images (warm_up)
+        self.decode_pool = decode_pool.enable(workers=DECODE_WORKERS)
         # the counters are re-read shortly after commits (one read for a burst), off the path to the next case
         self._progress_timer = QTimer(self)
         self._progress_timer.setSingleShot(True)
@@ -242,7 +247,13 @@ class ReviewSession(QObject):
         """When there is a queue to work (an active model and cases waiting), load the queue's model stack in
         the background (once, when the workspace is first read), so the first top-up in the middle of a
         labelling session takes a fraction of a second instead of importing it then (tens of seconds of
-        interpreter time on a loaded two-core machine, which the reader would feel as lag)."""
+        interpreter time on a loaded two-core machine, which the reader would feel as lag).
+
+        When the worklist holds compressed DICOM, the decode workers are spawned now too (in the background), so
+        the first such image does not wait for a process to start nor freeze the window while it decodes."""
+        if any(getattr(getattr(r.ref, "record", None), "transfer_syntax", "") in self.decode_pool.syntaxes
+               for r in self.rows.values()):
+            self.decode_pool.start()
         if self.model is None or not self.queue:
             trace("warm", model=0)
             return
@@ -361,6 +372,9 @@ class ReviewSession(QObject):
             runner.cancel_all()
         self.wait(30000)
         self.training.shutdown(grace)
+        if self.decode_pool is not None:
+            self.decode_pool = None
+            decode_pool.disable()
 
     # --- unexpected errors ----------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ so no image is lost and errors read the same; a broken pool is rebuilt in the
 background.
 
 Core reads no settings: the app turns the pool on with :func:`enable` and off
-with :func:`disable` (on exit). Without it, :func:`decode_frame` is
+with :func:`disable` (each window's session, on open and on close). Without it, :func:`decode_frame` is
 :func:`core.imaging.dicom_io.decode_frame` (the CLI, training, tests).
 """
 
@@ -159,6 +159,7 @@ class DecodePool:
         self._closed = False
         self.rebuilds = 0  # how many times a broken pool was replaced
         self.fallbacks = 0  # decodes that ran in-process although they were meant for a worker
+        self.offloaded = 0  # decodes a worker answered (an image or a Loupe error)
 
     @property
     def ready(self) -> bool:
@@ -243,6 +244,9 @@ class DecodePool:
             return dicom_io.decode_frame(path, frame)
         kind = answer[0]
         _replay(answer[-1])
+        if kind in ("ok", "loupe"):
+            with self._lock:
+                self.offloaded += 1
         if kind == "ok":
             return answer[1], answer[2]
         if kind == "loupe":
@@ -263,19 +267,22 @@ class DecodePool:
 
 
 _POOL: Optional[DecodePool] = None
+_USERS = 0  # enable() calls not yet matched by disable() (two windows share one pool while a workspace switches)
 _POOL_LOCK = threading.Lock()
 
 
 def enable(workers: int = 1, start: bool = False) -> DecodePool:
-    """Route compressed DICOM decodes of :func:`decode_frame` through a :class:`DecodePool` (made once).
+    """Route compressed DICOM decodes of :func:`decode_frame` through a :class:`DecodePool` (one per process).
 
-    With ``start`` the workers are spawned now (in the background); otherwise
-    on the first offloaded decode. Returns the pool.
+    Each call must be matched by one :func:`disable`; the pool lives while any
+    caller still uses it. With ``start`` the workers are spawned now (in the
+    background); otherwise on the first offloaded decode. Returns the pool.
     """
-    global _POOL
+    global _POOL, _USERS
     with _POOL_LOCK:
         if _POOL is None:
             _POOL = DecodePool(workers)
+        _USERS += 1
         pool = _POOL
     if start:
         pool.start()
@@ -283,10 +290,13 @@ def enable(workers: int = 1, start: bool = False) -> DecodePool:
 
 
 def disable(wait: bool = True) -> None:
-    """Shut the pool down (if any); decodes run in-process again."""
-    global _POOL
+    """Undo one :func:`enable`; the last one shuts the workers down and decodes run in-process again."""
+    global _POOL, _USERS
     with _POOL_LOCK:
-        pool, _POOL = _POOL, None
+        _USERS = max(0, _USERS - 1)
+        pool = None
+        if _USERS == 0:
+            pool, _POOL = _POOL, None
     if pool is not None:
         pool.shutdown(wait=wait)
 
