@@ -154,7 +154,14 @@ def reading_predictions(workspace, image_ids: Optional[Iterable[str]] = None,
 
     With fast reading on, an image the fast version has not predicted yet keeps the
     full model's prediction (its ``version`` says so). Empty without an active model.
+    With fast reading off (and no ``reading`` given) only the active version is read: the
+    registry is not scanned for a fast copy (the worklist row refresh after every label calls this).
     """
+    if reading is None and not fast_reading_enabled(workspace):
+        active = workspace.active_model()  # what reading_model(...).version is when fast reading is off
+        if active is None:
+            return {}
+        return workspace.predictions(active.version, None if image_ids is None else list(image_ids))
     reading = reading or reading_model(workspace)
     if reading.teacher is None:
         return {}

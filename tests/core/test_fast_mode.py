@@ -263,3 +263,37 @@ def test_a_distilled_student_serves_fast_reading(small):
     assert reading.describe() == f"Fast reading: distilled resnet18 {result.version} of v1"
     _, preds, failed = predict_pool(ws)
     assert len(preds) == 40 and not failed and {p.version for p in preds} == {result.version}
+
+
+def test_row_refresh_does_not_scan_the_registry_when_fast_reading_is_off(fast):
+    """The worklist row (re-read after every label) reads only the active version while fast reading is off; the
+    registry (every version, for a gated fast copy) is scanned only when fast reading is on."""
+    from core.worklist import worklist_row, worklist_rows
+
+    ws = fast
+    ids = [r.id for r in ws.images()]
+    predict_pool(ws, fast=False)
+    calls = []
+    scan = ws.models
+
+    def counted():
+        calls.append(1)
+        return scan()
+
+    ws.models = counted
+    try:
+        row = worklist_row(ws, ids[0])
+        rows = worklist_rows(ws)
+        assert calls == []  # off (the default): no registry scan
+        assert row.prediction == ws.predictions("v1")[ids[0]]
+        assert {r.prediction.version for r in rows} == {"v1"}
+        # the same as the full reading_model path gives
+        assert reading_predictions(ws, ids[:3]) == reading_predictions(ws, ids[:3], reading=reading_model(ws))
+        set_fast_reading(ws, True)
+        predict_pool(ws, ids[:1])
+        calls.clear()
+        row = worklist_row(ws, ids[0])
+        assert calls  # on: the gated copy is looked up
+        assert row.prediction.version == "v2"
+    finally:
+        del ws.models
