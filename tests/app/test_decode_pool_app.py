@@ -17,7 +17,10 @@ from tests.app.test_damaged_view import _cut_stream  # noqa: E402
 from tests.core import codestreams  # noqa: E402
 
 
-def test_session_spawns_the_decode_worker_the_viewer_uses_it_and_shutdown_stops_it(qtbot, tmp_path, workspace):
+def test_session_spawns_the_decode_worker_the_viewer_uses_it_and_shutdown_stops_it(qtbot, tmp_path, workspace,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(decode_pool, "_POOL", None)  # independent of any session another test left open
+    monkeypatch.setattr(decode_pool, "_USERS", 0)
     clear_cache()
     folder = tmp_path / "images"
     folder.mkdir()

@@ -159,7 +159,9 @@ def test_before_the_workers_answer_decodes_run_in_process_and_start_them(tmp_pat
         p.shutdown()
 
 
-def test_the_loader_decodes_through_the_enabled_pool_and_enable_is_counted(tmp_path):
+def test_the_loader_decodes_through_the_enabled_pool_and_enable_is_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(decode_pool, "_POOL", None)  # independent of any session another test left open
+    monkeypatch.setattr(decode_pool, "_USERS", 0)
     path = codestreams.write(codestreams.build("jpegls_near"), tmp_path / "jlsn.dcm")
     want = loader.render(path)
     clear_cache()
