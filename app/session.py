@@ -32,9 +32,9 @@ from typing import Callable, Optional
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app import jobs
-from core.imaging import decode_pool
 from app.training_controller import TrainingController
 from app.workers import Runner
+from core.imaging import decode_pool
 
 logger = logging.getLogger(__name__)
 trace_logger = logging.getLogger("loupe.trace")
@@ -251,9 +251,10 @@ class ReviewSession(QObject):
 
         When the worklist holds compressed DICOM, the decode workers are spawned now too (in the background), so
         the first such image does not wait for a process to start nor freeze the window while it decodes."""
-        if any(getattr(getattr(r.ref, "record", None), "transfer_syntax", "") in self.decode_pool.syntaxes
-               for r in self.rows.values()):
-            self.decode_pool.start()
+        pool = self.decode_pool
+        if pool is not None and any(getattr(getattr(r.ref, "record", None), "transfer_syntax", "") in pool.syntaxes
+                                    for r in self.rows.values()):
+            pool.start()
         if self.model is None or not self.queue:
             trace("warm", model=0)
             return

@@ -180,3 +180,32 @@ def test_the_loader_decodes_through_the_enabled_pool_and_enable_is_counted(tmp_p
         decode_pool.disable()
     assert decode_pool.current() is None
     assert first.pids() == []
+
+
+def test_a_worker_killed_in_the_middle_of_a_decode_loses_no_image(tmp_path):
+    import threading
+
+    import pydicom
+    from pydicom.uid import JPEGLSLossless
+
+    ds = codestreams.build("native")
+    big = np.tile(codestreams.base_pixels(1)[0], (32, 32))  # 2048 × 2048, 12-bit: a decode of a few hundred ms
+    ds.Rows, ds.Columns = big.shape
+    ds.PixelData = big.tobytes()
+    ds.compress(JPEGLSLossless, big)
+    path = codestreams.write(ds, tmp_path / "big_jls.dcm")
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == JPEGLSLossless
+    p = DecodePool(workers=1)
+    try:
+        assert p.wait_ready(120)
+        (pid,) = p.pids()
+        out = []
+        decoding = threading.Thread(target=lambda: out.append(p.decode_frame(path)[0]))
+        decoding.start()
+        time.sleep(0.05)  # the decode is sent (and usually under way): the worker dies before it can answer
+        os.kill(pid, signal.SIGKILL)
+        decoding.join(120)
+        assert out and out[0].tobytes() == big.tobytes()
+        assert (p.fallbacks, p.rebuilds, p.offloaded) == (1, 1, 0)
+    finally:
+        p.shutdown()
