@@ -644,6 +644,34 @@ def dependence_lines(records: list[dict]) -> list[str]:
     return lines
 
 
+def reading_lines(summary: dict, records: list[dict]) -> list[str]:
+    """Markdown bullets placing each method between the centre prior and the lesion mask (from the numbers)."""
+    if "centre prior" not in summary or "lesion mask" not in summary:
+        return []
+    prior, ceiling = summary["centre prior"][0], summary["lesion mask"][0]
+    methods = [n for n in summary if n not in REFERENCE_MAPS]
+    above = [LABEL[n] for n in methods if summary[n][0]["energy"] > prior["energy"]
+             or summary[n][0]["pointing"] > prior["pointing"]]
+    best_p = max(methods, key=lambda n: summary[n][0]["pointing"])
+    best_e = max(methods, key=lambda n: summary[n][0]["energy"])
+    out = ["", f"- The centre prior, which never looks at the model, scores energy ratio {prior['energy']:.2f} and "
+               f"pointing {prior['pointing']:.2f}; the lesion mask (a perfect map) {ceiling['energy']:.2f} and "
+               f"{ceiling['pointing']:.2f}. Methods above the prior on either score: "
+               f"{', '.join(above) if above else 'none'}. Best pointing: {LABEL[best_p]} "
+               f"{summary[best_p][0]['pointing']:.2f}; best energy ratio: {LABEL[best_e]} "
+               f"{summary[best_e][0]['energy']:.2f}."]
+    for name in methods:
+        parts = []
+        for cls, word in (("mel", "melanoma"), ("nv", "naevus")):
+            rs = [r for r in records if r["method"] == name and r["correct"] and r["dx"] == cls]
+            if rs:
+                e, pt = np.nanmean([r["energy"] for r in rs]), np.nanmean([r["pointing"] for r in rs])
+                parts.append(f"{word} {e:.2f} / {pt:.2f}" + (" (targets met)" if e >= 1.5 and pt >= 0.8 else ""))
+        if name.startswith("Loupe") and parts:
+            out.append(f"- {LABEL[name]}, energy ratio / pointing by the class predicted: {'; '.join(parts)}.")
+    return out
+
+
 def per_class_lines(records: list[dict]) -> list[str]:
     """Markdown: each map's scores on correctly classified lesions, split by the class predicted."""
     lines = ["| method | melanoma: energy ratio | pointing | deletion AUC | insertion AUC | naevus: energy ratio | "
@@ -745,6 +773,7 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
                      f"{mean['deletion']:.3f} ({ci['deletion'][0]:.3f}–{ci['deletion'][1]:.3f}) | "
                      f"{mean['insertion']:.3f} ({ci['insertion'][0]:.3f}–{ci['insertion'][1]:.3f}) | "
                      f"{np.median(vals['seconds']):.2f} | {verdict} |")
+    lines += reading_lines(summary, records)
     lines += ["", "By the class predicted (correctly classified lesions; the same maps):", "", *per_class_lines(records)]
     dep = dependence_lines(records)
     if dep:
