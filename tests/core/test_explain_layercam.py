@@ -122,3 +122,22 @@ def test_bad_layers_are_clear_errors_and_leave_no_hooks():
         explain(loaded, img, "layercam", device="cpu", layers="backbone.fc")
     clone = private_copy(loaded.net, "cpu")[0]
     assert hook_count(clone) == 0
+
+
+def test_points_at_the_deciding_patch_and_the_badge_runs():
+    from core.explain.sanity import randomised_copy
+    from tests.core.test_explain_pointing import _pointing
+    from tests.core.test_explain_synth import make_images, train_tiny
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tiny = train_tiny()
+        assert _pointing(tiny, "layercam") >= 0.9
+        assert _pointing(tiny, "layercam", tuple(randomised_copy(tiny.net, s) for s in range(3))) < 0.9
+        img = make_images(1, 5, positive_fraction=1.0)[0][0]
+        e = explain(tiny, img, "layercam", "patch", device="cpu", faithfulness=True)
+        f = e.faithfulness
+        assert f["insertion_auc"] > f["deletion_auc"] and "randomisation" in f and f["badge"]
+    finally:
+        torch.set_num_threads(before)
