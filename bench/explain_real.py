@@ -26,7 +26,13 @@ Usage: python bench/explain_real.py [--n-test 200] [--n-val 60] [--n-val-costly 
 
    Targets (issue 15): on correctly classified lesions every method's energy ratio ≥ 1.5 and pointing ≥
    0.8; Loupe's Grad-CAM ≥ pytorch-grad-cam's on both. Per-image paired differences Loupe − reference are
-   reported with 95 % bootstrap intervals.
+   reported with 95 % bootstrap intervals. Loupe's LayerCAM runs beside pytorch-grad-cam's ``LayerCAM`` on
+   the same layers.
+4. Two maps that ignore the model frame the scores: a centred Gaussian (:func:`centre_prior`) and the lesion
+   mask itself (the ceiling). Scores are also split by the class predicted.
+5. Where the model's evidence lies (:func:`lesion_dependence`): its probability with only the lesion, or only
+   the skin around it, visible (the other region blurred as the deletion metric does, or filled with the
+   skin's mean colour), so a reader can judge whether the targets are reachable by a faithful map.
 Writes the "Explanations on real lesions (HAM10000)" section of docs/benchmarks.md.
 """
 
