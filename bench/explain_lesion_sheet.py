@@ -1,4 +1,6 @@
-"""Contact sheet of the HAM10000 test lesions where Grad-CAM misses the lesion worst (docs/explanations_lesion_misses.jpg).
+"""Contact sheet of the HAM10000 test lesions where Grad-CAM misses the lesion worst.
+
+Writes docs/explanations_lesion_misses.jpg by default.
 
 Usage: python bench/explain_lesion_sheet.py [RECORDS_JSON] [OUT_IMAGE] [--n 12] [--layers DOTTED,NAMES] [--scale 2]
 Reads the per-image records ``bench/explain_real.py`` wrote (``$LOUPE_BENCH_CACHE/records.json``), takes the
@@ -65,7 +67,8 @@ def main(argv=None) -> Path:
     h, w = 150 * args.scale, 200 * args.scale
     cols = 3
     per_row = 2  # two lesions side by side
-    sheet = Image.new("RGB", (per_row * cols * w, ((len(misses) + per_row - 1) // per_row) * (h + CAPTION)), (40, 40, 40))
+    n_rows = (len(misses) + per_row - 1) // per_row
+    sheet = Image.new("RGB", (per_row * cols * w, n_rows * (h + CAPTION)), (40, 40, 40))
     draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
     for k, r in enumerate(misses):
         arr = model_input(er.DATA / "images" / f"{r['image']}.jpg")
@@ -84,7 +87,8 @@ def main(argv=None) -> Path:
         for c, t in enumerate(tiles):
             sheet.paste(Image.fromarray(t).resize((w, h), Image.NEAREST), (x0 + c * w, y0))
         draw.text((x0 + 4, y0 + h + 2),
-                  f"{r['image']} {r['dx']} p={r['prob']:.2f}  Grad-CAM E={r['energy']:.2f} | LayerCAM {args.layers or ''}\n"
+                  f"{r['image']} {r['dx']} p={r['prob']:.2f}  Grad-CAM E={r['energy']:.2f} | "
+                  f"LayerCAM {args.layers or ''}\n"
                   f"p lesion only {d['p_lesion_only_skin']:.2f}, skin only {d['p_skin_only_skin']:.2f} "
                   f"(lesion share {r['lesion_share']:.2f})", fill="white", font=font)
     out = Path(args.out)

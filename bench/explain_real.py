@@ -712,8 +712,11 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
                         f"{row['n']} | "
                         f"{row['energy']:.2f} | {row['pointing']:.2f} | {row['seconds']:.2f} | {row['score']:.2f} | "
                         f"{'**chosen**' if row.get('chosen') else ('over the time cap' if row.get('over_budget') else '')} |")
+    flags = (f" --max-seconds {args.max_seconds:g}" if args.max_seconds is not None else "") + (
+        f" --full {args.full}" if args.full is not None else "")
     lines = [f"Run {now_stamp()} on {machine_facts()}; `bench/explain_real.py --n-test {args.n_test} --n-val "
-             f"{args.n_val} --steps {args.steps}` under `nice -n 19` ({args.shards} processes, 1 torch thread each; "
+             f"{args.n_val} --steps {args.steps}{flags}` under `nice -n 19` ({args.shards} processes, 1 torch thread "
+             f"each; "
              f"test photographs {wall / 60:.0f} min wall"
              + (f", stopped for time: the section holds the photographs finished by then" if args.collect else "")
              + f"; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
@@ -787,7 +790,9 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
                   "region of the photograph is hidden, in two ways: with the blurred image the deletion / insertion "
                   "metric uses (sigma S/4; a hidden lesion stays a soft darker smudge), and with the mean colour of "
                   "the skin around the lesion (the lesion is gone; the padding is never changed). Means with 95 % "
-                  "bootstrap intervals:", "", *dep]
+                  "bootstrap intervals:", "", *dep, "",
+                  "The test lesions where Grad-CAM misses the lesion worst, with LayerCAM beside it and these "
+                  "probabilities: `docs/explanations_lesion_misses.jpg` (`bench/explain_lesion_sheet.py`)."]
     lines += ["", "All test photographs (correct or not):", "",
               "| method | n | energy ratio | pointing | deletion AUC | insertion AUC |", "|---|---:|---:|---:|---:|---:|"]
     for name in ORDER:

@@ -22,11 +22,12 @@ from core.types import ModelVersion
 def _loaded(arch, size=32, classes=("a", "b"), seed=0):
     torch.manual_seed(seed)
     net, _ = build_model(arch, len(classes), pretrained="none")
-    return LoadedModel(ModelVersion(arch, arch, tuple(classes), ""), net.eval(), default_input_spec(arch, size), classes)
+    record = ModelVersion(arch, arch, tuple(classes), "")
+    return LoadedModel(record, net.eval(), default_input_spec(arch, size), classes)
 
 
 class TwoConv(nn.Module):
-    """conv a (1 → 2 channels) → conv b (2 → 1) → global sum → logits (s, -s): every gradient is hand-checkable."""
+    """conv a (1 → 2 channels) → conv b (2 → 1) → global sum → logits (s, −s): gradients by hand."""
 
     target_layer_name = "b"
 
