@@ -26,7 +26,13 @@ Usage: python bench/explain_real.py [--n-test 200] [--n-val 60] [--n-val-costly 
 
    Targets (issue 15): on correctly classified lesions every method's energy ratio ≥ 1.5 and pointing ≥
    0.8; Loupe's Grad-CAM ≥ pytorch-grad-cam's on both. Per-image paired differences Loupe − reference are
-   reported with 95 % bootstrap intervals.
+   reported with 95 % bootstrap intervals. Loupe's LayerCAM runs beside pytorch-grad-cam's ``LayerCAM`` on
+   the same layers.
+4. Two maps that ignore the model frame the scores: a centred Gaussian (:func:`centre_prior`) and the lesion
+   mask itself (the ceiling). Scores are also split by the class predicted.
+5. Where the model's evidence lies (:func:`lesion_dependence`): its probability with only the lesion, or only
+   the skin around it, visible (the other region blurred as the deletion metric does, or filled with the
+   skin's mean colour), so a reader can judge whether the targets are reachable by a faithful map.
 Writes the "Explanations on real lesions (HAM10000)" section of docs/benchmarks.md.
 """
 
@@ -227,18 +233,21 @@ def pointing_hit(image_map: np.ndarray, mask_tol: np.ndarray) -> float:
 class References:
     """pytorch-grad-cam's GradCAM and the lime package, on a copy of the same network."""
 
-    def __init__(self, loaded, layer: Optional[str] = None) -> None:
-        """``layer``: the dotted Grad-CAM layer (default: the one Loupe's Grad-CAM uses, ``target_layer_name``)."""
+    def __init__(self, loaded, layer: Optional[str] = None, layercam_layers: Optional[list[str]] = None) -> None:
+        """``layer``: the dotted Grad-CAM layer (default: the one Loupe's Grad-CAM uses, ``target_layer_name``);
+        ``layercam_layers``: the layers of pytorch-grad-cam's ``LayerCAM`` (none: no LayerCAM)."""
         import copy
 
         import torch
-        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam import GradCAM, LayerCAM
 
         self.loaded = loaded
         self.net = copy.deepcopy(loaded.net).eval()
         self.layer_name = layer or loaded.net.target_layer_name
         layer = self.net.get_submodule(self.layer_name)
         self.cam = GradCAM(model=self.net, target_layers=[layer])
+        self.layer_cam = (LayerCAM(model=self.net, target_layers=[self.net.get_submodule(n) for n in layercam_layers])
+                          if layercam_layers else None)
         self.mean = torch.tensor(loaded.spec.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(loaded.spec.std).view(1, 3, 1, 1)
 
@@ -247,6 +256,12 @@ class References:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         return self.cam(input_tensor=x[None], targets=[ClassifierOutputTarget(target)])[0]
+
+    def layercam(self, x, target: int) -> np.ndarray:
+        """(S, S) model-space map of pytorch-grad-cam's ``LayerCAM`` (its fusion of the layers)."""
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        return self.layer_cam(input_tensor=x[None], targets=[ClassifierOutputTarget(target)])[0]
 
     def lime(self, x, target: int, n_samples: int, seed: int, segmentation_fn=None) -> np.ndarray:
         """(S, S) model-space map: each segment's weight (lime's defaults: quickshift segments, each hidden
@@ -277,19 +292,69 @@ CANDIDATES = {
     "gradcam": [{"layer": f"backbone.features.{i}"} for i in (3, 4, 5, 6, 7, 8)],
     "lime": [{"n_samples": 32}, {"n_samples": 64}],
     "ig": [{"n_steps": 8}, {"n_steps": 16}],
-    "gradshap": [{"n_samples": 8}, {"n_samples": 16}],
+    "gradshap": [{"n_samples": 8}, {"n_samples": 16}, {"n_samples": 16, "smooth": 14.0}],
     "occlusion": [{"window": 56, "stride": 28}, {"window": 32, "stride": 32}],
+    # LayerCAM (core.explain.layercam): its default (the Grad-CAM layer and the three stages before it,
+    # features.5–8), one finer layer alone, and the fusion of the three 7 × 7 layers.
+    "layercam": [{}, {"layers": "backbone.features.4"}, {"layers": "backbone.features.5"},
+                 {"layers": "backbone.features.6,backbone.features.7,backbone.features.8"}],
 }
 DEFAULT_SETTINGS = {"gradcam": {}, "lime": {"n_samples": 64}, "ig": {"n_steps": 16}, "gradshap": {"n_samples": 16},
-                    "occlusion": {"window": 56, "stride": 28}}
+                    "occlusion": {"window": 56, "stride": 28}, "layercam": {}}
+#: Loupe's methods in the order they run (and appear in the tables).
+METHODS = ("gradcam", "layercam", "lime", "ig", "gradshap", "occlusion")
+#: The centre prior's Gaussian sigma as a fraction of the photograph's shorter side (fixed, not tuned).
+PRIOR_SIGMA = 0.25
 
 
 def method_params(settings: Optional[dict] = None, full: bool = True) -> dict:
     """Loupe's methods and their parameters in this benchmark (defaults except where named)."""
-    settings = settings or DEFAULT_SETTINGS
+    settings = {**DEFAULT_SETTINGS, **(settings or {})}
     if not full:
-        return {"gradcam": dict(settings["gradcam"])}
-    return {k: dict(settings[k]) for k in ("gradcam", "lime", "ig", "gradshap", "occlusion")}
+        return {k: dict(settings[k]) for k in ("gradcam", "layercam")}
+    return {k: dict(settings[k]) for k in METHODS}
+
+
+def centre_prior(shape: tuple[int, int], sigma: float = PRIOR_SIGMA) -> np.ndarray:
+    """A map that ignores the model: a Gaussian centred on the photograph, sigma = ``sigma`` × its shorter side."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    s = sigma * min(h, w)
+    return np.exp(-(((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * s * s))).astype(np.float32)
+
+
+def lesion_dependence(net, x, mask_model, photo_model, target: int) -> dict:
+    """How much the model's probability for ``target`` rests on the lesion and on the skin around it.
+
+    ``x``: (C, S, S) model input; ``mask_model`` / ``photo_model``: (S, S) lesion mask and photograph area in
+    model space (the padding is neither and is never changed). Each region is hidden in two ways: by the
+    blurred image the deletion / insertion metric uses (``blur``: sigma S/4 — a hidden lesion stays a soft
+    darker smudge) and by the mean colour of the skin around the lesion (``skin``: the lesion is gone).
+    Returns the probabilities ``p_full``, ``p_lesion_only_{blur,skin}`` (the skin around it hidden),
+    ``p_skin_only_{blur,skin}`` (the lesion hidden) and ``p_none_blur`` (the whole photograph blurred).
+    """
+    import torch
+
+    from core.explain.base import gaussian_blur
+    from core.explain.faithfulness import BLUR_FRACTION
+
+    X = x[None]
+    m = torch.as_tensor(mask_model, dtype=X.dtype).clamp(0, 1)[None, None]
+    photo = torch.as_tensor(photo_model, dtype=X.dtype).clamp(0, 1)[None, None]
+    skin = photo * (1 - m)
+    blur = gaussian_blur(X, max(1.0, X.shape[-1] * BLUR_FRACTION))
+    skin_colour = (X * skin).sum(dim=(2, 3), keepdim=True) / skin.sum().clamp_min(1e-6)
+    fill = skin_colour.expand_as(X)
+
+    def hide(region, reference):
+        return X * (1 - region) + reference * region
+
+    batch = torch.cat([X, hide(skin, blur), hide(skin, fill), hide(m, blur), hide(m, fill), hide(photo, blur)])
+    with torch.no_grad():
+        p = torch.softmax(net(batch), 1)[:, target].numpy()
+    keys = ("p_full", "p_lesion_only_blur", "p_lesion_only_skin", "p_skin_only_blur", "p_skin_only_skin",
+            "p_none_blur")
+    return {k: float(v) for k, v in zip(keys, p)}
 
 
 def target_score(energy: float, pointing: float) -> float:
@@ -313,10 +378,12 @@ def _prepare(loaded, r: dict, masks: dict, tol: int):
     return arr, mask, dilate(mask, tol), x, geo, probs
 
 
-def choose_records(loaded, rows: list[dict], masks: dict, costly: set, log=None) -> list[dict]:
+def choose_records(loaded, rows: list[dict], masks: dict, costly: set, log=None,
+                   only: Optional[set] = None) -> list[dict]:
     """Every candidate setting of :data:`CANDIDATES` on the validation photographs: one record per
     (image, method, setting) with energy ratio, pointing hit and seconds (no deletion / insertion). The
-    perturbation and gradient-integration methods run only on the photographs in ``costly``."""
+    perturbation and gradient-integration methods run only on the photographs in ``costly``. ``only``:
+    the (method, setting JSON) pairs to run (default: all)."""
     import torch
 
     from core.explain import explain
@@ -328,9 +395,11 @@ def choose_records(loaded, rows: list[dict], masks: dict, costly: set, log=None)
         arr, mask, mask_tol, x, geo, probs = _prepare(loaded, r, masks, tol)
         pred = int(probs.argmax())
         for name, options in CANDIDATES.items():
-            if name != "gradcam" and r["image_id"] not in costly:
+            if name not in ("gradcam", "layercam") and r["image_id"] not in costly:
                 continue
             for params in options:
+                if only is not None and (name, json.dumps(params, sort_keys=True)) not in only:
+                    continue
                 t0 = time.perf_counter()
                 e = explain(loaded, arr, name, pred, device="cpu", **params)
                 out.append({"image": r["image_id"], "dx": r["dx"], "correct": pred == CLASSES.index(r["dx"]),
@@ -381,21 +450,26 @@ def choose_settings(records: list[dict], max_seconds: Optional[float] = None) ->
 
 def evaluate(loaded, rows: list[dict], masks: dict, settings: dict, steps: int, log=None,
              full: Optional[set] = None, sink=None) -> list[dict]:
-    """One record per (image, method): energy ratio, pointing hit, deletion / insertion AUC, seconds.
+    """One record per (image, method): energy ratio, pointing hit, deletion / insertion AUC, seconds; and one
+    ``"dependence"`` record per image (:func:`lesion_dependence`).
 
-    Images whose id is not in ``full`` (when given) get only the two Grad-CAMs and no deletion / insertion
-    (the perturbation methods cost hundreds of forward passes each). The lime package gets Loupe LIME's
-    number of samples, and pytorch-grad-cam Loupe Grad-CAM's layer."""
+    Beside Loupe's methods, two maps that ignore the model are scored the same way: a centred Gaussian
+    (:func:`centre_prior`) and the lesion mask itself (the ceiling of energy ratio and pointing).
+    Images whose id is not in ``full`` (when given) get only the CAMs, the two reference maps and no
+    deletion / insertion (the perturbation methods cost hundreds of forward passes each). The lime package
+    gets Loupe LIME's number of samples, pytorch-grad-cam Loupe Grad-CAM's layer and LayerCAM's layers."""
     import torch
 
     from core.explain import explain
     from core.explain.base import private_copy
     from core.explain.faithfulness import deletion_insertion, to_model_space
+    from core.explain.layercam import parse_layers
     from core.models.preprocess import undo_geometry
 
     torch.set_num_threads(1)
+    settings = {**DEFAULT_SETTINGS, **settings}
     layer = settings["gradcam"].get("layer") or loaded.net.target_layer_name
-    refs = References(loaded, layer)
+    refs = References(loaded, layer, parse_layers(loaded.net, settings["layercam"].get("layers")))
     clone, _ = private_copy(loaded.net, "cpu")
     tol = max(1, round(0.03 * 200))
     lime_samples = int(settings["lime"]["n_samples"])
@@ -404,6 +478,11 @@ def evaluate(loaded, rows: list[dict], masks: dict, settings: dict, steps: int, 
         arr, mask, mask_tol, x, geo, probs = _prepare(loaded, r, masks, tol)
         pred = int(probs.argmax())
         truth = CLASSES.index(r["dx"])
+        common = {"image": r["image_id"], "dx": r["dx"], "correct": pred == truth, "pred": CLASSES[pred],
+                  "prob": float(probs[pred]), "lesion_share": float(mask.mean())}
+        out.append({**common, "method": "dependence",
+                    **lesion_dependence(clone, x, to_model_space(mask.astype(np.float32), geo),
+                                        to_model_space(np.ones(mask.shape, np.float32), geo), pred)})
         maps = {}
         everything = full is None or r["image_id"] in full
         for name, params in method_params(settings, everything).items():
@@ -413,17 +492,21 @@ def evaluate(loaded, rows: list[dict], masks: dict, settings: dict, steps: int, 
         t0 = time.perf_counter()
         m = refs.gradcam(x, pred)
         maps["pytorch-grad-cam GradCAM"] = (undo_geometry(m, geo), time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        m = refs.layercam(x, pred)
+        maps["pytorch-grad-cam LayerCAM"] = (undo_geometry(m, geo), time.perf_counter() - t0)
         if everything:
             t0 = time.perf_counter()
             m = refs.lime(x, pred, lime_samples, seed=0)
             maps["lime package"] = (undo_geometry(m, geo), time.perf_counter() - t0)
+        maps["centre prior"] = (centre_prior(mask.shape), 0.0)
+        maps["lesion mask"] = (mask.astype(np.float32), 0.0)
         for name, (image_map, seconds) in maps.items():
             f = (deletion_insertion(clone, x[None], to_model_space(np.maximum(image_map, 0), geo), pred, steps=steps)
                  if everything else {"deletion_auc": float("nan"), "insertion_auc": float("nan")})
-            out.append({"image": r["image_id"], "dx": r["dx"], "correct": pred == truth, "prob": float(probs[pred]),
-                        "method": name, "energy": energy_ratio(image_map, mask),
+            out.append({**common, "method": name, "energy": energy_ratio(image_map, mask),
                         "pointing": pointing_hit(image_map, mask_tol), "deletion": f["deletion_auc"],
-                        "insertion": f["insertion_auc"], "seconds": seconds, "lesion_share": float(mask.mean())})
+                        "insertion": f["insertion_auc"], "seconds": seconds})
         if log:
             log(f"{i + 1}/{len(rows)} {r['image_id']} {r['dx']} pred {CLASSES[pred]} p={float(probs[pred]):.2f}")
         if sink:
@@ -465,7 +548,9 @@ def main_shard(args) -> None:
         val_rows = interleave(val_rows)[:args.n_val]
         costly = {r["image_id"] for r in val_rows[:args.n_val_costly]}
         val_rows = val_rows[args.shard::args.shards]
-        Path(args.out).write_text(json.dumps(choose_records(loaded, val_rows, lesion_masks(), costly, log=log)))
+        only = {tuple(p) for p in json.loads(args.only)} if args.only else None
+        Path(args.out).write_text(json.dumps(choose_records(loaded, val_rows, lesion_masks(), costly, log=log,
+                                                            only=only)))
         return
     test_rows = interleave(test_rows)[:args.n_test]
     full = {r["image_id"] for r in test_rows[:args.full]} if args.full is not None else None
@@ -494,11 +579,14 @@ def chosen_settings(args, report: dict) -> dict:
     """``{"settings", "table", "minutes", "n_images", "n_correct"}``: the explanation settings chosen on the
     validation lesions (:func:`choose_settings`); cached per model version and validation size."""
     path = CACHE / f"choose-records-{report['version']}-{args.n_val}-{args.n_val_costly}.json"
-    if path.exists():
-        doc = json.loads(path.read_text())
-    else:
+    doc = json.loads(path.read_text()) if path.exists() else {"records": [], "minutes": 0.0}
+    have = {(r["method"], r["setting"]) for r in doc["records"]}
+    missing = [(name, json.dumps(p, sort_keys=True)) for name, options in CANDIDATES.items() for p in options
+               if (name, json.dumps(p, sort_keys=True)) not in have]
+    if missing:  # only the candidates not scored before (the records are cached per model version)
         t0 = time.monotonic()
-        doc = {"records": run_shards(args, ["--choose"], "choose"), "minutes": (time.monotonic() - t0) / 60}
+        doc["records"] += run_shards(args, ["--choose", "--only", json.dumps(missing)], "choose")
+        doc["minutes"] += (time.monotonic() - t0) / 60
         path.write_text(json.dumps(doc))
     records = doc["records"]
     settings, table = choose_settings(records, args.max_seconds)
@@ -516,11 +604,96 @@ def _ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, f
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-ORDER = ("Loupe gradcam", "pytorch-grad-cam GradCAM", "Loupe lime", "lime package", "Loupe ig", "Loupe gradshap",
-         "Loupe occlusion")
+ORDER = ("centre prior", "Loupe gradcam", "pytorch-grad-cam GradCAM", "Loupe layercam", "pytorch-grad-cam LayerCAM",
+         "Loupe lime", "lime package", "Loupe ig", "Loupe gradshap", "Loupe occlusion", "lesion mask")
 LABEL = {"Loupe gradcam": "Loupe Grad-CAM", "Loupe lime": "Loupe LIME", "Loupe ig": "Loupe Integrated Gradients",
          "Loupe gradshap": "Loupe Gradient SHAP", "Loupe occlusion": "Loupe Occlusion",
-         "pytorch-grad-cam GradCAM": "pytorch-grad-cam `GradCAM`", "lime package": "`lime` `LimeImageExplainer`"}
+         "Loupe layercam": "Loupe LayerCAM", "pytorch-grad-cam LayerCAM": "pytorch-grad-cam `LayerCAM`",
+         "pytorch-grad-cam GradCAM": "pytorch-grad-cam `GradCAM`", "lime package": "`lime` `LimeImageExplainer`",
+         "centre prior": "*centre prior* (ignores the model)", "lesion mask": "*lesion mask* (the ceiling)"}
+#: Maps that ignore the model: scored like the methods, but the targets are not theirs to meet.
+REFERENCE_MAPS = ("centre prior", "lesion mask")
+
+
+def dependence_lines(records: list[dict]) -> list[str]:
+    """Markdown: the model's probability for its (correct) prediction with only the lesion or only the skin
+    around it visible, per predicted class, with 95 % bootstrap intervals (:func:`lesion_dependence`)."""
+    deps = [r for r in records if r["method"] == "dependence" and r["correct"]]
+    if not deps:
+        return []
+    cols = (("p_full", "whole photograph"), ("p_lesion_only_blur", "lesion only (skin blurred)"),
+            ("p_lesion_only_skin", "lesion only (skin → its mean colour)"),
+            ("p_skin_only_blur", "skin only (lesion blurred)"), ("p_skin_only_skin", "skin only (lesion → skin colour)"),
+            ("p_none_blur", "all blurred"))
+    lines = ["| predicted (correctly) | n | " + " | ".join(c[1] for c in cols) + " |",
+             "|---|---:|" + "---:|" * len(cols)]
+    for label, rs in (("melanoma", [r for r in deps if r["pred"] == "mel"]),
+                      ("naevus", [r for r in deps if r["pred"] == "nv"]), ("all", deps)):
+        cells = []
+        for key, _ in cols:
+            v = np.array([r[key] for r in rs])
+            lo, hi = _ci(v)
+            cells.append(f"{v.mean():.2f} ({lo:.2f}–{hi:.2f})")
+        lines.append(f"| {label} | {len(rs)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for label, rs in (("melanoma", [r for r in deps if r["pred"] == "mel"]),
+                      ("naevus", [r for r in deps if r["pred"] == "nv"]), ("all", deps)):
+        parts = []
+        for ref in ("blur", "skin"):
+            les = np.array([r["p_full"] - r[f"p_skin_only_{ref}"] for r in rs])  # drop when the lesion is hidden
+            sur = np.array([r["p_full"] - r[f"p_lesion_only_{ref}"] for r in rs])  # drop when the skin is hidden
+            d = les - sur
+            parts.append(f"{ref}: hiding the lesion {les.mean():+.2f} ({_ci(les)[0]:+.2f} to {_ci(les)[1]:+.2f}), "
+                         f"hiding the skin {sur.mean():+.2f} ({_ci(sur)[0]:+.2f} to {_ci(sur)[1]:+.2f}), "
+                         f"paired difference {d.mean():+.2f} ({_ci(d)[0]:+.2f} to {_ci(d)[1]:+.2f})")
+        lines.append(f"- Mean probability drop, {label} (n = {len(rs)}) — " + "; ".join(parts) + ".")
+    return lines
+
+
+def reading_lines(summary: dict, records: list[dict]) -> list[str]:
+    """Markdown bullets placing each method between the centre prior and the lesion mask (from the numbers)."""
+    if "centre prior" not in summary or "lesion mask" not in summary:
+        return []
+    prior, ceiling = summary["centre prior"][0], summary["lesion mask"][0]
+    methods = [n for n in summary if n not in REFERENCE_MAPS]
+    above = [LABEL[n] for n in methods if summary[n][0]["energy"] > prior["energy"]
+             or summary[n][0]["pointing"] > prior["pointing"]]
+    best_p = max(methods, key=lambda n: summary[n][0]["pointing"])
+    best_e = max(methods, key=lambda n: summary[n][0]["energy"])
+    out = ["", f"- The centre prior, which never looks at the model, scores energy ratio {prior['energy']:.2f} and "
+               f"pointing {prior['pointing']:.2f}; the lesion mask (a perfect map) {ceiling['energy']:.2f} and "
+               f"{ceiling['pointing']:.2f}. Methods above the prior on either score: "
+               f"{', '.join(above) if above else 'none'}. Best pointing: {LABEL[best_p]} "
+               f"{summary[best_p][0]['pointing']:.2f}; best energy ratio: {LABEL[best_e]} "
+               f"{summary[best_e][0]['energy']:.2f}."]
+    for name in methods:
+        parts = []
+        for cls, word in (("mel", "melanoma"), ("nv", "naevus")):
+            rs = [r for r in records if r["method"] == name and r["correct"] and r["dx"] == cls]
+            if rs:
+                e, pt = np.nanmean([r["energy"] for r in rs]), np.nanmean([r["pointing"] for r in rs])
+                parts.append(f"{word} {e:.2f} / {pt:.2f}" + (" (targets met)" if e >= 1.5 and pt >= 0.8 else ""))
+        if name.startswith("Loupe") and parts:
+            out.append(f"- {LABEL[name]}, energy ratio / pointing by the class predicted: {'; '.join(parts)}.")
+    return out
+
+
+def per_class_lines(records: list[dict]) -> list[str]:
+    """Markdown: each map's scores on correctly classified lesions, split by the class predicted."""
+    lines = ["| method | melanoma: energy ratio | pointing | deletion AUC | insertion AUC | naevus: energy ratio | "
+             "pointing | deletion AUC | insertion AUC |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in ORDER:
+        cells = []
+        for cls in CLASSES:
+            rs = [r for r in records if r["method"] == name and r["correct"] and r["dx"] == cls]
+            if not rs:
+                cells += ["–"] * 4
+                continue
+            cells += [f"{np.nanmean([r[k] for r in rs]):.{2 if k in ('energy', 'pointing') else 3}f}"
+                      for k in ("energy", "pointing", "deletion", "insertion")]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {LABEL[name]} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def section(records: list[dict], report: dict, args, wall: float, choice: dict, settings: dict) -> str:
@@ -530,14 +703,20 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
     share = np.mean([r["lesion_share"] for r in images.values()])
     m = report.get("metrics", {})
     chosen = choice["settings"]
-    shown = {k: (v or {"layer": f"{choice['default_layer']} (Loupe's default)"}) for k, v in settings.items()}
+    defaults = {"gradcam": {"layer": f"{choice['default_layer']} (Loupe's default)"},
+                "layercam": {"layers": f"{choice.get('default_layercam', '?')} (Loupe's default)"}}
+    shown = {k: (v or defaults.get(k, {})) for k, v in settings.items()}
     val_rows = ["| method | setting | n | energy ratio | pointing | s / image | score | |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for row in choice["table"]:
-        val_rows.append(f"| {row['method']} | {', '.join(f'{k} {v}' for k, v in row['setting'].items())} | {row['n']} | "
+        val_rows.append(f"| {row['method']} | {', '.join(f'{k} {v}' for k, v in row['setting'].items()) or 'default'} | "
+                        f"{row['n']} | "
                         f"{row['energy']:.2f} | {row['pointing']:.2f} | {row['seconds']:.2f} | {row['score']:.2f} | "
                         f"{'**chosen**' if row.get('chosen') else ('over the time cap' if row.get('over_budget') else '')} |")
+    flags = (f" --max-seconds {args.max_seconds:g}" if args.max_seconds is not None else "") + (
+        f" --full {args.full}" if args.full is not None else "")
     lines = [f"Run {now_stamp()} on {machine_facts()}; `bench/explain_real.py --n-test {args.n_test} --n-val "
-             f"{args.n_val} --steps {args.steps}` under `nice -n 19` ({args.shards} processes, 1 torch thread each; "
+             f"{args.n_val} --steps {args.steps}{flags}` under `nice -n 19` ({args.shards} processes, 1 torch thread "
+             f"each; "
              f"test photographs {wall / 60:.0f} min wall"
              + (f", stopped for time: the section holds the photographs finished by then" if args.collect else "")
              + f"; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
@@ -558,7 +737,7 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
              f"lower of energy ratio ÷ 1.5 and pointing ÷ 0.8 on the correctly classified ones (ties: the cheaper "
              f"setting)" + (f", among settings within {choice['max_seconds']:g} s per image on validation (so that "
              f"the test run fits its time)" if choice.get("max_seconds") else "")
-             + f"; the methods other than Grad-CAM on the first {args.n_val_costly} of them; "
+             + f"; the methods other than Grad-CAM and LayerCAM on the first {args.n_val_costly} of them; "
              f"{choice['minutes']:.0f} min:", "", *val_rows, "",
              f"Test: {n} photographs, one per held-out lesion (no test lesion in training or validation), "
              f"{sum(1 for r in images.values() if r['dx'] == 'mel')} melanoma / "
@@ -571,8 +750,14 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
              f"seconds per map (1 thread, shared machine). Targets on correctly classified lesions: energy ratio "
              f"≥ 1.5, pointing ≥ 0.8. Parameters (defaults except): "
              + "; ".join(f"{k} {v}" for k, v in shown.items())
-             + f"; pytorch-grad-cam `GradCAM` on the same layer as Loupe's Grad-CAM; the `lime` package with its "
+             + f"; pytorch-grad-cam `GradCAM` on the same layer as Loupe's Grad-CAM and its `LayerCAM` on the same "
+             f"layers as Loupe's LayerCAM (Loupe's `layercam` method, new: per-position positive gradients × "
+             f"activations, several layers fused); the `lime` package with its "
              f"defaults (quickshift segments) and {chosen['lime']['n_samples']} samples, the same as Loupe's LIME. "
+             + f"Two maps that ignore the model frame the table: the *centre prior*, a Gaussian centred on the "
+             f"photograph with sigma {PRIOR_SIGMA:g} × its shorter side (fixed, not tuned; HAM10000 photographs are "
+             f"framed on the lesion), and the *lesion mask* itself, the best any map can score (its energy ratio is "
+             f"1 ÷ the lesion's area share, averaged over lesions). "
              + (f"Only the first {args.full} test photographs (balanced) ran every method and deletion / insertion; "
                 f"the rest ran the two Grad-CAMs." if args.full is not None else ""), "",
              "| method (correctly classified lesions) | n | energy ratio | pointing | deletion AUC | insertion AUC | "
@@ -591,12 +776,23 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
         summary[name] = (mean, vals)
         ci = {k: _ci(v) for k, v in vals.items()}
         met = mean["energy"] >= 1.5 and mean["pointing"] >= 0.8
+        verdict = ("reference" if name in REFERENCE_MAPS else "met" if met else "**missed**")
         lines.append(f"| {LABEL[name]} | {len(rs)} | {mean['energy']:.2f} ({ci['energy'][0]:.2f}–{ci['energy'][1]:.2f}) | "
                      f"{mean['pointing']:.2f} ({ci['pointing'][0]:.2f}–{ci['pointing'][1]:.2f}) | "
                      f"{mean['deletion']:.3f} ({ci['deletion'][0]:.3f}–{ci['deletion'][1]:.3f}) | "
                      f"{mean['insertion']:.3f} ({ci['insertion'][0]:.3f}–{ci['insertion'][1]:.3f}) | "
-                     f"{np.median(vals['seconds']):.2f} | "
-                     f"{'met' if met else '**missed**'} |")
+                     f"{np.median(vals['seconds']):.2f} | {verdict} |")
+    lines += reading_lines(summary, records)
+    lines += ["", "By the class predicted (correctly classified lesions; the same maps):", "", *per_class_lines(records)]
+    dep = dependence_lines(records)
+    if dep:
+        lines += ["", "**Where the model's evidence lies.** The model's probability for its correct prediction when a "
+                  "region of the photograph is hidden, in two ways: with the blurred image the deletion / insertion "
+                  "metric uses (sigma S/4; a hidden lesion stays a soft darker smudge), and with the mean colour of "
+                  "the skin around the lesion (the lesion is gone; the padding is never changed). Means with 95 % "
+                  "bootstrap intervals:", "", *dep, "",
+                  "The test lesions where Grad-CAM misses the lesion worst, with LayerCAM beside it and these "
+                  "probabilities: `docs/explanations_lesion_misses.jpg` (`bench/explain_lesion_sheet.py`)."]
     lines += ["", "All test photographs (correct or not):", "",
               "| method | n | energy ratio | pointing | deletion AUC | insertion AUC |", "|---|---:|---:|---:|---:|---:|"]
     for name in ORDER:
@@ -614,6 +810,13 @@ def section(records: list[dict], report: dict, args, wall: float, choice: dict, 
             lines.append(f"- Loupe Grad-CAM − pytorch-grad-cam, {word} (paired, correct lesions): "
                          f"{np.nanmean(d):+.3f} (95 % CI {lo:+.3f} to {hi:+.3f}); target ≥ 0: "
                          f"**{'met' if np.nanmean(d) >= -1e-9 else 'missed'}**.")
+    if "Loupe layercam" in summary and "pytorch-grad-cam LayerCAM" in summary:
+        a, b = summary["Loupe layercam"][1], summary["pytorch-grad-cam LayerCAM"][1]
+        for k, word in (("energy", "energy ratio"), ("pointing", "pointing")):
+            d = a[k] - b[k]
+            lo, hi = _ci(d)
+            lines.append(f"- Loupe LayerCAM − pytorch-grad-cam `LayerCAM` (same layers), {word} (paired, correct "
+                         f"lesions): {np.nanmean(d):+.3f} (95 % CI {lo:+.3f} to {hi:+.3f}).")
     if "Loupe lime" in summary and "lime package" in summary:
         a, b = summary["Loupe lime"][1], summary["lime package"][1]
         for k in ("energy", "pointing", "deletion", "insertion"):
@@ -644,6 +847,7 @@ def main(argv=None) -> int:
                         help="only settings within this median seconds per image (on validation) compete")
     parser.add_argument("--choose-only", action="store_true", help="train, choose the settings, print them")
     parser.add_argument("--settings", default=None, help="(shard) the settings as JSON")
+    parser.add_argument("--only", default=None, help="(choosing shard) JSON list of [method, setting JSON] to score")
     parser.add_argument("--collect", default=None, metavar="MINUTES",
                         help="write the section from the shards' partial records of a run that took MINUTES")
     parser.add_argument("--train-only", action="store_true")
@@ -667,6 +871,9 @@ def main(argv=None) -> int:
     settings = {k: dict(v) for k, v in choice["settings"].items()}
     default = loaded.net.target_layer_name  # the layer Loupe's Grad-CAM uses when none is named
     choice["default_layer"] = default
+    from core.explain.layercam import default_layers
+
+    choice["default_layercam"] = ",".join(default_layers(loaded.net))
     if settings["gradcam"].get("layer") == default:
         settings["gradcam"] = {}  # Loupe's own default is the chosen layer: run it as a user would
     print(json.dumps({"settings": settings, "default_layer": default}), flush=True)

@@ -6,10 +6,11 @@ geometry; :func:`explain_image` adds the workspace cache; faithfulness
 (deletion / insertion AUC) and the model-randomisation sanity check live in
 :mod:`core.explain.faithfulness` and :mod:`core.explain.sanity`.
 
-Methods: ``gradcam``, ``lime`` (Loupe's own batched LIME), ``ig``, ``gradshap``, ``occlusion`` (captum).
+Methods: ``gradcam``, ``lime`` (Loupe's own batched LIME), ``ig``, ``gradshap``, ``occlusion`` (captum);
+``layercam`` (multi-layer LayerCAM, :mod:`core.explain.layercam`) through the API, not yet in the app's list.
 """
 
-from core.explain import gradcam, gradient_shap, integrated_gradients, lime, occlusion  # noqa: F401 (register)
+from core.explain import gradcam, gradient_shap, integrated_gradients, layercam, lime, occlusion  # noqa: F401 (register)
 from core.explain.base import METHODS, get_method, hook_count
 from core.explain.cache import cache_key, explain_image
 from core.explain.protocol import explain, explain_findings
