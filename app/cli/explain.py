@@ -10,7 +10,7 @@ from app.cli.common import emit, info, open_workspace
 
 logger = logging.getLogger(__name__)
 
-METHOD_CHOICES = ("gradcam", "lime", "ig", "gradshap", "occlusion")
+METHOD_CHOICES = ("gradcam", "lime", "ig", "gradshap", "occlusion", "layercam")
 
 
 def add_parsers(sub, common) -> None:

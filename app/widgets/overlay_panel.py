@@ -20,7 +20,7 @@ from app.theme import COLORS
 logger = logging.getLogger(__name__)
 
 METHODS = (("None", None), ("Grad-CAM", "gradcam"), ("LIME", "lime"), ("Integrated Gradients", "ig"),
-           ("Gradient SHAP", "gradshap"), ("Occlusion", "occlusion"))
+           ("Gradient SHAP", "gradshap"), ("Occlusion", "occlusion"), ("LayerCAM", "layercam"))
 COLORMAPS = ("jet", "inferno", "viridis")
 
 

@@ -61,3 +61,19 @@ def test_explain_bad_input_is_a_plain_error(capsys, ws_with_model):
     code, out, err = run(capsys, "--workspace", ws, "explain", image_id, "--method", "lime", "--samples", "16",
                          "--json")
     assert code == 0 and json.loads(out)["params"]["n_samples"] == 16
+
+
+def test_explain_layercam_from_the_command_and_the_window_list(tmp_path, capsys, ws_with_model):
+    """LayerCAM (beyond CLI.md's five methods) is reachable from ``loupe explain`` and the overlay's method list."""
+    from app.widgets.overlay_panel import METHODS
+
+    ws, image_id, _ = ws_with_model
+    npy = tmp_path / "l.npy"
+    code, out, err = run(capsys, "--workspace", ws, "explain", image_id, "--method", "layercam", "--out", str(npy),
+                         "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["method"] == "layercam" and doc["shape"] == [40, 56]
+    m = np.load(npy)
+    assert m.shape == (40, 56) and 0 <= m.min() and m.max() <= 1
+    assert ("LayerCAM", "layercam") in METHODS
