@@ -256,7 +256,7 @@ def relu6_for_int8(backbone: nn.Module, keep_float: Sequence[str] = ()) -> tuple
 def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Tensor],
                          backend: Optional[str] = None, quantize_head: bool = True,
                          keep_float: Sequence[str] = (), bits: Optional[str] = None,
-                         bias_correction: bool = False) -> nn.Module:
+                         bias_correction: bool = True) -> nn.Module:
     """Post-training static INT8 quantization of a LoupeNet's convolutional backbone (FX graph mode).
 
     The backbone is traced with ``torch.ao.quantization.quantize_fx.prepare_fx``
@@ -368,41 +368,33 @@ def correct_int8_bias(float_backbone: nn.Module, q_backbone: nn.Module, batches:
         lo, hi = (0 - m.zero_point) * m.scale, (255 - m.zero_point) * m.scale
         return (max(lo, 0.0) if isinstance(m, nniq.ConvReLU2d) else lo), hi
 
-    sums = {n: 0.0 for n in targets}
-    hooks = []
-    for name in targets:
-        lo, hi = out_range(qmods[name])
+    def upto(module, name, target):
+        """``module``'s output at ``target`` for every batch (the forward stops there)."""
+        outs = []
 
-        def hook(m, inp, out, name=name, lo=lo, hi=hi):
-            sums[name] = sums[name] + out.clamp(lo, hi).sum(dim=(0, 2, 3)).double()
-        hooks.append(fmods[name].register_forward_hook(hook))
-    count = 0
-    with torch.no_grad():
-        for xb in batches:
-            fb(xb.float())
-            count += xb.shape[0] * 1
-    for h in hooks:
-        h.remove()
+        def grab(mod, inp, out):
+            outs.append(out.dequantize() if out.is_quantized else out.float())
+            raise _Stop
+
+        h = target.register_forward_hook(grab)
+        try:
+            with torch.no_grad():
+                for xb in batches:
+                    try:
+                        module(xb.float())
+                    except _Stop:
+                        pass
+        finally:
+            h.remove()
+        return torch.cat(outs)
+
     rows = []
     for name in targets:
         m = qmods[name]
-        acc = {"sum": 0.0, "n": 0}
-
-        def qhook(mod, inp, out, acc=acc):
-            d = out.dequantize()
-            acc["sum"] = acc["sum"] + d.sum(dim=(0, 2, 3)).double()
-            acc["n"] += d.shape[0] * d.shape[2] * d.shape[3]
-            raise _Stop
-
-        h = m.register_forward_hook(qhook)
-        with torch.no_grad():
-            for xb in batches:
-                try:
-                    q_backbone(xb.float())
-                except _Stop:
-                    pass
-        h.remove()
-        shift = (acc["sum"] - sums[name]) / max(acc["n"], 1)
+        lo, hi = out_range(m)
+        f = upto(fb, name, fmods[name])
+        qo = upto(q_backbone, name, m)
+        shift = (qo - f.clamp(lo, hi)).double().mean(dim=(0, 2, 3))
         bias = m.bias()
         bias = (torch.zeros(shift.shape[0]) if bias is None else bias.detach().clone()) - shift.float()
         m.set_weight_bias(m.weight(), bias)
