@@ -8,7 +8,9 @@ Two ways to shrink a trained :class:`~core.models.architectures.LoupeNet`:
   the classifier head and gives little speed. :func:`quantize_static_int8` is
   post-training *static* quantization of the convolutional backbone through
   torch.ao's FX graph mode (``prepare_fx`` → calibration → ``convert_fx``, x86 /
-  fbgemm kernels, conv + BatchNorm (+ ReLU) fused), which is where the speed is.
+  fbgemm kernels, conv + BatchNorm (+ ReLU) fused, 8-bit activations with 7-bit
+  per-channel weights so the AVX2 kernels cannot saturate, empirical bias
+  correction), which is where the speed is.
   Both return a copy of the LoupeNet, so ``forward`` (logits), ``forward_all`` and
   ``embed`` keep working and the result can go straight into
   :func:`core.models.inference.run_inference`. Quantized networks are for
@@ -97,7 +99,7 @@ def _pick_backend(backend: Optional[str]) -> str:
 
 
 #: Engines whose x86 kernels multiply uint8 activations by int8 weights with ``vpmaddubsw`` (pairs summed in
-#: int16) on CPUs without VNNI: activations must use 7 bits (0 … 127) or the sums saturate.
+#: int16) on CPUs without VNNI: activations or weights must give up a bit (:data:`X86_BITS`) or the sums saturate.
 REDUCE_RANGE_ENGINES = ("x86", "fbgemm", "onednn")
 
 
@@ -172,7 +174,7 @@ def int8_qconfig_mapping(engine: str, keep_float: Sequence[str] = (), relu6_conv
     On the x86 engines (:data:`REDUCE_RANGE_ENGINES`) the AVX2 kernels without VNNI multiply uint8
     activations by int8 weights and sum the pairs in int16, which saturates when both use 8 bits (a 3×3
     convolution then errs by up to 30 output levels). ``bits`` (default :data:`X86_BITS`) picks which side
-    gives up one bit: ``"weight7"`` (8-bit activations, weights −64 … 63, per channel) or ``"act7"`` (7-bit
+    gives up one bit: ``"weight7"`` (8-bit activations, weights −63 … 63, per channel) or ``"act7"`` (7-bit
     activations, 8-bit weights). Other engines use 8 bits for both.
     """
     from torch.ao.quantization import QConfig
@@ -216,7 +218,7 @@ def _same_qconfig(a, b) -> bool:
 
 class _ReLUThenReLU6(nn.Sequential):
     """ReLU then ReLU6 (the same function as ReLU6): the ReLU fuses with the convolution before it, and the
-    quantized ReLU6, sharing the fused output's scale, clamps at 6 — so the values stay within the 7-bit
+    quantized ReLU6, sharing the fused output's scale, clamps at 6 — so the values stay within the activation
     range the next convolution's kernel needs (:func:`int8_qconfig_mapping`)."""
 
     def __init__(self):
@@ -410,10 +412,11 @@ def first_conv(backbone: nn.Module) -> Optional[str]:
 def default_keep_float(backbone: nn.Module) -> tuple[str, ...]:
     """The layers Loupe's INT8 recipe keeps in float: the stem convolution.
 
-    On the x86 kernels activations have 7 bits, so a quantized stem would read the 8-bit
-    image at half its precision; in the per-block sensitivity analysis of EfficientNet-Lite0
-    (docs/benchmarks.md) keeping the stem in float lowered the logit error most, and no other
-    single block mattered. The stem is a small share of the compute.
+    The stem reads the image itself and is a small share of the compute. With the earlier 7-bit
+    activations, keeping it in float lowered EfficientNet-Lite0's logit error most in the per-block
+    sensitivity analysis (docs/benchmarks.md); with the present recipe (8-bit activations, 7-bit
+    weights, bias correction) the Lite0 teacher passes the fast-reading gate either way, with a higher
+    top-class agreement when the stem stays float.
     """
     stem = first_conv(backbone)
     return (stem,) if stem else ()
