@@ -334,7 +334,7 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
 
 
 class _Stop(Exception):
-    pass
+    """Raised by a forward hook to end a forward pass once the layer it watches has run."""
 
 
 def correct_int8_bias(float_backbone: nn.Module, q_backbone: nn.Module, batches: Sequence[torch.Tensor]) -> list[dict]:
@@ -370,7 +370,7 @@ def correct_int8_bias(float_backbone: nn.Module, q_backbone: nn.Module, batches:
         lo, hi = (0 - m.zero_point) * m.scale, (255 - m.zero_point) * m.scale
         return (max(lo, 0.0) if isinstance(m, nniq.ConvReLU2d) else lo), hi
 
-    def upto(module, name, target):
+    def upto(module, target):
         """``module``'s output at ``target`` for every batch (the forward stops there)."""
         outs = []
 
@@ -394,8 +394,8 @@ def correct_int8_bias(float_backbone: nn.Module, q_backbone: nn.Module, batches:
     for name in targets:
         m = qmods[name]
         lo, hi = out_range(m)
-        f = upto(fb, name, fmods[name])
-        qo = upto(q_backbone, name, m)
+        f = upto(fb, fmods[name])
+        qo = upto(q_backbone, m)
         shift = (qo - f.clamp(lo, hi)).double().mean(dim=(0, 2, 3))
         bias = m.bias()
         bias = (torch.zeros(shift.shape[0]) if bias is None else bias.detach().clone()) - shift.float()
