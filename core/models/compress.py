@@ -8,7 +8,9 @@ Two ways to shrink a trained :class:`~core.models.architectures.LoupeNet`:
   the classifier head and gives little speed. :func:`quantize_static_int8` is
   post-training *static* quantization of the convolutional backbone through
   torch.ao's FX graph mode (``prepare_fx`` → calibration → ``convert_fx``, x86 /
-  fbgemm kernels, conv + BatchNorm (+ ReLU) fused), which is where the speed is.
+  fbgemm kernels, conv + BatchNorm (+ ReLU) fused, 8-bit activations with 7-bit
+  per-channel weights so the AVX2 kernels cannot saturate, empirical bias
+  correction), which is where the speed is.
   Both return a copy of the LoupeNet, so ``forward`` (logits), ``forward_all`` and
   ``embed`` keep working and the result can go straight into
   :func:`core.models.inference.run_inference`. Quantized networks are for
@@ -97,7 +99,7 @@ def _pick_backend(backend: Optional[str]) -> str:
 
 
 #: Engines whose x86 kernels multiply uint8 activations by int8 weights with ``vpmaddubsw`` (pairs summed in
-#: int16) on CPUs without VNNI: activations must use 7 bits (0 … 127) or the sums saturate.
+#: int16) on CPUs without VNNI: activations or weights must give up a bit (:data:`X86_BITS`) or the sums saturate.
 REDUCE_RANGE_ENGINES = ("x86", "fbgemm", "onednn")
 
 
@@ -132,22 +134,59 @@ class _LazyObserver:
 _UpToSixObserver = _LazyObserver()
 
 
-def int8_qconfig_mapping(engine: str, keep_float: Sequence[str] = (), relu6_convs: Sequence[str] = ()):
-    """The FX QConfigMapping of Loupe's INT8 recipe: the engine's default (per-channel INT8 weights,
-    histogram-calibrated activations), the backbone modules named in ``keep_float`` left in float, and an
-    output range that stops at 6 for the convolutions whose ReLU6 was made fusable (:func:`relu6_for_int8`).
+#: Bits of Loupe's INT8 recipe on the x86 engines (:data:`REDUCE_RANGE_ENGINES`): 8-bit activations (0 … 255)
+#: and 7-bit symmetric weights (−63 … 63, per channel), so that a ``vpmaddubsw`` pair sum stays within int16
+#: (255·63·2 = 32130 ≤ 32767). "act7": the earlier split, 7-bit activations (0 … 127) and 8-bit weights
+#: (127·128·2 = 32512). On the EfficientNet-Lite0 teacher (docs/benchmarks.md) "weight7" with bias
+#: correction passed the fast-reading gate where "act7" did not.
+X86_BITS = "weight7"
+#: Largest weight magnitude, in levels, of the "weight7" split (symmetric: −63 … 63; a −64 … 63 range
+#: rounds its extreme weights to ±64, which converts outside the observer's range).
+WEIGHT7_MAX = 63
+BIT_SPLITS = ("weight7", "act7")
 
-    On the x86 engines activations keep to 7 bits (:data:`REDUCE_RANGE_ENGINES`), the ReLU6 outputs included:
-    with 8-bit activations the AVX2 kernels' int16 pair sums saturate (a 3×3 convolution then errs by up to
-    30 output levels), which is what made an earlier recipe's INT8 Lite0 disagree with its float model.
+
+def _activation_observer(engine: str, bits: str, up_to_six: bool = False):
+    from torch.ao.quantization.observer import HistogramObserver
+
+    reduce = engine in REDUCE_RANGE_ENGINES and bits == "act7"
+    if up_to_six:
+        return _UpToSixObserver.with_args(dtype=torch.quint8, reduce_range=reduce)
+    return HistogramObserver.with_args(dtype=torch.quint8, reduce_range=reduce)
+
+
+def _weight_observer(engine: str, bits: str):
+    from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+    seven = engine in REDUCE_RANGE_ENGINES and bits == "weight7"
+    return PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                              quant_min=-WEIGHT7_MAX if seven else -128,
+                                              quant_max=WEIGHT7_MAX if seven else 127)
+
+
+def int8_qconfig_mapping(engine: str, keep_float: Sequence[str] = (), relu6_convs: Sequence[str] = (),
+                         bits: Optional[str] = None):
+    """The FX QConfigMapping of Loupe's INT8 recipe: per-channel symmetric INT8 weights and
+    histogram-calibrated activations for every quantizable op, the backbone modules named in ``keep_float``
+    left in float, and an output range that stops at 6 for the convolutions whose ReLU6 was made fusable
+    (:func:`relu6_for_int8`).
+
+    On the x86 engines (:data:`REDUCE_RANGE_ENGINES`) the AVX2 kernels without VNNI multiply uint8
+    activations by int8 weights and sum the pairs in int16, which saturates when both use 8 bits (a 3×3
+    convolution then errs by up to 30 output levels). ``bits`` (default :data:`X86_BITS`) picks which side
+    gives up one bit: ``"weight7"`` (8-bit activations, weights −63 … 63, per channel) or ``"act7"`` (7-bit
+    activations, 8-bit weights). Other engines use 8 bits for both.
     """
-    from torch.ao.quantization import QConfig, get_default_qconfig, get_default_qconfig_mapping
+    from torch.ao.quantization import QConfig
 
-    mapping = get_default_qconfig_mapping(engine)
+    bits = bits or X86_BITS
+    if bits not in BIT_SPLITS:
+        raise ModelError(f"unknown INT8 bit split {bits!r}: choose {' or '.join(BIT_SPLITS)}")
+    default = QConfig(activation=_activation_observer(engine, bits), weight=_weight_observer(engine, bits))
+    mapping = _default_mapping_with(engine, default)
     if relu6_convs:
-        relu6 = QConfig(activation=_UpToSixObserver.with_args(dtype=torch.quint8,
-                                                              reduce_range=engine in REDUCE_RANGE_ENGINES),
-                        weight=get_default_qconfig(engine).weight)
+        relu6 = QConfig(activation=_activation_observer(engine, bits, up_to_six=True),
+                        weight=_weight_observer(engine, bits))
         for name in relu6_convs:
             mapping = mapping.set_module_name(name, relu6)
     for name in keep_float:
@@ -155,9 +194,31 @@ def int8_qconfig_mapping(engine: str, keep_float: Sequence[str] = (), relu6_conv
     return mapping
 
 
+def _default_mapping_with(engine: str, qconfig):
+    """torch's default FX mapping for ``engine`` (fixed-range qconfigs for sigmoid, tanh, … included) with
+    ``qconfig`` in place of the engine's default everywhere else."""
+    from torch.ao.quantization import get_default_qconfig, get_default_qconfig_mapping
+
+    mapping = get_default_qconfig_mapping(engine)  # a fresh object on every call
+    stock = get_default_qconfig(engine)
+    mapping.set_global(qconfig)
+    table = mapping.object_type_qconfigs
+    for key, qc in list(table.items()):
+        if qc is not None and _same_qconfig(qc, stock):
+            table[key] = qconfig
+    return mapping
+
+
+def _same_qconfig(a, b) -> bool:
+    try:
+        return repr(a.activation()) == repr(b.activation()) and repr(a.weight()) == repr(b.weight())
+    except Exception:  # a qconfig whose observers need arguments: not the stock default
+        return False
+
+
 class _ReLUThenReLU6(nn.Sequential):
     """ReLU then ReLU6 (the same function as ReLU6): the ReLU fuses with the convolution before it, and the
-    quantized ReLU6, sharing the fused output's scale, clamps at 6 — so the values stay within the 7-bit
+    quantized ReLU6, sharing the fused output's scale, clamps at 6 — so the values stay within the activation
     range the next convolution's kernel needs (:func:`int8_qconfig_mapping`)."""
 
     def __init__(self):
@@ -196,7 +257,8 @@ def relu6_for_int8(backbone: nn.Module, keep_float: Sequence[str] = ()) -> tuple
 
 def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Tensor],
                          backend: Optional[str] = None, quantize_head: bool = True,
-                         keep_float: Sequence[str] = ()) -> nn.Module:
+                         keep_float: Sequence[str] = (), bits: Optional[str] = None,
+                         bias_correction: bool = True) -> nn.Module:
     """Post-training static INT8 quantization of a LoupeNet's convolutional backbone (FX graph mode).
 
     The backbone is traced with ``torch.ao.quantization.quantize_fx.prepare_fx``
@@ -214,6 +276,10 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
         quantize_head: also quantize the head's Linear dynamically.
         keep_float: backbone module names (as in ``net.backbone.named_modules()``) left in float:
             the layers that do not quantize well.
+        bits: which side gives up a bit on the x86 engines (:func:`int8_qconfig_mapping`); default
+            :data:`X86_BITS`.
+        bias_correction: after conversion, correct each quantized convolution's bias by its mean
+            per-channel output error on the calibration images (:func:`correct_int8_bias`).
 
     Returns:
         A copy of ``net`` whose ``backbone`` is an INT8 ``GraphModule``; ``forward``,
@@ -240,16 +306,21 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
     with _quiet_ao():
         try:
             relu6_convs, float_relu6 = relu6_for_int8(q.backbone, keep_float)
-            prepared = prepare_fx(q.backbone, int8_qconfig_mapping(engine, [*keep_float, *float_relu6], relu6_convs),
+            float_backbone = copy.deepcopy(q.backbone) if bias_correction else None
+            prepared = prepare_fx(q.backbone, int8_qconfig_mapping(engine, [*keep_float, *float_relu6], relu6_convs,
+                                                                   bits),
                                   (first[:1].float(),))
         except Exception as exc:  # FX tracing fails on data-dependent control flow
             raise ModelError(f"cannot quantize the {getattr(net, 'arch', 'model')} backbone statically: {exc}") from exc
         n = 0
+        calib = [first] + list(batches)
         with torch.no_grad():  # observers update their buffers in place
-            for xb in ([first] + list(batches)):
+            for xb in calib:
                 prepared(xb.float().cpu())
                 n += len(xb)
         q.backbone = convert_fx(prepared)
+        if bias_correction:
+            correct_int8_bias(float_backbone, q.backbone, calib)
         if quantize_head:
             from torch.ao.quantization import quantize_dynamic
 
@@ -262,6 +333,77 @@ def quantize_static_int8(net: nn.Module, calibration_batches: Iterable[torch.Ten
     return q.eval()
 
 
+class _Stop(Exception):
+    """Raised by a forward hook to end a forward pass once the layer it watches has run."""
+
+
+def correct_int8_bias(float_backbone: nn.Module, q_backbone: nn.Module, batches: Sequence[torch.Tensor]) -> list[dict]:
+    """Empirical bias correction (Nagel et al., 2019) of a converted INT8 backbone, in place.
+
+    For each quantized convolution in graph order, the mean per-channel error of its output
+    (quantized minus float, with the float output clipped to the quantized output's range, the
+    way the quantized layer clips it) over ``batches`` is subtracted from its bias; later layers
+    are measured with the earlier ones already corrected. ``float_backbone`` is the float backbone
+    as it was traced (BatchNorm still separate); it is not modified. Returns one row per layer
+    ``{"layer", "mean_abs_shift"}`` (in output units).
+    """
+    import torch.ao.nn.intrinsic.quantized as nniq
+    import torch.ao.nn.quantized as nnq
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fb = copy.deepcopy(float_backbone).eval()
+    qmods = dict(q_backbone.named_modules())
+    fmods = dict(fb.named_modules())
+    targets = [n for n, m in qmods.items() if isinstance(m, (nnq.Conv2d, nniq.ConvReLU2d)) and n in fmods]
+    # fold each target conv's BatchNorm into it in the float copy, so its output is the quantized layer's
+    for name in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = fmods[parent_name] if parent_name else fb
+        kids = list(parent.named_children())
+        k = [n for n, _ in kids].index(child)
+        if k + 1 < len(kids) and isinstance(kids[k + 1][1], nn.BatchNorm2d):
+            setattr(parent, child, fuse_conv_bn_eval(getattr(parent, child), kids[k + 1][1]))
+            setattr(parent, kids[k + 1][0], nn.Identity())
+    fmods = dict(fb.named_modules())
+
+    def out_range(m):
+        lo, hi = (0 - m.zero_point) * m.scale, (255 - m.zero_point) * m.scale
+        return (max(lo, 0.0) if isinstance(m, nniq.ConvReLU2d) else lo), hi
+
+    def upto(module, target):
+        """``module``'s output at ``target`` for every batch (the forward stops there)."""
+        outs = []
+
+        def grab(mod, inp, out):
+            outs.append(out.dequantize() if out.is_quantized else out.float())
+            raise _Stop
+
+        h = target.register_forward_hook(grab)
+        try:
+            with torch.no_grad():
+                for xb in batches:
+                    try:
+                        module(xb.float())
+                    except _Stop:
+                        pass
+        finally:
+            h.remove()
+        return torch.cat(outs)
+
+    rows = []
+    for name in targets:
+        m = qmods[name]
+        lo, hi = out_range(m)
+        f = upto(fb, fmods[name])
+        qo = upto(q_backbone, m)
+        shift = (qo - f.clamp(lo, hi)).double().mean(dim=(0, 2, 3))
+        bias = m.bias()
+        bias = (torch.zeros(shift.shape[0]) if bias is None else bias.detach().clone()) - shift.float()
+        m.set_weight_bias(m.weight(), bias)
+        rows.append({"layer": name, "mean_abs_shift": float(shift.abs().mean())})
+    return rows
+
+
 def first_conv(backbone: nn.Module) -> Optional[str]:
     """Name of the backbone's first convolution (the stem), the one that reads the image itself."""
     return next((n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)), None)
@@ -270,10 +412,11 @@ def first_conv(backbone: nn.Module) -> Optional[str]:
 def default_keep_float(backbone: nn.Module) -> tuple[str, ...]:
     """The layers Loupe's INT8 recipe keeps in float: the stem convolution.
 
-    On the x86 kernels activations have 7 bits, so a quantized stem would read the 8-bit
-    image at half its precision; in the per-block sensitivity analysis of EfficientNet-Lite0
-    (docs/benchmarks.md) keeping the stem in float lowered the logit error most, and no other
-    single block mattered. The stem is a small share of the compute.
+    The stem reads the image itself and is a small share of the compute. With the earlier 7-bit
+    activations, keeping it in float lowered EfficientNet-Lite0's logit error most in the per-block
+    sensitivity analysis (docs/benchmarks.md); with the present recipe (8-bit activations, 7-bit
+    weights, bias correction) the Lite0 teacher passes the fast-reading gate either way, with a higher
+    top-class agreement when the stem stays float.
     """
     stem = first_conv(backbone)
     return (stem,) if stem else ()

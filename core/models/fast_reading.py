@@ -251,7 +251,8 @@ def rebuild_int8(payload: dict):
     size = int(payload["input_spec"]["size"])
     channels = int(payload["input_spec"].get("channels", 3))
     dummy = [torch.zeros(2, channels, size, size)]
-    q = quantize_static_int8(net.eval(), dummy, backend=recipe.get("engine"), keep_float=recipe.get("keep_float", ()))
+    q = quantize_static_int8(net.eval(), dummy, backend=recipe.get("engine"), keep_float=recipe.get("keep_float", ()),
+                             bias_correction=False)  # the saved state dict holds the corrected biases
     try:
         q.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:

@@ -1,5 +1,6 @@
-"""Loupe's INT8 recipe on tiny hand-built networks: 7-bit activations on x86, ReLU6 kept exact, layers kept in
-float stay float, the sensitivity analysis, and the gate reading a student at its own operating point."""
+"""Loupe's INT8 recipe on tiny hand-built networks: on x86, 8-bit activations with 7-bit weights (the kernels'
+int16 pair sums cannot saturate), bias correction, ReLU6 kept exact, layers kept in float stay float, the
+sensitivity analysis, and the gate reading a student at its own operating point."""
 
 from __future__ import annotations
 
@@ -69,9 +70,51 @@ def test_relu6_becomes_relu_then_relu6_and_a_float_conv_keeps_its_own():
     assert torch.equal(swapped(x), torch.clamp(x, 0, 6))  # the same function as the ReLU6 it replaces
 
 
+def _kernel_error_in_levels(engine: str, weight_max: int, groups: int) -> float:
+    """Largest gap, in output levels, between a quantized 3×3 convolution on ``engine`` and the same
+    arithmetic done exactly in float, on the worst input for an int16 pair sum: every activation at 255
+    and every weight at +``weight_max`` (so each ``vpmaddubsw`` pair adds up to 2·255·weight_max)."""
+    from torch.ao.nn.quantized import Conv2d as QConv2d
+
+    torch.backends.quantized.engine = engine
+    cin = cout = 16
+    x = torch.quantize_per_tensor(torch.full((2, cin, 6, 6), 255.0 / 64), 1.0 / 64, 0, torch.quint8)
+    w = torch.full((cout, cin // groups, 3, 3), 0.02)
+    w[1::2] *= -1  # half the output channels negative
+    scales = (w.abs().flatten(1).amax(1) / weight_max).double()
+    wq = torch.quantize_per_channel(w, scales, torch.zeros(cout, dtype=torch.long), 0, torch.qint8)
+    assert int(wq.int_repr().abs().max()) == weight_max and int(x.int_repr().min()) == 255
+    ref = torch.nn.functional.conv2d(x.dequantize(), wq.dequantize(), torch.zeros(cout), padding=1, groups=groups)
+    out_scale = float(ref.abs().max()) / 127
+    conv = QConv2d(cin, cout, 3, padding=1, groups=groups)
+    conv.set_weight_bias(wq, torch.zeros(cout))
+    conv.scale, conv.zero_point = out_scale, 128
+    ref_q = torch.quantize_per_tensor(ref, out_scale, 128, torch.quint8).int_repr().int()
+    return float((conv(x).int_repr().int() - ref_q).abs().max())
+
+
 @needs_x86
-def test_int8_activations_stay_within_7_bits_and_reproduce_the_float_network():
-    """With 8-bit activations (0…255) the AVX2 kernels' int16 pair sums saturate: 255·127·2 > 32767."""
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+@pytest.mark.parametrize("groups", [1, 16], ids=["dense", "depthwise"])
+def test_kernel_with_8_bit_activations_and_the_recipe_weights_does_not_saturate(groups):
+    """255 · 63 · 2 = 32130 fits an int16 pair sum: the quantized conv equals exact arithmetic to the level.
+    (With weights at 127 the AVX2 kernels without VNNI are off by many levels here; CPUs with VNNI sum in
+    int32 and are exact either way, so only the recipe's case is asserted.)"""
+    from core.models.compress import WEIGHT7_MAX
+
+    old = torch.backends.quantized.engine
+    try:
+        assert _kernel_error_in_levels(X86, WEIGHT7_MAX, groups) <= 1
+    finally:
+        torch.backends.quantized.engine = old
+
+
+@needs_x86
+def test_int8_recipe_uses_8_bit_activations_7_bit_weights_and_reproduces_the_float_network():
+    """On an image of ones the first block's ReLU6 gives 6 (level 255) and the second block's weights are all
+    equal (level 63): the worst case for the AVX2 pair sums, which the recipe's bit split keeps exact."""
+    from torch.ao.nn.intrinsic.quantized import ConvReLU2d
+
     net = saturating_tiny()
     ones = torch.ones(4, 3, 8, 8)
     q = quantize_static_int8(net, [ones], backend=X86, quantize_head=False)
@@ -81,10 +124,68 @@ def test_int8_activations_stay_within_7_bits_and_reproduce_the_float_network():
     with torch.no_grad():
         ref, out = net(ones), q(ones)
     assert seen and seen[0].is_quantized
-    assert int(seen[0].int_repr().max()) <= 127
+    assert int(seen[0].int_repr().max()) == 255  # 8-bit activations: 6.0 is the top level
+    weights = [m.weight().int_repr() for m in q.backbone.modules() if isinstance(m, ConvReLU2d)]
+    assert len(weights) == 2 and all(int(w.abs().max()) == 63 for w in weights)  # 7-bit symmetric weights
     # by hand: block 1 gives 6 everywhere; block 2's interior pixels get 6·8·9·0.01 = 4.32 (borders less)
-    assert seen[0].dequantize().max().item() == pytest.approx(6.0, abs=0.05)
+    assert seen[0].dequantize().max().item() == pytest.approx(6.0, abs=0.03)
+    assert torch.allclose(out, ref, rtol=0.02, atol=0.03)
+
+
+@needs_x86
+def test_the_earlier_bit_split_keeps_activations_within_7_bits():
+    net = saturating_tiny()
+    ones = torch.ones(4, 3, 8, 8)
+    q = quantize_static_int8(net, [ones], backend=X86, quantize_head=False, bits="act7")
+    seen = []
+    dict(q.backbone.named_modules())["1.0"].register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    with torch.no_grad():
+        ref, out = net(ones), q(ones)
+    assert int(seen[0].int_repr().max()) == 127
     assert torch.allclose(out, ref, rtol=0.03, atol=0.05)
+
+
+class Biased(nn.Module):
+    """One 1×1 conv whose second weight (0.0119) falls between two 7-bit levels of its channel (scale
+    1/63: 0.75 of a level, rounded to 1 level = 0.01587), read on a constant second input channel of 5: a
+    systematic output error of 5 · (0.01587 − 0.0119) ≈ 0.0198, about five output levels."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(2, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        with torch.no_grad():
+            self.backbone[0].weight.copy_(torch.tensor([1.0, 0.0119]).view(1, 2, 1, 1))
+            self.backbone[0].bias.zero_()
+        self.head = nn.Linear(1, 2)
+        self.arch = "biased"
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+@needs_x86
+def test_bias_correction_removes_the_systematic_error_by_hand():
+    torch.manual_seed(0)
+    net = Biased().eval()
+
+    def images(n):
+        return torch.cat([torch.rand(n, 1, 6, 6), torch.full((n, 1, 6, 6), 5.0)], dim=1)
+
+    calib, check = [images(16)], images(64)
+    plain = quantize_static_int8(net, calib, backend=X86, quantize_head=False, bias_correction=False)
+    fixed = quantize_static_int8(net, calib, backend=X86, quantize_head=False)
+    with torch.no_grad():
+        f = net.backbone(check)
+        err_plain = float((plain.backbone(check) - f).mean())
+        err_fixed = float((fixed.backbone(check) - f).mean())
+    conv_plain = dict(plain.backbone.named_modules())["0"]
+    conv_fixed = dict(fixed.backbone.named_modules())["0"]
+    assert int(conv_plain.weight().int_repr()[0, 1]) == 1  # 0.0119 rounded up to one level of 1/63
+    assert err_plain == pytest.approx(5 * (1 / 63 - 0.0119), abs=0.004)  # the error worked out by hand
+    # the correction moved the bias by about that error and the mean error is gone (within half a level)
+    assert float(conv_fixed.bias().detach()[0] - conv_plain.bias().detach()[0]) == pytest.approx(-err_plain, abs=0.004)
+    assert abs(err_fixed) < 0.1 * abs(err_plain)
+    assert torch.equal(conv_fixed.weight().int_repr(), conv_plain.weight().int_repr())  # weights untouched
 
 
 @needs_x86
