@@ -42,7 +42,7 @@ from core.explain.faithfulness import BLUR_FRACTION
 
 logger = logging.getLogger(__name__)
 
-SAMPLINGS = ("independent", "antithetic", "uniform_count")
+SAMPLINGS = ("independent", "orthogonal", "antithetic", "uniform_count")
 SCORES = ("logit", "probability")
 
 
@@ -74,7 +74,11 @@ def to_unit(ctx: ExplainContext) -> np.ndarray:
 def on_off(sampling: str, n: int, k: int, generator: torch.Generator) -> torch.Tensor:
     """(n, k) bool: which of ``k`` superpixels each of ``n`` samples keeps; row 0 keeps all (the image itself).
 
-    ``independent``: every superpixel kept with probability ½, independently. ``antithetic``: the same,
+    ``independent``: every superpixel kept with probability ½, independently. ``orthogonal``: the first
+    m rows (m the largest power of two ≤ n, when m − 1 ≥ k) are k randomly chosen columns of the m × m
+    Sylvester–Hadamard matrix, so row 0 keeps all, every superpixel is kept in exactly half of them and
+    any two superpixels are uncorrelated (a two-level orthogonal array); rows beyond m, and every row when
+    m − 1 < k, are drawn as ``independent``. ``antithetic``: the same as ``independent``,
     each drawn vector followed by its complement. ``uniform_count``: the number hidden drawn uniformly
     from 1..k−1, then which ones, each vector followed by its complement.
 
@@ -86,6 +90,13 @@ def on_off(sampling: str, n: int, k: int, generator: torch.Generator) -> torch.T
     z = torch.ones(n, k, dtype=torch.bool)
     if n <= 1:
         return z
+    if sampling == "orthogonal":
+        m = 1 << (n.bit_length() - 1)  # the largest power of two ≤ n
+        if m - 1 >= k:
+            z[:m] = hadamard_keep(m)[:, hadamard_columns(m, k, generator)]
+            z[m:] = torch.rand(n - m, k, generator=generator) < 0.5
+            return z
+        sampling = "independent"  # fewer samples than superpixels + 1: no orthogonal block fits
     if sampling == "independent":
         z[1:] = torch.rand(n - 1, k, generator=generator) < 0.5
         return z
@@ -99,6 +110,33 @@ def on_off(sampling: str, n: int, k: int, generator: torch.Generator) -> torch.T
         rows += [v, ~v]
     z[1:] = torch.stack(rows[:n - 1])
     return z
+
+
+def hadamard_keep(m: int) -> torch.Tensor:
+    """(m, m) bool Sylvester–Hadamard matrix of a power of two ``m`` (True = +1): entry (i, j) is +1 when
+    i AND j has an even number of set bits. Row 0 and column 0 are all True; any two other columns are
+    orthogonal in ±1 coding, and each is True in exactly half the rows."""
+    if m < 1 or m & (m - 1):
+        raise ModelError(f"a Hadamard block needs a power of two, not {m}")
+    i = np.arange(m)
+    bits = np.bitwise_and(i[:, None], i[None, :])
+    parity = np.zeros_like(bits)
+    while bits.any():
+        parity ^= bits & 1
+        bits >>= 1
+    return torch.from_numpy(parity == 0)
+
+
+def hadamard_columns(m: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """``k`` distinct column indices in 1..m−1 of the m × m Sylvester–Hadamard matrix, in random order:
+    first those whose index has an odd number of set bits (on them, row m−1−i is the complement of row
+    i, so no superpixel's column is the product of two others': the design is a fold-over and a
+    pair's interaction does not bias a single superpixel's weight), then, when k > m/2, even ones."""
+    idx = torch.arange(1, m)
+    odd = torch.tensor([bin(int(j)).count("1") % 2 == 1 for j in idx], dtype=torch.bool)
+    a, b = idx[odd], idx[~odd]
+    order = torch.cat([a[torch.randperm(len(a), generator=generator)], b[torch.randperm(len(b), generator=generator)]])
+    return order[:k][torch.randperm(k, generator=generator)]
 
 
 def kernel_weights(z: torch.Tensor, width: float) -> np.ndarray:
