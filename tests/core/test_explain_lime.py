@@ -187,3 +187,23 @@ def test_probability_score_keeps_the_ranking_and_bad_parameters_are_refused():
         run(_ctx(net, x, spec, score="softmax"))
     with pytest.raises(ModelError, match="2 samples"):
         run(_ctx(net, x, spec, n_samples=1))
+
+
+class LayoutRecorder(LinearLogit):
+    """LinearLogit that records the memory layout of every batch it is given."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__(a)
+        self.channels_last = []
+
+    def forward(self, x):
+        self.channels_last.append(x.is_contiguous(memory_format=torch.channels_last))
+        return super().forward(x)
+
+
+def test_perturbed_batches_reach_the_model_channels_last():
+    spec = InputSpec(size=24, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    x = torch.rand(1, 3, 24, 24)
+    net = LayoutRecorder(torch.ones(1, 3, 24, 24) * 0.01)
+    run(_ctx(net, x, spec, n_samples=40, n_segments=4))
+    assert net.channels_last == [True, True, True]  # 40 samples in batches of 16
