@@ -4,8 +4,8 @@ Usage: python bench/lime_fair.py [--val 6] [--val-seeds 2] [--test 8] [--seeds 3
        [--loupe-ns 16,32,48,64] [--val-ns 32,64] [--steps 10]
 
 - Model: the melanoma-vs-naevus EfficientNet-Lite0 (224 px, fine-tuned) that ``bench/explain_real.py`` trains
-  with Loupe's training API on a lesion-grouped HAM10000 split (cached), so the explained class is one the model predicts
-  with confidence: held-out photographs it classifies correctly with probability ≥ 0.9, taken in order per
+  with Loupe's training API on a lesion-grouped HAM10000 split (cached), so the explained class is one the
+  model predicts with confidence: held-out photographs it classifies correctly with probability ≥ 0.9, taken in order per
   class; the first ``--val`` (a third melanomas) are *validation* photographs, the next ``--test`` (three in
   eight melanomas) are *test* photographs. The two sets share no photograph.
 - Segmentation: Loupe's SLIC superpixels (``core.explain.lime.superpixels`` with Loupe's default parameters)
