@@ -5,9 +5,9 @@ Usage: python bench/lime_fair.py [--val 6] [--val-seeds 2] [--test 8] [--seeds 3
 
 - Model: the melanoma-vs-naevus EfficientNet-Lite0 (224 px, fine-tuned) that ``bench/explain_real.py`` trains
   with Loupe's training API on a lesion-grouped HAM10000 split (cached), so the explained class is one the
-  model predicts with confidence: held-out photographs it classifies correctly with probability ≥ 0.9, taken in order per
-  class; the first ``--val`` (a third melanomas) are *validation* photographs, the next ``--test`` (three in
-  eight melanomas) are *test* photographs. The two sets share no photograph.
+  model predicts with confidence: held-out photographs it classifies correctly with probability ≥ 0.9, taken
+  in order per class; the first ``--val`` (a third melanomas) are *validation* photographs, the next
+  ``--test`` (three in eight melanomas) are *test* photographs. The two sets share no photograph.
 - Segmentation: Loupe's SLIC superpixels (``core.explain.lime.superpixels`` with Loupe's default parameters)
   are computed once per photograph and passed to the lime package as its ``segmentation_fn`` (the seconds of
   that SLIC call are added to lime's time, as Loupe's own time includes its SLIC), so both fit weights for
