@@ -1,20 +1,21 @@
 """LIME measured fairly: Loupe's LIME and the ``lime`` package with the same segmentation, same model, same images.
 
 Usage: python bench/lime_fair.py [--val 6] [--val-seeds 2] [--test 8] [--seeds 3] [--lime-ns 16,32,64]
-       [--loupe-ns 16,32,48,64] [--val-n 32] [--steps 10]
+       [--loupe-ns 16,32,48,64] [--val-ns 32,64] [--steps 10]
 
-- Model: the melanoma-vs-naevus EfficientNet-Lite0 (160 px) that ``bench/explain_real.py`` trains with Loupe's
-  training API on a lesion-grouped HAM10000 split (cached), so the explained class is one the model predicts
-  with confidence: held-out photographs it classifies correctly with probability ≥ 0.9, taken in order per
-  class; the first ``--val`` (a third melanomas) are *validation* photographs, the next ``--test`` (three in
-  eight melanomas) are *test* photographs. The two sets share no photograph.
+- Model: the melanoma-vs-naevus EfficientNet-Lite0 (224 px, fine-tuned) that ``bench/explain_real.py`` trains
+  with Loupe's training API on a lesion-grouped HAM10000 split (cached), so the explained class is one the
+  model predicts with confidence: held-out photographs it classifies correctly with probability ≥ 0.9, taken
+  in order per class; the first ``--val`` (a third melanomas) are *validation* photographs, the next
+  ``--test`` (three in eight melanomas) are *test* photographs. The two sets share no photograph.
 - Segmentation: Loupe's SLIC superpixels (``core.explain.lime.superpixels`` with Loupe's default parameters)
   are computed once per photograph and passed to the lime package as its ``segmentation_fn`` (the seconds of
   that SLIC call are added to lime's time, as Loupe's own time includes its SLIC), so both fit weights for
   exactly the same features.
-- Validation: Loupe's LIME variants (fill × fitted score × sampling) at ``--val-n`` samples; the one
-  with the largest mean insertion − deletion AUC among the fills that also hide a flat object (not
-  ``segment_mean``: it scores 0 % on the synthetic bright-patch pointing test) is used on the test photographs.
+- Validation: Loupe's LIME variants (fill × fitted score × sampling) at each of ``--val-ns`` sample counts;
+  the one with the largest mean insertion − deletion AUC over those counts among the fills that also hide a
+  flat object (not ``segment_mean``: it scores 0 % on the synthetic bright-patch pointing test) is used on
+  the test photographs. The lime package's own maps at the same counts are listed beside them.
 - Test: the lime package (its defaults: hide_color=None, Bernoulli ½ samples with the image first, cosine
   kernel 0.25, ridge) and Loupe's chosen variant at their sample counts, photographs × ``--seeds`` seeds;
   every map scored by the same deletion / insertion code (blurred reference) on the same path (positive part
@@ -28,6 +29,7 @@ Writes the "LIME measured fairly (same segmentation)" section of docs/benchmarks
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -44,9 +46,8 @@ from bench.common import BENCH_MD, machine_facts, now_stamp, package_version, wr
 
 TITLE = "LIME measured fairly (same segmentation)"
 #: Loupe variants tried on the validation photographs: (fill, fitted score, sampling).
-VARIANTS = (("mean", "logit", "independent"), ("mean", "probability", "independent"),
-            ("mean", "logit", "antithetic"), ("mean", "probability", "antithetic"),
-            ("heavy_blur", "logit", "independent"), ("segment_mean", "logit", "independent"))
+VARIANTS = (("heavy_blur", "logit", "independent"), ("heavy_blur", "logit", "orthogonal"),
+            ("heavy_blur", "logit", "antithetic"))
 #: Fills that cannot be the default: they leave a flat object visible (synthetic pointing test).
 NOT_DEFAULT = {"segment_mean"}
 
@@ -152,13 +153,16 @@ def vname(v) -> str:
     return f"{v[0]} fill, {v[1]}, {v[2]}"
 
 
-def validate(runner, photos, n, seeds) -> tuple[list[dict], tuple]:
-    """Every variant on the validation photographs (``seeds`` seeds); the chosen variant."""
+def validate(runner, photos, ns, seeds) -> tuple[list[dict], tuple]:
+    """Every variant, and the lime package, on the validation photographs at each sample count of ``ns``
+    (``seeds`` seeds); the chosen variant (largest mean insertion − deletion over all counts)."""
     records = []
     for photo in photos:
-        for v in VARIANTS:
+        for n in ns:
             for seed in range(seeds):
-                records.append({"photo": photo[0], "variant": v, **runner.loupe(photo, n, seed, v)})
+                records.append({"photo": photo[0], "variant": "lime", "n": n, **runner.lime(photo, n, seed)})
+                for v in VARIANTS:
+                    records.append({"photo": photo[0], "variant": v, "n": n, **runner.loupe(photo, n, seed, v)})
         print(f"validation {photo[0]} done", file=sys.stderr, flush=True)
     gaps = {v: np.mean([r["insertion"] - r["deletion"] for r in records if r["variant"] == v]) for v in VARIANTS}
     eligible = [v for v in VARIANTS if v[0] not in NOT_DEFAULT]
@@ -220,7 +224,7 @@ def section(val_records, chosen, records, val, photos, args, load, minutes, pair
     segs = sorted({r["segments"] for r in records})
     lines = [f"Run {now_stamp()} on {machine_facts()}; `nice -n 19 python bench/lime_fair.py --val {args.val} "
              f"--val-seeds {args.val_seeds} --test {args.test} --seeds {args.seeds} --lime-ns {args.lime_ns} "
-             f"--loupe-ns {args.loupe_ns} --val-n {args.val_n} --steps {args.steps} --timing-n {args.timing_n} "
+             f"--loupe-ns {args.loupe_ns} --val-ns {args.val_ns} --steps {args.steps} --timing-n {args.timing_n} "
              f"--timing-photos {args.timing_photos} --timing-rounds {args.timing_rounds}`, "
              f"{minutes:.1f} min in all; 1 torch thread for both tools; lime {package_version('lime')}; one-minute "
              f"load average {load[0]:.1f} before → {load[1]:.1f} after (2 cores shared with other jobs: compare the "
@@ -233,18 +237,29 @@ def section(val_records, chosen, records, val, photos, args, load, minutes, pair
              "[0, 1], onto the photograph's geometry, back to the model input. Deletion AUC lower is better, "
              f"insertion higher (blurred reference, {args.steps} steps); 95 % bootstrap intervals over photographs × "
              "seeds; s = median seconds per map.", "",
-             f"**Validation** ({len(val)} photographs: {desc(val)}; × {args.val_seeds} seeds, {args.val_n} samples): "
-             "Loupe variants (fill, fitted score, sampling); `heavy_blur` is the image blurred with sigma S/4, the "
-             "deletion/insertion check's own reference:", "",
-             "| variant | deletion AUC | insertion AUC | insertion − deletion |", "|---|---:|---:|---:|"]
-    for v in VARIANTS:
-        rs = [r for r in val_records if r["variant"] == v]
-        d, i = np.array([r["deletion"] for r in rs]), np.array([r["insertion"] for r in rs])
-        mark = " **(chosen)**" if v == chosen else (" (not eligible: leaves a flat object visible)"
-                                                    if v[0] in NOT_DEFAULT else "")
-        lines.append(f"| {vname(v)}{mark} | {d.mean():.3f} | {i.mean():.3f} | {(i - d).mean():+.3f} |")
+             f"**Validation** ({len(val)} photographs: {desc(val)}; × {args.val_seeds} seeds at each of "
+             f"{args.val_ns} samples): Loupe variants (fill, fitted score, sampling) and the lime package on the "
+             "same photographs and seeds; `heavy_blur` is the image blurred with sigma S/4, the deletion/insertion "
+             "check's own reference; `orthogonal` samples rows of a Sylvester–Hadamard matrix (every superpixel "
+             "hidden in exactly half the samples, no two correlated, complementary pairs); the choice is the "
+             "largest insertion − deletion over all the counts:", "",
+             "| variant | samples | deletion AUC | insertion AUC | insertion − deletion |",
+             "|---|---:|---:|---:|---:|"]
+    for v in ("lime",) + VARIANTS:
+        for n in args.val_list:
+            rs = [r for r in val_records if r["variant"] == v and r["n"] == n]
+            d, i = np.array([r["deletion"] for r in rs]), np.array([r["insertion"] for r in rs])
+            name = "lime package (its defaults)" if v == "lime" else vname(v)
+            mark = "" if v == "lime" else (" **(chosen)**" if v == chosen else (
+                " (not eligible: leaves a flat object visible)" if v[0] in NOT_DEFAULT else ""))
+            lines.append(f"| {name}{mark} | {n} | {d.mean():.3f} | {i.mean():.3f} | {(i - d).mean():+.3f} |")
+    from core.explain.lime import _defaults
+
+    d0 = _defaults(er.RECIPE["size"])
+    default_note = ("Loupe's default" if (d0["baseline"], d0["score"], d0["sampling"]) == tuple(chosen)
+                    else "not Loupe's default")
     lines += ["", f"**Test** ({len(photos)} other photographs: {desc(photos)}; × {args.seeds} seeds). Loupe: "
-              f"{vname(chosen)} (now the default); lime: its own defaults.", "",
+              f"{vname(chosen)} ({default_note}); lime: its own defaults.", "",
               "| tool | samples | s | deletion AUC | insertion AUC |", "|---|---:|---:|---:|---:|"]
     for tool, ns in (("lime", args.lime_list), ("Loupe", args.loupe_list)):
         for n in ns:
@@ -295,12 +310,13 @@ def main(argv=None) -> int:
     parser.add_argument("--timing-n", type=int, default=64, help="samples per map in the back-to-back timing")
     parser.add_argument("--timing-photos", type=int, default=2)
     parser.add_argument("--timing-rounds", type=int, default=4)
-    parser.add_argument("--val-n", type=int, default=32, help="samples per map on the validation photographs")
+    parser.add_argument("--val-ns", default="32,64", help="samples per map on the validation photographs")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     args.lime_list = [int(v) for v in args.lime_ns.split(",")]
     args.loupe_list = [int(v) for v in args.loupe_ns.split(",")]
+    args.val_list = [int(v) for v in args.val_ns.split(",")]
     logging.basicConfig(level=logging.WARNING)
     if not (er.DATA / "lesion_masks.npz").exists():
         print(f"skipped: {er.DATA} is absent", file=sys.stderr)
@@ -312,10 +328,13 @@ def main(argv=None) -> int:
     loaded, _ = er.trained_model(train_rows)
     val, photos = confident_photos(loaded, args.val, args.test)
     runner = Runner(loaded, args.steps)
-    val_records, chosen = validate(runner, val, args.val_n, args.val_seeds)
+    val_records, chosen = validate(runner, val, args.val_list, args.val_seeds)
     print(f"chosen on validation: {vname(chosen)}", file=sys.stderr, flush=True)
     records = test(runner, photos, args.seeds, args.lime_list, args.loupe_list, chosen)
     pairs_t = timing(runner, photos[:args.timing_photos], args.timing_n, args.timing_rounds, chosen)
+    er.CACHE.mkdir(parents=True, exist_ok=True)
+    (er.CACHE / "lime_fair_records.json").write_text(json.dumps(
+        {"val": val_records, "test": records, "timing": pairs_t, "chosen": chosen}, default=str))
     text = section(val_records, chosen, records, val, photos, args, (load0, os.getloadavg()[0]),
                    (time.monotonic() - t0) / 60, pairs_t)
     print(text)

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from core.errors import ModelError
 from core.explain.base import ExplainContext
-from core.explain.lime import (_defaults, kernel_weights, on_off, run, superpixels, to_unit,
+from core.explain.lime import (_defaults, hadamard_keep, kernel_weights, on_off, run, superpixels, to_unit,
                                weighted_ridge)
 from core.models.preprocess import InputSpec
 
@@ -38,6 +38,55 @@ def test_on_off_antithetic_and_uniform_count_pair_complements():
     assert set(hidden.tolist()) == set(range(1, 10))  # every count 1..9, not only counts near 5
     with pytest.raises(ModelError, match="sampling"):
         on_off("half", 4, 3, torch.Generator())
+
+
+def test_hadamard_keep_by_hand():
+    h = hadamard_keep(4)
+    assert h.tolist() == [[True, True, True, True], [True, False, True, False],
+                          [True, True, False, False], [True, False, False, True]]
+    s = hadamard_keep(16).int() * 2 - 1
+    assert torch.equal(s.T @ s, 16 * torch.eye(16, dtype=torch.int32))
+    with pytest.raises(ModelError, match="power of two"):
+        hadamard_keep(12)
+
+
+def test_on_off_orthogonal_is_a_balanced_uncorrelated_fold_over():
+    z = on_off("orthogonal", 64, 21, torch.Generator().manual_seed(0))
+    assert z.shape == (64, 21) and bool(z[0].all())  # row 0 is the image
+    assert z.sum(0).tolist() == [32] * 21  # every superpixel kept in exactly half the samples
+    s = z.int() * 2 - 1
+    assert torch.equal(s.T @ s, 64 * torch.eye(21, dtype=torch.int32))  # no two superpixels correlated
+    assert torch.equal(z.flip(0), ~z)  # row 63 − i is the complement of row i (fold-over)
+    assert torch.equal(z, on_off("orthogonal", 64, 21, torch.Generator().manual_seed(0)))
+    assert not torch.equal(z, on_off("orthogonal", 64, 21, torch.Generator().manual_seed(1)))
+    # 40 samples: a 32-row orthogonal block, then independent draws
+    z40 = on_off("orthogonal", 40, 21, torch.Generator().manual_seed(2))
+    s = z40[:32].int() * 2 - 1
+    assert torch.equal(s.T @ s, 32 * torch.eye(21, dtype=torch.int32)) and bool(z40[0].all())
+    # more superpixels than a 16-row block has columns: 15 of them orthogonal, the other 6 independent draws
+    z16 = on_off("orthogonal", 16, 21, torch.Generator().manual_seed(5))
+    assert bool(z16[0].all())
+    columns = {tuple(c) for c in hadamard_keep(16)[:, 1:].T.tolist()}
+    assert len({tuple(c) for c in z16.T.tolist()} & columns) == 15  # every non-trivial Hadamard column once
+
+
+def test_orthogonal_design_makes_each_weight_a_plain_contrast_free_of_pair_interactions():
+    """Uniform weights, no penalty: on the orthogonal design the fitted weight of superpixel j is exactly
+    mean(y | j kept) − mean(y | j hidden); an interaction of superpixels 0 and 1 (y = 1 only when both
+    are kept) leaves every other weight at exactly 0. An independent draw of the same size does neither."""
+    y_of = lambda z: (z[:, 0] & z[:, 1]).double().numpy() + 0.3 * z[:, 4].double().numpy()  # noqa: E731
+    for sampling, exact in (("orthogonal", True), ("independent", False)):
+        z = on_off(sampling, 32, 10, torch.Generator().manual_seed(4))
+        y = y_of(z)
+        coef, _ = weighted_ridge(z.numpy().astype(float), y, np.ones(32), alpha=0.0)
+        contrast = np.array([y[z[:, j].numpy()].mean() - y[~z[:, j].numpy()].mean() for j in range(10)])
+        others = np.delete(coef, [0, 1, 4])
+        if exact:
+            assert coef == pytest.approx(contrast, abs=1e-9)
+            assert coef[[0, 1, 4]] == pytest.approx([0.5, 0.5, 0.3], abs=1e-9)
+            assert np.abs(others).max() < 1e-9
+        else:
+            assert np.abs(coef - contrast).max() > 1e-3 and np.abs(others).max() > 1e-3
 
 
 def test_kernel_weights_by_hand():
@@ -117,6 +166,9 @@ def test_lime_on_a_linear_logit_returns_each_superpixels_contribution():
     assert out == pytest.approx(expected[labels], abs=1e-4)
     assert ctx.score == pytest.approx(float(torch.softmax(net(x), 1)[0, 1]))  # from the first (unperturbed) row
     assert out.max() == pytest.approx(expected.max(), abs=1e-4) and expected.max() > 1.0
+    ortho = run(_ctx(net, x, spec, baseline="mean", n_samples=64, alpha=1e-9, n_segments=8,
+                     sampling="orthogonal")).numpy()
+    assert ortho == pytest.approx(expected[labels], abs=1e-4)  # the orthogonal design recovers it as well
 
 
 def test_probability_score_keeps_the_ranking_and_bad_parameters_are_refused():
@@ -135,3 +187,23 @@ def test_probability_score_keeps_the_ranking_and_bad_parameters_are_refused():
         run(_ctx(net, x, spec, score="softmax"))
     with pytest.raises(ModelError, match="2 samples"):
         run(_ctx(net, x, spec, n_samples=1))
+
+
+class LayoutRecorder(LinearLogit):
+    """LinearLogit that records the memory layout of every batch it is given."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__(a)
+        self.channels_last = []
+
+    def forward(self, x):
+        self.channels_last.append(x.is_contiguous(memory_format=torch.channels_last))
+        return super().forward(x)
+
+
+def test_perturbed_batches_reach_the_model_channels_last():
+    spec = InputSpec(size=24, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    x = torch.rand(1, 3, 24, 24)
+    net = LayoutRecorder(torch.ones(1, 3, 24, 24) * 0.01)
+    run(_ctx(net, x, spec, n_samples=40, n_segments=4))
+    assert net.channels_last == [True, True, True]  # 40 samples in batches of 16
