@@ -103,13 +103,15 @@ def compare(trained_map: np.ndarray, randomised_map: np.ndarray) -> dict:
 
 
 def model_randomisation(model_version, image, method: str, target=None, *, explanation=None, trained_map=None,
-                        seed: int = 0, layers: str = "all", **kwargs) -> dict:
+                        randomise_seed: int = 0, randomise: str = "all", **kwargs) -> dict:
     """Explain ``image`` with the trained and with a randomised model; compare the maps.
 
     Takes :func:`~core.explain.protocol.explain`'s arguments (``explanation``: the trained
     model's Explanation, or ``trained_map``: any map in the image's geometry to test — both
-    avoid recomputing it; ``target`` must then be the index it explains). ``layers``: ``all``
-    or ``head`` (:func:`randomised_copy`). Returns ``{"spearman", "passed", "threshold",
+    avoid recomputing it; ``target`` must then be the index it explains). ``randomise``: ``all``
+    or ``head``, the layers re-initialised, with ``randomise_seed`` (:func:`randomised_copy`); named apart
+    from the method parameters in ``kwargs`` (LayerCAM's ``layers``, LIME's ``seed``), which reach both
+    explanations unchanged. Returns ``{"spearman", "passed", "threshold",
     "reason", "layers", "randomised_map"}``; passed means the maps differ (rank correlation below
     :data:`MAX_SPEARMAN`) and the trained map is not flat.
     """
@@ -118,8 +120,8 @@ def model_randomisation(model_version, image, method: str, target=None, *, expla
     if trained_map is None:
         trained = explanation or explain(model_version, image, method, target, **kwargs)
         trained_map, target = trained.map, trained.target_index
-    rnd = cached_randomised_copy(model_version.net, seed, layers)
+    rnd = cached_randomised_copy(model_version.net, randomise_seed, randomise)
     randomised = explain(model_version, image, method, target, net=rnd, **kwargs)
     out = compare(trained_map, randomised.map)
-    out.update({"layers": layers, "randomised_map": randomised.map})
+    out.update({"layers": randomise, "randomised_map": randomised.map})
     return out

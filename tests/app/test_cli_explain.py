@@ -70,10 +70,12 @@ def test_explain_layercam_from_the_command_and_the_window_list(tmp_path, capsys,
     ws, image_id, _ = ws_with_model
     npy = tmp_path / "l.npy"
     code, out, err = run(capsys, "--workspace", ws, "explain", image_id, "--method", "layercam", "--out", str(npy),
-                         "--json")
+                         "--faithfulness", "--sanity", "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["method"] == "layercam" and doc["shape"] == [40, 56]
+    # LayerCAM's own ``layers`` parameter must not be taken for the randomisation check's scope (it was)
+    assert doc["faithfulness"]["randomisation"]["layers"] == "all" and "spearman" in doc["sanity"]
     m = np.load(npy)
     assert m.shape == (40, 56) and 0 <= m.min() and m.max() <= 1
     assert ("LayerCAM", "layercam") in METHODS
