@@ -10,15 +10,9 @@ import torch
 
 from app.main_window import MainWindow
 from app.settings import Settings
-from tests.core.conftest import write_dataset
+from tests.core.conftest import all_convs, flipped_copy, write_dataset
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def _all_convs(ws):
-    from core.models.versions import load_version
-
-    return [n for n, m in load_version(ws).net.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)]
 
 
 @pytest.fixture
@@ -76,7 +70,7 @@ def test_fast_reading_predicts_with_the_gated_copy_and_explanations_stay_with_th
     from core.models.fast_reading import quantize_version
 
     # every convolution kept in float: the INT8 copy reads as its teacher and genuinely passes the gate
-    version, _ = quantize_version(ws, keep_float=_all_convs(ws), actor="test")
+    version, _ = quantize_version(ws, keep_float=all_convs(ws), actor="test")
     assert version.version == "v2"
     predict_pool(ws, fast=False)  # the full model has read the pool before fast reading is turned on
     from core.active.loop import refresh_queue
@@ -136,7 +130,7 @@ def test_make_dialog_registers_a_passing_int8_copy_in_its_own_process(qtbot, ws,
     win = _window(qtbot, ws, tmp_path)
     try:
         assert not win.fast_reading_action.isEnabled()
-        build = functools.partial(build_fast_version, keep_float=_all_convs(ws), nice=0)
+        build = functools.partial(build_fast_version, keep_float=all_convs(ws), nice=0)
         from app.workstation.fast_reading import open_dialog
 
         dialog = open_dialog(win, build=build)
@@ -155,20 +149,11 @@ def test_make_dialog_registers_a_passing_int8_copy_in_its_own_process(qtbot, ws,
 
 
 def test_make_dialog_names_the_failed_check(qtbot, ws, tmp_path, monkeypatch):
-    import copy
-
     from app.workstation.fast_reading import open_dialog
     from core.models import fast_reading
     from core.models.fast_build import run_build
 
-    def flipped(teacher, x, keep=None):  # a copy whose every top class differs from the teacher's
-        net = copy.deepcopy(teacher.net)
-        with torch.no_grad():
-            net.head[-1].weight.mul_(-1)
-            net.head[-1].bias.mul_(-1)
-        return net, ()
-
-    monkeypatch.setattr(fast_reading, "quantize_int8", flipped)
+    monkeypatch.setattr(fast_reading, "quantize_int8", flipped_copy)
 
     def in_process(path, kind, cancel=None, **kw):  # the same attempt without a child (the patch applies)
         return run_build(ws, kind)

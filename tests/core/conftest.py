@@ -81,6 +81,41 @@ def trainable(workspace, dataset, single_thread):
     return workspace
 
 
+@pytest.fixture
+def small(workspace, tmp_path):
+    """40 labelled synthetic photographs (16 validation, 24 training) and an untrained v1 active."""
+    from core.importer import import_paths
+
+    folder = tmp_path / "photos"
+    csv_path = write_dataset(folder, n=40, splits=["val"] * 16 + ["train"] * 24)
+    import_paths(workspace, [folder], csv_path)
+    tiny_model(workspace)
+    return workspace
+
+
+def all_convs(ws) -> list[str]:
+    """Names of every convolution in the active model's backbone (to keep them all in float in an INT8 copy)."""
+    import torch
+
+    from core.models.versions import load_version
+
+    return [n for n, m in load_version(ws).net.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def flipped_copy(teacher, x, keep=None):
+    """Stand-in for ``core.models.fast_reading.quantize_int8``: a copy whose every top class differs from the
+    teacher's (the head's last layer negated), so the agreement check must fail."""
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(teacher.net)
+    with torch.no_grad():
+        net.head[-1].weight.mul_(-1)
+        net.head[-1].bias.mul_(-1)
+    return net, ()
+
+
 def model_files(ws) -> list[str]:
     """Every file in the workspace's model folder (temporary files included)."""
     from core.models.versions import models_dir

@@ -18,16 +18,22 @@ def test_segment_means_by_hand():
     assert torch.allclose(b[0, 1, :, :2], torch.tensor(22.5))
 
 
-def test_segment_mean_fill_cannot_hide_a_flat_object():
-    """A documented limit of the lime package's fill, reproduced: a uniform patch filled with its own mean
-    colour is not hidden, so LIME with that fill gives the class-deciding patch less weight than with the
-    data-set mean fill, which does hide it. This is why ``segment_mean`` is not Loupe's default."""
+def _tiny_and_patch():
+    """The tiny trained model, one positive synthetic image, and the mask of its class-deciding patch."""
     torch.set_num_threads(1)
     tiny = train_tiny()
     imgs, _, boxes = make_images(1, 31, positive_fraction=1.0)
     top, left, bottom, right = boxes[0]
     inside = np.zeros(imgs[0].shape, bool)
     inside[top:bottom, left:right] = True
+    return tiny, imgs, inside
+
+
+def test_segment_mean_fill_cannot_hide_a_flat_object():
+    """A documented limit of the lime package's fill, reproduced: a uniform patch filled with its own mean
+    colour is not hidden, so LIME with that fill gives the class-deciding patch less weight than with the
+    data-set mean fill, which does hide it. This is why ``segment_mean`` is not Loupe's default."""
+    tiny, imgs, inside = _tiny_and_patch()
     # The same samples for both (same seed), so only the fill differs.
     seg = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="segment_mean")
     dflt = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="mean")
@@ -40,12 +46,7 @@ def test_segment_mean_fill_cannot_hide_a_flat_object():
 def test_heavy_blur_fill_hides_a_flat_object():
     """The default fill, the deletion/insertion check's own reference (the image blurred with sigma S/4): unlike the
     segment mean it spreads a flat patch into its surroundings, so LIME still finds the deciding patch."""
-    torch.set_num_threads(1)
-    tiny = train_tiny()
-    imgs, _, boxes = make_images(1, 31, positive_fraction=1.0)
-    top, left, bottom, right = boxes[0]
-    inside = np.zeros(imgs[0].shape, bool)
-    inside[top:bottom, left:right] = True
+    tiny, imgs, inside = _tiny_and_patch()
     blur = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64)
     assert blur.params["baseline"] == "heavy_blur"  # the default
     seg = explain(tiny, imgs[0], "lime", "patch", device="cpu", n_samples=64, baseline="segment_mean")

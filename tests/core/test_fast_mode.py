@@ -6,31 +6,14 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from core.errors import ModelError
-from core.importer import import_paths
 from core.models.fast_mode import (gated_fast_version, is_gated, predict_pool, reading_model, reading_predictions,
                                    set_fast_reading)
 from core.types import ModelVersion
-from tests.core.conftest import tiny_model, write_dataset
+from tests.core.conftest import all_convs, flipped_copy, tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture
-def small(workspace, tmp_path):
-    folder = tmp_path / "photos"
-    csv = write_dataset(folder, n=40, splits=["val"] * 16 + ["train"] * 24)
-    import_paths(workspace, [folder], csv)
-    tiny_model(workspace)
-    return workspace
-
-
-def _all_convs(ws):
-    from core.models.versions import load_version
-
-    return [n for n, m in load_version(ws).net.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)]
 
 
 @pytest.fixture
@@ -39,7 +22,7 @@ def fast(small):
     as the teacher does and genuinely passes the three checks."""
     from core.models.fast_reading import quantize_version
 
-    version, checks = quantize_version(small, keep_float=_all_convs(small), actor="test")
+    version, checks = quantize_version(small, keep_float=all_convs(small), actor="test")
     assert version.version == "v2" and all(c["passed"] for c in checks)
     return small
 
@@ -201,20 +184,11 @@ def test_build_result_in_words(fast, monkeypatch):
     from core.models import fast_reading
     from core.models.fast_build import run_build
 
-    ok = run_build(fast, "int8", keep_float=_all_convs(fast))
+    ok = run_build(fast, "int8", keep_float=all_convs(fast))
     assert ok.registered and ok.version == "v3" and ok.teacher == "v1"
     assert "v3 of v1 registered" in ok.summary()
 
-    def flipped(teacher, x, keep=None):
-        import copy
-
-        net = copy.deepcopy(teacher.net)
-        with torch.no_grad():
-            net.head[-1].weight.mul_(-1)
-            net.head[-1].bias.mul_(-1)
-        return net, ()
-
-    monkeypatch.setattr(fast_reading, "quantize_int8", flipped)
+    monkeypatch.setattr(fast_reading, "quantize_int8", flipped_copy)
     bad = run_build(fast, "int8")
     assert not bad.registered and "top-class agreement" in bad.failed
     assert "failed" in bad.summary() and "top-class agreement" in bad.summary()
@@ -224,7 +198,7 @@ def test_build_result_in_words(fast, monkeypatch):
 def test_build_in_a_child_process(fast):
     from core.models.fast_build import FastBuildResult, build_fast_version
 
-    result = build_fast_version(str(fast.path), "int8", keep_float=_all_convs(fast), nice=0)
+    result = build_fast_version(str(fast.path), "int8", keep_float=all_convs(fast), nice=0)
     assert isinstance(result, FastBuildResult) and result.registered, result.message
     assert result.teacher == "v1" and fast.model(result.version).parent == "v1"
     assert gated_fast_version(fast).version == result.version  # the newest passing copy serves

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from core.importer import import_paths
 from core.models.fast_reading import GateFailed, gate_checks, quantize_version
-from tests.core.conftest import tiny_model, write_dataset
+from tests.core.conftest import all_convs, flipped_copy
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -62,28 +60,13 @@ def test_agreement_pool_is_the_unlabelled_undamaged_images(small):
     assert len(agreement_pool(ws, n=1)) == 1
 
 
-@pytest.fixture
-def small(workspace, tmp_path):
-    folder = tmp_path / "photos"
-    csv = write_dataset(folder, n=40, splits=["val"] * 16 + ["train"] * 24)
-    import_paths(workspace, [folder], csv)
-    tiny_model(workspace)
-    return workspace
-
-
-def _all_convs(ws):
-    from core.models.versions import load_version
-
-    return [n for n, m in load_version(ws).net.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)]
-
-
 def test_int8_version_is_registered_linked_to_its_teacher_and_reloads(small):
     from core.models.inference import run_inference
     from core.models.versions import load_version
 
     ws = small
     # every convolution kept in float: the INT8 copy reads exactly as the teacher, so the gate must pass
-    version, checks = quantize_version(ws, keep_float=_all_convs(ws), actor="test")
+    version, checks = quantize_version(ws, keep_float=all_convs(ws), actor="test")
     assert all(c["passed"] for c in checks)
     assert version.parent == "v1" and version.status == "candidate"
     assert version.params["compression"]["kind"] == "int8" and version.params["compression"]["teacher"] == "v1"
@@ -94,23 +77,12 @@ def test_int8_version_is_registered_linked_to_its_teacher_and_reloads(small):
     assert np.allclose(teacher.probs, fast.probs, atol=0.02)
 
 
-def _flipped(teacher, x, keep=None):
-    """A "compressed" network whose logits are the teacher's negated: every top class flips."""
-    import copy
-
-    net = copy.deepcopy(teacher.net)
-    with torch.no_grad():
-        net.head[-1].weight.mul_(-1)
-        net.head[-1].bias.mul_(-1)
-    return net, ()
-
-
 def test_a_failing_int8_version_is_not_registered_and_the_check_is_named(small, monkeypatch):
     from core.models import fast_reading
 
     ws = small
 
-    monkeypatch.setattr(fast_reading, "quantize_int8", _flipped)
+    monkeypatch.setattr(fast_reading, "quantize_int8", flipped_copy)
     with pytest.raises(GateFailed, match="top-class agreement"):
         quantize_version(ws)
     assert [m.version for m in ws.models()] == ["v1"]
@@ -120,6 +92,6 @@ def test_cli_quantize_exits_1_naming_the_failed_check(small, capsys, monkeypatch
     from core.models import fast_reading
     from tests.app.cli_helpers import run
 
-    monkeypatch.setattr(fast_reading, "quantize_int8", _flipped)
+    monkeypatch.setattr(fast_reading, "quantize_int8", flipped_copy)
     code, out, err = run(capsys, "--workspace", str(small.path), "model", "quantize")
     assert code == 1 and "not registered" in err and "agreement" in err
