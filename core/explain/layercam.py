@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from core.errors import ModelError
 from core.explain.base import ExplainContext, Method, register
+from core.explain.gradcam import upsample
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def layer_cams(net: nn.Module, x: torch.Tensor, layers: list[str], target: Optio
 
 def fuse(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
     """Each map scaled to [0, 1], bilinearly upsampled to ``size``, averaged, scaled to [0, 1] again."""
-    up = [F.interpolate(_scale(m)[None, None], size=size, mode="bilinear", align_corners=False)[0, 0] for m in maps]
+    up = [upsample(_scale(m), size) for m in maps]
     return _scale(torch.stack(up).clamp_min(0).mean(dim=0))
 
 
