@@ -370,15 +370,24 @@ def correct_int8_bias(float_backbone: nn.Module, q_backbone: nn.Module, batches:
         lo, hi = (0 - m.zero_point) * m.scale, (255 - m.zero_point) * m.scale
         return (max(lo, 0.0) if isinstance(m, nniq.ConvReLU2d) else lo), hi
 
-    def upto(module, target):
-        """``module``'s output at ``target`` for every batch (the forward stops there)."""
-        outs = []
+    def channel_means(module, layers: dict, stop=None) -> dict:
+        """Per-channel mean over ``batches`` of each layer's output (``{layer: (lo, hi) clip or None}``),
+        in one forward per batch; with ``stop``, the forward ends after that layer."""
+        sums: dict = {}
+        counts: dict = {}
 
-        def grab(mod, inp, out):
-            outs.append(out.dequantize() if out.is_quantized else out.float())
-            raise _Stop
+        def hook_for(layer, clip):
+            def grab(mod, inp, out):
+                v = out.dequantize() if out.is_quantized else out.float()
+                if clip is not None:
+                    v = v.clamp(*clip)
+                sums[layer] = sums.get(layer, 0.0) + v.double().sum(dim=(0, 2, 3))
+                counts[layer] = counts.get(layer, 0) + v.shape[0] * v.shape[2] * v.shape[3]
+                if mod is stop:
+                    raise _Stop
+            return grab
 
-        h = target.register_forward_hook(grab)
+        handles = [layer.register_forward_hook(hook_for(layer, clip)) for layer, clip in layers.items()]
         try:
             with torch.no_grad():
                 for xb in batches:
@@ -387,16 +396,17 @@ def correct_int8_bias(float_backbone: nn.Module, q_backbone: nn.Module, batches:
                     except _Stop:
                         pass
         finally:
-            h.remove()
-        return torch.cat(outs)
+            for h in handles:
+                h.remove()
+        return {layer: sums[layer] / counts[layer] for layer in layers}
 
+    # The float side does not change as biases are corrected: every layer's clipped mean in one pass.
+    float_means = channel_means(fb, {fmods[n]: out_range(qmods[n]) for n in targets})
     rows = []
     for name in targets:
         m = qmods[name]
-        lo, hi = out_range(m)
-        f = upto(fb, fmods[name])
-        qo = upto(q_backbone, m)
-        shift = (qo - f.clamp(lo, hi)).double().mean(dim=(0, 2, 3))
+        # The quantized side is measured layer by layer, with the earlier layers already corrected.
+        shift = channel_means(q_backbone, {m: None}, stop=m)[m] - float_means[fmods[name]]
         bias = m.bias()
         bias = (torch.zeros(shift.shape[0]) if bias is None else bias.detach().clone()) - shift.float()
         m.set_weight_bias(m.weight(), bias)
